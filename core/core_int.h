@@ -1,0 +1,119 @@
+/* core/ private interface: the pieces of the loop that the other layers build on.
+ * Everything here runs on the loop's thread unless it says otherwise. */
+#ifndef TIDE_CORE_INT_H
+#define TIDE_CORE_INT_H
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/queue.h"
+#include "tide.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TIDE__LIKELY(x) __builtin_expect(!!(x), 1)
+#define TIDE__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define TIDE__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define TIDE__LIKELY(x) (x)
+#define TIDE__UNLIKELY(x) (x)
+#define TIDE__PRINTF(a, b)
+#endif
+
+/* A deferred call embedded in its owner: scheduling it allocates nothing. It runs on
+ * the next drain of the ready queue, FIFO with tide_loop_call_soon callbacks. */
+typedef struct tide__call tide__call;
+typedef void (*tide__call_fn)(tide__call *call);
+struct tide__call {
+    tide__queue node;
+    tide__call_fn fn;
+};
+
+void tide__call_init(tide__call *call, tide__call_fn fn);
+/* Queues the call unless it is already queued. */
+void tide__loop_defer(tide_loop_t *loop, tide__call *call);
+/* Removes a queued call (no-op when not queued). */
+void tide__loop_undefer(tide__call *call);
+static inline bool tide__call_pending(const tide__call *call) {
+    return tide__queue_linked(&call->node);
+}
+
+/* A timer embedded in its owner, kept in the loop's heap ordered by (deadline, order
+ * of arming), so timers due together fire in the order they were started. Honours
+ * the manual clock. */
+typedef struct tide__timer tide__timer;
+typedef void (*tide__timer_fn)(tide__timer *timer);
+struct tide__timer {
+    tide_loop_t *loop;
+    tide__timer_fn fn;
+    double when;
+    uint64_t seq;
+    size_t heap_index; /* SIZE_MAX when not armed */
+};
+
+void tide__timer_init(tide_loop_t *loop, tide__timer *timer, tide__timer_fn fn);
+/* (Re)arms the timer delay seconds from the loop's time. Returns 0 or TIDE_ENOMEM. */
+int tide__timer_start(tide__timer *timer, double delay);
+/* Arms the timer at an absolute loop time. */
+int tide__timer_start_at(tide__timer *timer, double when);
+void tide__timer_stop(tide__timer *timer);
+static inline bool tide__timer_active(const tide__timer *timer) {
+    return timer->heap_index != SIZE_MAX;
+}
+
+/* Something open on the loop (transport, server, connect request): keeps
+ * TIDE_RUN_DEFAULT running and makes tide_loop_close() refuse with TIDE_EBUSY. */
+typedef struct tide__resource tide__resource;
+struct tide__resource {
+    tide__queue node;
+    /* Writes a one-line description ("tcp transport fd 7 to 127.0.0.1:4000"). */
+    void (*describe)(const tide__resource *res, char *buf, size_t size);
+};
+
+void tide__loop_register(tide_loop_t *loop, tide__resource *res,
+                         void (*describe)(const tide__resource *, char *, size_t));
+void tide__loop_unregister(tide_loop_t *loop, tide__resource *res);
+
+/* Keeps TIDE_RUN_DEFAULT from returning while the count is above zero. */
+void tide__loop_ref(tide_loop_t *loop);
+void tide__loop_unref(tide_loop_t *loop);
+
+/* The libev loop, for layers that watch descriptors. */
+struct ev_loop *tide__loop_ev(tide_loop_t *loop);
+
+/* A per-loop receive buffer for one read (256 KiB), shared by every non-buffered
+ * transport: one read per readiness event lands here, so no read allocates.
+ * Returns NULL when it cannot be allocated. */
+void *tide__loop_scratch(tide_loop_t *loop, size_t *size);
+
+/* Debug-mode timing of a user-visible callback: enter returns a start stamp (0 when
+ * debug is off); leave logs when the callback ran longer than the threshold. */
+double tide__loop_debug_enter(tide_loop_t *loop);
+void tide__loop_debug_leave(tide_loop_t *loop, double start, const char *what);
+
+void tide__log(tide_loop_t *loop, tide_log_level_t level, const char *fmt, ...) TIDE__PRINTF(3, 4);
+
+/* Runs a function on a worker thread, then done(arg) on the loop's thread (through
+ * the thread-safe queue). The loop waits for running workers when it closes.
+ * Returns 0 or TIDE_ENOMEM / TIDE_EAGAIN when no thread could be started. */
+int tide__loop_run_in_thread(tide_loop_t *loop, void (*work)(void *arg),
+                             void (*done)(tide_loop_t *loop, void *arg), void *arg);
+
+/* Name resolution off the loop thread. cb gets 0 and a getaddrinfo() list (the
+ * callee frees it with freeaddrinfo) or a negative code and NULL. A cancelled request
+ * never calls cb. */
+struct addrinfo;
+typedef struct tide__resolve tide__resolve;
+typedef void (*tide__resolve_cb)(tide__resolve *req, int status, struct addrinfo *res, void *arg);
+int tide__resolve_start(tide_loop_t *loop, const char *host, const char *service, int family,
+                        int socktype, int flags, tide__resolve_cb cb, void *arg,
+                        tide__resolve **req);
+void tide__resolve_cancel(tide__resolve *req);
+
+/* Monotonic wall time in seconds, for measuring (not the loop's cached time). */
+double tide__now_monotonic(void);
+
+#endif

@@ -1,0 +1,890 @@
+/* The event loop: tide's layer over one libev loop.
+ *
+ * Per iteration, libev polls, then invokes pending watchers by priority: a check
+ * watcher at the highest priority refreshes the loop's monotonic time first, the I/O
+ * and timer callbacks run, and a check watcher at the lowest priority drains the ready
+ * queue (call_soon and tide's own deferred calls), once, FIFO, over a snapshot: what a
+ * callback schedules runs on the next iteration. An idle watcher is active while the
+ * ready queue is non-empty so that the poll does not block.
+ *
+ * Timers live in tide's own binary heap ordered by (deadline, arming order), so timers
+ * due together fire in the order they were set; one libev timer is armed for the
+ * earliest. With the manual clock nothing is armed and tide_loop_advance() fires them.
+ *
+ * Everything here runs on the loop's thread except tide_loop_call_soon_threadsafe()
+ * and the worker threads of tide__loop_run_in_thread(), which only touch the mutex-
+ * protected thread-safe queue and the libev async watcher. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/core_int.h"
+#include "tide/ev.h"
+
+#define TIDE__SCRATCH_SIZE (256 * 1024)
+
+typedef struct tide__ts_item tide__ts_item;
+struct tide__ts_item {
+    tide__ts_item *next;
+    tide_call_cb cb;
+    void *arg;
+    bool internal; /* a worker's completion: always delivered, even while closing */
+};
+
+typedef struct tide__signal {
+    ev_signal watcher;
+    tide_loop_t *loop;
+    tide_signal_cb cb;
+    void *arg;
+    struct tide__signal *next;
+} tide__signal;
+
+struct tide_handle {
+    tide__call call;
+    tide__timer timer;
+    tide__queue all;
+    tide_loop_t *loop;
+    tide_call_cb cb;
+    void *arg;
+    double when;
+    bool running;
+    bool is_timer;
+};
+
+struct tide_loop {
+    struct ev_loop *ev;
+    bool owns_ev;
+    bool running;
+    bool stop_requested;
+    bool debug;
+    bool manual_clock;
+    double now;
+    double slow_callback;
+    tide_log_cb log_cb;
+    void *log_arg;
+
+    ev_check time_check;
+    ev_check ready_check;
+    ev_idle ready_idle;
+    ev_timer heap_watcher;
+    ev_async wakeup;
+
+    tide__queue ready;
+    tide__queue handles; /* every live public handle, for cleanup at close */
+    tide__queue resources;
+    size_t refs;
+
+    tide__timer **heap;
+    size_t heap_len, heap_cap;
+    uint64_t timer_seq;
+
+    void *scratch;
+    tide__signal *signals;
+
+    pthread_mutex_t ts_lock;
+    pthread_cond_t ts_cond;
+    tide__ts_item *ts_head, *ts_tail;
+    size_t workers;
+    bool ts_closing;
+};
+
+/* ---- time ------------------------------------------------------------------------ */
+
+double tide__now_monotonic(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void refresh_time(tide_loop_t *loop) {
+    if (!loop->manual_clock)
+        loop->now = tide__now_monotonic();
+}
+
+double tide_loop_time(const tide_loop_t *loop) { return loop->now; }
+
+/* ---- logging and debug ----------------------------------------------------------- */
+
+static const char *level_name(tide_log_level_t level) {
+    switch (level) {
+    case TIDE_LOG_DEBUG:
+        return "debug";
+    case TIDE_LOG_INFO:
+        return "info";
+    case TIDE_LOG_WARNING:
+        return "warning";
+    default:
+        return "error";
+    }
+}
+
+static void vlog(tide_loop_t *loop, tide_log_level_t level, const char *fmt, va_list ap) {
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (loop != NULL && loop->log_cb != NULL) {
+        loop->log_cb(loop, level, msg, loop->log_arg);
+        return;
+    }
+    if (level >= TIDE_LOG_WARNING || (loop != NULL && loop->debug))
+        fprintf(stderr, "tide: %s: %s\n", level_name(level), msg);
+}
+
+void tide_loop_log(tide_loop_t *loop, tide_log_level_t level, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(loop, level, fmt, ap);
+    va_end(ap);
+}
+
+void tide__log(tide_loop_t *loop, tide_log_level_t level, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(loop, level, fmt, ap);
+    va_end(ap);
+}
+
+void tide_loop_set_log_handler(tide_loop_t *loop, tide_log_cb cb, void *arg) {
+    loop->log_cb = cb;
+    loop->log_arg = arg;
+}
+
+void tide_loop_set_debug(tide_loop_t *loop, bool enabled) { loop->debug = enabled; }
+
+bool tide_loop_get_debug(const tide_loop_t *loop) { return loop->debug; }
+
+void tide_loop_set_slow_callback_duration(tide_loop_t *loop, double seconds) {
+    loop->slow_callback = seconds;
+}
+
+double tide__loop_debug_enter(tide_loop_t *loop) {
+    return TIDE__UNLIKELY(loop->debug) ? tide__now_monotonic() : 0.0;
+}
+
+void tide__loop_debug_leave(tide_loop_t *loop, double start, const char *what) {
+    if (TIDE__LIKELY(!loop->debug) || start == 0.0)
+        return;
+    double took = tide__now_monotonic() - start;
+    if (took >= loop->slow_callback)
+        tide__log(loop, TIDE_LOG_WARNING, "executing %s took %.3f seconds", what, took);
+}
+
+void tide_free(void *ptr) { free(ptr); }
+
+/* ---- references and resources ---------------------------------------------------- */
+
+void tide__loop_ref(tide_loop_t *loop) {
+    loop->refs++;
+    ev_ref(loop->ev);
+}
+
+void tide__loop_unref(tide_loop_t *loop) {
+    loop->refs--;
+    ev_unref(loop->ev);
+}
+
+void tide__loop_register(tide_loop_t *loop, tide__resource *res,
+                         void (*describe)(const tide__resource *, char *, size_t)) {
+    res->describe = describe;
+    tide__queue_insert_tail(&loop->resources, &res->node);
+    tide__loop_ref(loop);
+}
+
+void tide__loop_unregister(tide_loop_t *loop, tide__resource *res) {
+    if (!tide__queue_linked(&res->node))
+        return;
+    tide__queue_remove(&res->node);
+    tide__loop_unref(loop);
+}
+
+struct ev_loop *tide__loop_ev(tide_loop_t *loop) { return loop->ev; }
+
+struct ev_loop *tide_loop_get_ev(tide_loop_t *loop) { return loop->ev; }
+
+void *tide__loop_scratch(tide_loop_t *loop, size_t *size) {
+    if (loop->scratch == NULL)
+        loop->scratch = malloc(TIDE__SCRATCH_SIZE);
+    *size = loop->scratch ? TIDE__SCRATCH_SIZE : 0;
+    return loop->scratch;
+}
+
+/* ---- the ready queue ------------------------------------------------------------- */
+
+void tide__call_init(tide__call *call, tide__call_fn fn) {
+    tide__queue_init(&call->node);
+    call->fn = fn;
+}
+
+void tide__loop_defer(tide_loop_t *loop, tide__call *call) {
+    if (tide__queue_linked(&call->node))
+        return;
+    if (tide__queue_empty(&loop->ready))
+        ev_idle_start(loop->ev, &loop->ready_idle);
+    tide__queue_insert_tail(&loop->ready, &call->node);
+}
+
+void tide__loop_undefer(tide__call *call) { tide__queue_remove(&call->node); }
+
+/* Runs the calls queued before this drain began; later ones wait for the next. */
+static void drain_ready(tide_loop_t *loop) {
+    tide__queue batch;
+    tide__queue_move(&loop->ready, &batch);
+    while (!tide__queue_empty(&batch)) {
+        tide__call *call = TIDE__QUEUE_DATA(tide__queue_head(&batch), tide__call, node);
+        tide__queue_remove(&call->node);
+        double start = tide__loop_debug_enter(loop);
+        call->fn(call);
+        tide__loop_debug_leave(loop, start, "a scheduled callback");
+    }
+    if (tide__queue_empty(&loop->ready))
+        ev_idle_stop(loop->ev, &loop->ready_idle);
+}
+
+static void on_ready_check(struct ev_loop *ev, ev_check *w, int revents) {
+    (void)ev;
+    (void)revents;
+    drain_ready(w->data);
+}
+
+static void on_time_check(struct ev_loop *ev, ev_check *w, int revents) {
+    (void)ev;
+    (void)revents;
+    refresh_time(w->data);
+}
+
+static void on_ready_idle(struct ev_loop *ev, ev_idle *w, int revents) {
+    /* Only here to keep the poll from blocking; the drain runs in ready_check. */
+    (void)ev;
+    (void)w;
+    (void)revents;
+}
+
+/* ---- the timer heap -------------------------------------------------------------- */
+
+static bool timer_before(const tide__timer *a, const tide__timer *b) {
+    return a->when < b->when || (a->when == b->when && a->seq < b->seq);
+}
+
+static void heap_set(tide_loop_t *loop, size_t i, tide__timer *t) {
+    loop->heap[i] = t;
+    t->heap_index = i;
+}
+
+static void heap_up(tide_loop_t *loop, size_t i) {
+    tide__timer *t = loop->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!timer_before(t, loop->heap[parent]))
+            break;
+        heap_set(loop, i, loop->heap[parent]);
+        i = parent;
+    }
+    heap_set(loop, i, t);
+}
+
+static void heap_down(tide_loop_t *loop, size_t i) {
+    tide__timer *t = loop->heap[i];
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= loop->heap_len)
+            break;
+        if (child + 1 < loop->heap_len && timer_before(loop->heap[child + 1], loop->heap[child]))
+            child++;
+        if (!timer_before(loop->heap[child], t))
+            break;
+        heap_set(loop, i, loop->heap[child]);
+        i = child;
+    }
+    heap_set(loop, i, t);
+}
+
+static void heap_remove(tide_loop_t *loop, tide__timer *t) {
+    size_t i = t->heap_index;
+    tide__timer *last = loop->heap[--loop->heap_len];
+    t->heap_index = SIZE_MAX;
+    if (last == t)
+        return;
+    heap_set(loop, i, last);
+    if (i > 0 && timer_before(last, loop->heap[(i - 1) / 2]))
+        heap_up(loop, i);
+    else
+        heap_down(loop, i);
+}
+
+static void heap_rearm(tide_loop_t *loop) {
+    if (loop->manual_clock)
+        return;
+    if (loop->heap_len == 0) {
+        ev_timer_stop(loop->ev, &loop->heap_watcher);
+        return;
+    }
+    double delay = loop->heap[0]->when - loop->now;
+    if (ev_is_active(&loop->heap_watcher) && ev_timer_remaining(loop->ev, &loop->heap_watcher) == delay)
+        return;
+    ev_timer_stop(loop->ev, &loop->heap_watcher);
+    ev_timer_set(&loop->heap_watcher, delay > 0 ? delay : 0.0, 0.0);
+    ev_timer_start(loop->ev, &loop->heap_watcher);
+}
+
+/* Fires the timers due at `limit` that were armed before this call began, so a timer
+ * re-armed from its own callback waits for the next round. */
+static int fire_due(tide_loop_t *loop, double limit) {
+    uint64_t seq_limit = loop->timer_seq;
+    int fired = 0;
+    while (loop->heap_len > 0) {
+        tide__timer *t = loop->heap[0];
+        if (t->when > limit || t->seq >= seq_limit)
+            break;
+        heap_remove(loop, t);
+        if (loop->manual_clock && t->when > loop->now)
+            loop->now = t->when;
+        double start = tide__loop_debug_enter(loop);
+        t->fn(t);
+        tide__loop_debug_leave(loop, start, "a timer callback");
+        fired++;
+    }
+    heap_rearm(loop);
+    return fired;
+}
+
+static void on_heap_timer(struct ev_loop *ev, ev_timer *w, int revents) {
+    (void)ev;
+    (void)revents;
+    tide_loop_t *loop = w->data;
+    refresh_time(loop);
+    fire_due(loop, loop->now);
+}
+
+void tide__timer_init(tide_loop_t *loop, tide__timer *timer, tide__timer_fn fn) {
+    timer->loop = loop;
+    timer->fn = fn;
+    timer->when = 0;
+    timer->seq = 0;
+    timer->heap_index = SIZE_MAX;
+}
+
+int tide__timer_start_at(tide__timer *timer, double when) {
+    tide_loop_t *loop = timer->loop;
+    if (tide__timer_active(timer))
+        heap_remove(loop, timer);
+    if (loop->heap_len == loop->heap_cap) {
+        size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 16;
+        tide__timer **heap = realloc(loop->heap, cap * sizeof(*heap));
+        if (heap == NULL) {
+            heap_rearm(loop);
+            return TIDE_ENOMEM;
+        }
+        loop->heap = heap;
+        loop->heap_cap = cap;
+    }
+    timer->when = when;
+    timer->seq = loop->timer_seq++;
+    heap_set(loop, loop->heap_len++, timer);
+    heap_up(loop, timer->heap_index);
+    heap_rearm(loop);
+    return 0;
+}
+
+int tide__timer_start(tide__timer *timer, double delay) {
+    if (!(delay > 0)) /* also catches NaN */
+        delay = 0;
+    return tide__timer_start_at(timer, timer->loop->now + delay);
+}
+
+void tide__timer_stop(tide__timer *timer) {
+    if (!tide__timer_active(timer))
+        return;
+    heap_remove(timer->loop, timer);
+    heap_rearm(timer->loop);
+}
+
+/* ---- public handles -------------------------------------------------------------- */
+
+static void handle_free(tide_handle_t *h) {
+    tide__queue_remove(&h->all);
+    free(h);
+}
+
+static void handle_run(tide_handle_t *h) {
+    h->running = true;
+    h->cb(h->loop, h->arg);
+    handle_free(h);
+}
+
+static void handle_call_fn(tide__call *call) {
+    handle_run(TIDE__QUEUE_DATA(call, tide_handle_t, call));
+}
+
+static void handle_timer_fn(tide__timer *timer) {
+    handle_run(TIDE__QUEUE_DATA(timer, tide_handle_t, timer));
+}
+
+static tide_handle_t *handle_new(tide_loop_t *loop, tide_call_cb cb, void *arg) {
+    if (cb == NULL)
+        return NULL;
+    tide_handle_t *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return NULL;
+    h->loop = loop;
+    h->cb = cb;
+    h->arg = arg;
+    tide__call_init(&h->call, handle_call_fn);
+    tide__timer_init(loop, &h->timer, handle_timer_fn);
+    tide__queue_insert_tail(&loop->handles, &h->all);
+    return h;
+}
+
+tide_handle_t *tide_loop_call_soon(tide_loop_t *loop, tide_call_cb cb, void *arg) {
+    tide_handle_t *h = handle_new(loop, cb, arg);
+    if (h == NULL)
+        return NULL;
+    h->when = loop->now;
+    tide__loop_defer(loop, &h->call);
+    return h;
+}
+
+tide_handle_t *tide_loop_call_at(tide_loop_t *loop, double when, tide_call_cb cb, void *arg) {
+    tide_handle_t *h = handle_new(loop, cb, arg);
+    if (h == NULL)
+        return NULL;
+    h->is_timer = true;
+    h->when = when;
+    if (tide__timer_start_at(&h->timer, when) != 0) {
+        handle_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+tide_handle_t *tide_loop_call_later(tide_loop_t *loop, double delay, tide_call_cb cb, void *arg) {
+    if (!(delay > 0))
+        delay = 0;
+    return tide_loop_call_at(loop, loop->now + delay, cb, arg);
+}
+
+void tide_handle_cancel(tide_handle_t *h) {
+    if (h == NULL || h->running)
+        return;
+    if (h->is_timer)
+        tide__timer_stop(&h->timer);
+    else
+        tide__loop_undefer(&h->call);
+    handle_free(h);
+}
+
+double tide_handle_when(const tide_handle_t *h) { return h->when; }
+
+/* ---- thread-safe queue and worker threads ---------------------------------------- */
+
+static tide__ts_item *ts_take_all(tide_loop_t *loop) {
+    pthread_mutex_lock(&loop->ts_lock);
+    tide__ts_item *items = loop->ts_head;
+    loop->ts_head = loop->ts_tail = NULL;
+    pthread_mutex_unlock(&loop->ts_lock);
+    return items;
+}
+
+static void on_wakeup(struct ev_loop *ev, ev_async *w, int revents) {
+    (void)ev;
+    (void)revents;
+    tide_loop_t *loop = w->data;
+    tide__ts_item *item = ts_take_all(loop);
+    while (item != NULL) {
+        tide__ts_item *next = item->next;
+        bool internal = item->internal;
+        double start = tide__loop_debug_enter(loop);
+        item->cb(loop, item->arg);
+        tide__loop_debug_leave(loop, start, "a thread-safe callback");
+        if (!internal) /* internal items live in their worker, which done() freed */
+            free(item);
+        item = next;
+    }
+}
+
+/* Appends under the lock; the caller holds it. */
+static void ts_append(tide_loop_t *loop, tide__ts_item *item) {
+    item->next = NULL;
+    if (loop->ts_tail)
+        loop->ts_tail->next = item;
+    else
+        loop->ts_head = item;
+    loop->ts_tail = item;
+}
+
+int tide_loop_call_soon_threadsafe(tide_loop_t *loop, tide_call_cb cb, void *arg) {
+    if (loop == NULL || cb == NULL)
+        return TIDE_EINVAL;
+    tide__ts_item *item = malloc(sizeof(*item));
+    if (item == NULL)
+        return TIDE_ENOMEM;
+    item->cb = cb;
+    item->arg = arg;
+    item->internal = false;
+    pthread_mutex_lock(&loop->ts_lock);
+    if (loop->ts_closing) {
+        pthread_mutex_unlock(&loop->ts_lock);
+        free(item);
+        return TIDE_ECLOSED;
+    }
+    ts_append(loop, item);
+    ev_async_send(loop->ev, &loop->wakeup);
+    pthread_mutex_unlock(&loop->ts_lock);
+    return 0;
+}
+
+typedef struct tide__worker {
+    tide_loop_t *loop;
+    void (*work)(void *arg);
+    void (*done)(tide_loop_t *loop, void *arg);
+    void *arg;
+    tide__ts_item item;
+} tide__worker;
+
+static void worker_done(tide_loop_t *loop, void *arg) {
+    tide__worker *w = arg;
+    void (*done)(tide_loop_t *, void *) = w->done;
+    void *done_arg = w->arg;
+    free(w);
+    done(loop, done_arg);
+}
+
+static void *worker_main(void *arg) {
+    tide__worker *w = arg;
+    tide_loop_t *loop = w->loop;
+    w->work(w->arg);
+    /* The item lives inside the worker record, so posting cannot fail. The loop's
+     * close waits for `workers` to reach zero under this lock, so the loop is alive
+     * for as long as we touch it here. */
+    tide__ts_item *item = &w->item;
+    pthread_mutex_lock(&loop->ts_lock);
+    item->cb = worker_done;
+    item->arg = w;
+    item->internal = true;
+    ts_append(loop, item);
+    loop->workers--;
+    ev_async_send(loop->ev, &loop->wakeup);
+    pthread_cond_broadcast(&loop->ts_cond);
+    pthread_mutex_unlock(&loop->ts_lock);
+    return NULL;
+}
+
+int tide__loop_run_in_thread(tide_loop_t *loop, void (*work)(void *arg),
+                             void (*done)(tide_loop_t *loop, void *arg), void *arg) {
+    tide__worker *w = malloc(sizeof(*w));
+    if (w == NULL)
+        return TIDE_ENOMEM;
+    w->loop = loop;
+    w->work = work;
+    w->done = done;
+    w->arg = arg;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    pthread_mutex_lock(&loop->ts_lock);
+    loop->workers++;
+    pthread_mutex_unlock(&loop->ts_lock);
+    pthread_t thread;
+    int rc = pthread_create(&thread, &attr, worker_main, w);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        pthread_mutex_lock(&loop->ts_lock);
+        loop->workers--;
+        pthread_mutex_unlock(&loop->ts_lock);
+        free(w);
+        return rc == EAGAIN ? TIDE_EAGAIN : TIDE_ENOMEM;
+    }
+    return 0;
+}
+
+/* ---- signals --------------------------------------------------------------------- */
+
+/* libev lets one loop own a signal at a time; this table enforces it across loops. */
+static pthread_mutex_t signal_owner_lock = PTHREAD_MUTEX_INITIALIZER;
+static tide_loop_t *signal_owner[NSIG];
+
+static void on_signal(struct ev_loop *ev, ev_signal *w, int revents) {
+    (void)ev;
+    (void)revents;
+    tide__signal *s = w->data;
+    double start = tide__loop_debug_enter(s->loop);
+    s->cb(s->loop, w->signum, s->arg);
+    tide__loop_debug_leave(s->loop, start, "a signal handler");
+}
+
+static tide__signal **find_signal(tide_loop_t *loop, int signum) {
+    tide__signal **p = &loop->signals;
+    while (*p && (*p)->watcher.signum != signum)
+        p = &(*p)->next;
+    return p;
+}
+
+int tide_loop_add_signal_handler(tide_loop_t *loop, int signum, tide_signal_cb cb, void *arg) {
+    if (signum <= 0 || signum >= NSIG || signum == SIGKILL || signum == SIGSTOP || cb == NULL)
+        return TIDE_EINVAL;
+    tide__signal **p = find_signal(loop, signum);
+    if (*p) {
+        (*p)->cb = cb;
+        (*p)->arg = arg;
+        return 0;
+    }
+    pthread_mutex_lock(&signal_owner_lock);
+    if (signal_owner[signum] != NULL && signal_owner[signum] != loop) {
+        pthread_mutex_unlock(&signal_owner_lock);
+        return TIDE_EBUSY;
+    }
+    tide__signal *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        pthread_mutex_unlock(&signal_owner_lock);
+        return TIDE_ENOMEM;
+    }
+    signal_owner[signum] = loop;
+    pthread_mutex_unlock(&signal_owner_lock);
+    s->loop = loop;
+    s->cb = cb;
+    s->arg = arg;
+    ev_signal_init(&s->watcher, on_signal, signum);
+    s->watcher.data = s;
+    ev_signal_start(loop->ev, &s->watcher);
+    ev_unref(loop->ev); /* a handler alone does not keep the loop running */
+    s->next = loop->signals;
+    loop->signals = s;
+    return 0;
+}
+
+static void signal_free(tide_loop_t *loop, tide__signal *s) {
+    int signum = s->watcher.signum;
+    ev_ref(loop->ev);
+    ev_signal_stop(loop->ev, &s->watcher);
+    pthread_mutex_lock(&signal_owner_lock);
+    if (signal_owner[signum] == loop)
+        signal_owner[signum] = NULL;
+    pthread_mutex_unlock(&signal_owner_lock);
+    free(s);
+}
+
+int tide_loop_remove_signal_handler(tide_loop_t *loop, int signum) {
+    if (signum <= 0 || signum >= NSIG)
+        return TIDE_EINVAL;
+    tide__signal **p = find_signal(loop, signum);
+    tide__signal *s = *p;
+    if (s == NULL)
+        return TIDE_ENOENT;
+    *p = s->next;
+    signal_free(loop, s);
+    return 0;
+}
+
+/* ---- creating, running, closing -------------------------------------------------- */
+
+static bool env_debug(void) {
+    const char *v = getenv("TIDE_DEBUG");
+    return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+}
+
+/* Starts a watcher that must not keep the loop alive on its own. */
+#define TIDE__START_UNREF(loop, kind, w) \
+    do {                                 \
+        ev_##kind##_start((loop)->ev, w); \
+        ev_unref((loop)->ev);            \
+    } while (0)
+
+static int loop_init(tide_loop_t **out, struct ev_loop *ev, bool owns_ev) {
+    tide_loop_t *loop = calloc(1, sizeof(*loop));
+    if (loop == NULL)
+        return TIDE_ENOMEM;
+    if (ev == NULL) {
+        ev = ev_loop_new(EVFLAG_AUTO);
+        if (ev == NULL) {
+            free(loop);
+            return TIDE_ENOMEM;
+        }
+    }
+    loop->ev = ev;
+    loop->owns_ev = owns_ev;
+    loop->slow_callback = 0.1;
+    loop->debug = env_debug();
+    tide__queue_init(&loop->ready);
+    tide__queue_init(&loop->handles);
+    tide__queue_init(&loop->resources);
+    pthread_mutex_init(&loop->ts_lock, NULL);
+    pthread_cond_init(&loop->ts_cond, NULL);
+    refresh_time(loop);
+
+    ev_check_init(&loop->time_check, on_time_check);
+    ev_set_priority(&loop->time_check, EV_MAXPRI);
+    ev_check_init(&loop->ready_check, on_ready_check);
+    ev_set_priority(&loop->ready_check, EV_MINPRI);
+    ev_idle_init(&loop->ready_idle, on_ready_idle);
+    ev_init(&loop->heap_watcher, on_heap_timer);
+    ev_async_init(&loop->wakeup, on_wakeup);
+    loop->time_check.data = loop->ready_check.data = loop->ready_idle.data = loop;
+    loop->heap_watcher.data = loop->wakeup.data = loop;
+    TIDE__START_UNREF(loop, check, &loop->time_check);
+    TIDE__START_UNREF(loop, check, &loop->ready_check);
+    TIDE__START_UNREF(loop, async, &loop->wakeup);
+    *out = loop;
+    return 0;
+}
+
+int tide_loop_new(tide_loop_t **loop) {
+    if (loop == NULL)
+        return TIDE_EINVAL;
+    return loop_init(loop, NULL, true);
+}
+
+int tide_loop_new_from_ev(struct ev_loop *ev, tide_loop_t **loop) {
+    if (ev == NULL || loop == NULL)
+        return TIDE_EINVAL;
+    return loop_init(loop, ev, false);
+}
+
+int tide_loop_run(tide_loop_t *loop, tide_run_mode_t mode) {
+    int flags;
+    switch (mode) {
+    case TIDE_RUN_DEFAULT:
+    case TIDE_RUN_FOREVER:
+        flags = 0;
+        break;
+    case TIDE_RUN_ONCE:
+        flags = EVRUN_ONCE;
+        break;
+    case TIDE_RUN_NOWAIT:
+        flags = EVRUN_NOWAIT;
+        break;
+    default:
+        return TIDE_EINVAL;
+    }
+    if (loop->running)
+        return TIDE_EBUSY;
+    loop->running = true;
+    refresh_time(loop);
+    if (loop->stop_requested) {
+        /* asyncio: stop() before run_forever() still runs one iteration. */
+        loop->stop_requested = false;
+        flags = EVRUN_NOWAIT;
+    }
+    if (mode == TIDE_RUN_FOREVER)
+        ev_ref(loop->ev);
+    ev_run(loop->ev, flags);
+    if (mode == TIDE_RUN_FOREVER)
+        ev_unref(loop->ev);
+    loop->running = false;
+    return 0;
+}
+
+void tide_loop_stop(tide_loop_t *loop) {
+    if (loop->running)
+        ev_break(loop->ev, EVBREAK_ALL);
+    else
+        loop->stop_requested = true;
+}
+
+bool tide_loop_is_running(const tide_loop_t *loop) { return loop->running; }
+
+int tide_loop_use_manual_clock(tide_loop_t *loop, double start) {
+    if (loop->heap_len > 0)
+        return TIDE_EBUSY;
+    loop->manual_clock = true;
+    loop->now = start;
+    ev_timer_stop(loop->ev, &loop->heap_watcher);
+    return 0;
+}
+
+int tide_loop_advance(tide_loop_t *loop, double seconds) {
+    if (!loop->manual_clock)
+        return TIDE_EINVAL;
+    double target = loop->now + (seconds > 0 ? seconds : 0);
+    int fired = 0;
+    /* Fire in rounds so a timer armed by a callback for a time still before the target
+     * fires in this advance too, as the clock passes it. */
+    for (;;) {
+        int n = fire_due(loop, target);
+        if (n == 0)
+            break;
+        fired += n;
+    }
+    loop->now = target;
+    for (int i = 0; i < 64 && !tide__queue_empty(&loop->ready); i++)
+        drain_ready(loop);
+    return fired;
+}
+
+static void describe_open(tide_loop_t *loop) {
+    tide__queue *n;
+    size_t count = 0;
+    TIDE__QUEUE_FOREACH(n, &loop->resources) {
+        tide__resource *res = TIDE__QUEUE_DATA(n, tide__resource, node);
+        char text[256] = "resource";
+        if (res->describe)
+            res->describe(res, text, sizeof(text));
+        tide__log(loop, TIDE_LOG_WARNING, "loop closed with %s still open", text);
+        count++;
+    }
+    tide__log(loop, TIDE_LOG_WARNING, "tide_loop_close: %zu resource(s) still open", count);
+}
+
+int tide_loop_close(tide_loop_t *loop) {
+    if (loop == NULL)
+        return 0;
+    if (loop->running)
+        return TIDE_EBUSY;
+    if (!tide__queue_empty(&loop->resources)) {
+        describe_open(loop);
+        return TIDE_EBUSY;
+    }
+    /* Workers may still be resolving names for requests already cancelled: wait for
+     * them, then run their completions, which only free what they own. */
+    pthread_mutex_lock(&loop->ts_lock);
+    loop->ts_closing = true;
+    while (loop->workers > 0)
+        pthread_cond_wait(&loop->ts_cond, &loop->ts_lock);
+    pthread_mutex_unlock(&loop->ts_lock);
+    tide__ts_item *item = ts_take_all(loop);
+    while (item != NULL) {
+        tide__ts_item *next = item->next;
+        if (item->internal) {
+            item->cb(loop, item->arg);
+        } else {
+            free(item);
+        }
+        item = next;
+    }
+    if (!tide__queue_empty(&loop->resources)) {
+        /* A completion reopened something; report it rather than free it under them. */
+        describe_open(loop);
+        return TIDE_EBUSY;
+    }
+
+    size_t dropped = 0;
+    while (!tide__queue_empty(&loop->handles)) {
+        tide_handle_t *h = TIDE__QUEUE_DATA(tide__queue_head(&loop->handles), tide_handle_t, all);
+        tide_handle_cancel(h);
+        dropped++;
+    }
+    if (dropped > 0 && loop->debug)
+        tide__log(loop, TIDE_LOG_DEBUG, "tide_loop_close: dropped %zu scheduled callback(s)", dropped);
+
+    while (loop->signals) {
+        tide__signal *s = loop->signals;
+        loop->signals = s->next;
+        signal_free(loop, s);
+    }
+    ev_ref(loop->ev);
+    ev_check_stop(loop->ev, &loop->time_check);
+    ev_ref(loop->ev);
+    ev_check_stop(loop->ev, &loop->ready_check);
+    ev_ref(loop->ev);
+    ev_async_stop(loop->ev, &loop->wakeup);
+    ev_idle_stop(loop->ev, &loop->ready_idle);
+    ev_timer_stop(loop->ev, &loop->heap_watcher);
+    if (loop->owns_ev)
+        ev_loop_destroy(loop->ev);
+    pthread_mutex_destroy(&loop->ts_lock);
+    pthread_cond_destroy(&loop->ts_cond);
+    free(loop->heap);
+    free(loop->scratch);
+    free(loop);
+    return 0;
+}

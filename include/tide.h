@@ -1,0 +1,14 @@
+/* tide: asyncio's networking model in C. The umbrella header: include this one.
+ * tide/ev.h (libev integration) is left out on purpose; include it yourself. */
+#ifndef TIDE_H
+#define TIDE_H
+
+#include "tide/version.h"
+#include "tide/errno.h"
+#include "tide/loop.h"
+#include "tide/protocol.h"
+#include "tide/transport.h"
+#include "tide/server.h"
+#include "tide/testing.h"
+
+#endif

@@ -1,0 +1,114 @@
+/* tide error codes.
+ * Every tide function returns 0 (or a non-negative count) on success and a negative
+ * code on failure. TIDE_E<errno> equals -errno; tide's own codes live in a block of
+ * their own; TLS codes carry mbedTLS's raw code inside them. Codes are append-only
+ * and never renumbered. */
+#ifndef TIDE_ERRNO_H
+#define TIDE_ERRNO_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* X(NAME, value, message). One table gives the enum, tide_strerror and tide_err_name. */
+#define TIDE_ERRNO_MAP(X)                                                         \
+    X(EPERM, -EPERM, "operation not permitted")                                   \
+    X(ENOENT, -ENOENT, "no such file or directory")                               \
+    X(EINTR, -EINTR, "interrupted system call")                                   \
+    X(EIO, -EIO, "i/o error")                                                     \
+    X(EBADF, -EBADF, "bad file descriptor")                                       \
+    X(EAGAIN, -EAGAIN, "resource temporarily unavailable")                        \
+    X(ENOMEM, -ENOMEM, "not enough memory")                                       \
+    X(EACCES, -EACCES, "permission denied")                                       \
+    X(EBUSY, -EBUSY, "resource busy")                                             \
+    X(EEXIST, -EEXIST, "file already exists")                                     \
+    X(ENOTDIR, -ENOTDIR, "not a directory")                                       \
+    X(EINVAL, -EINVAL, "invalid argument")                                        \
+    X(ENFILE, -ENFILE, "file table overflow")                                     \
+    X(EMFILE, -EMFILE, "too many open files")                                     \
+    X(ENOSPC, -ENOSPC, "no space left on device")                                 \
+    X(EPIPE, -EPIPE, "broken pipe")                                               \
+    X(ERANGE, -ERANGE, "result too large")                                        \
+    X(ENAMETOOLONG, -ENAMETOOLONG, "name too long")                               \
+    X(ENOSYS, -ENOSYS, "function not implemented")                                \
+    X(ENOTSOCK, -ENOTSOCK, "socket operation on non-socket")                      \
+    X(EMSGSIZE, -EMSGSIZE, "message too long")                                    \
+    X(EPROTO, -EPROTO, "protocol error")                                          \
+    X(EPROTONOSUPPORT, -EPROTONOSUPPORT, "protocol not supported")                \
+    X(ENOTSUP, -ENOTSUP, "operation not supported")                               \
+    X(EAFNOSUPPORT, -EAFNOSUPPORT, "address family not supported")                \
+    X(EADDRINUSE, -EADDRINUSE, "address already in use")                          \
+    X(EADDRNOTAVAIL, -EADDRNOTAVAIL, "address not available")                     \
+    X(ENETDOWN, -ENETDOWN, "network is down")                                     \
+    X(ENETUNREACH, -ENETUNREACH, "network is unreachable")                        \
+    X(ECONNABORTED, -ECONNABORTED, "connection aborted")                          \
+    X(ECONNRESET, -ECONNRESET, "connection reset by peer")                        \
+    X(ENOBUFS, -ENOBUFS, "no buffer space available")                             \
+    X(EISCONN, -EISCONN, "socket is already connected")                           \
+    X(ENOTCONN, -ENOTCONN, "socket is not connected")                             \
+    X(ESHUTDOWN, -ESHUTDOWN, "cannot send after shutdown")                        \
+    X(ETIMEDOUT, -ETIMEDOUT, "connection timed out")                              \
+    X(ECONNREFUSED, -ECONNREFUSED, "connection refused")                          \
+    X(EHOSTUNREACH, -EHOSTUNREACH, "host is unreachable")                         \
+    X(EALREADY, -EALREADY, "operation already in progress")                       \
+    X(EINPROGRESS, -EINPROGRESS, "operation in progress")                         \
+    X(ECANCELED, -ECANCELED, "operation canceled")                                \
+    X(EOF, -4001, "end of file")                                                  \
+    X(ELIMIT, -4002, "limit overrun: no separator within the reader's limit")     \
+    X(EINCOMPLETE, -4003, "incomplete read: end of stream before enough data")    \
+    X(ECANCELLED, -4004, "cancelled")                                             \
+    X(ETIMEOUT, -4005, "deadline expired")                                        \
+    X(ECLOSED, -4006, "transport or server is closing or closed")                 \
+    X(ENOTASK, -4007, "called outside a task")                                    \
+    X(EAI_AGAIN, -4101, "temporary failure in name resolution")                   \
+    X(EAI_FAIL, -4102, "permanent failure in name resolution")                    \
+    X(EAI_NONAME, -4103, "unknown host name or service")                          \
+    X(EAI_FAMILY, -4104, "address family not supported by the resolver")          \
+    X(EAI_SERVICE, -4105, "service not available for the socket type")            \
+    X(EAI_NODATA, -4106, "host name has no address")                              \
+    X(EAI_MEMORY, -4107, "out of memory in name resolution")                      \
+    X(EAI_OTHER, -4108, "name resolution failed")                                 \
+    X(ETLS, -4201, "TLS error")
+
+typedef enum tide_errno {
+#define TIDE__ERRNO_ENUM(name, value, msg) TIDE_##name = (value),
+    TIDE_ERRNO_MAP(TIDE__ERRNO_ENUM)
+#undef TIDE__ERRNO_ENUM
+} tide_errno_t;
+
+/* TLS failures keep mbedTLS's raw (negative) code inside the tide code:
+ * TIDE_ETLS_BASE + mbedtls_code, with mbedtls_code in [-0x7FFF, -1]. */
+#define TIDE_ETLS_BASE (-0x200000)
+
+/* A static, human-readable message for any code (unknown codes get a generic text). */
+TIDE_EXTERN const char *tide_strerror(int err);
+
+/* The symbolic name of a code, such as "ECONNRESET" or "ELIMIT"; static storage. */
+TIDE_EXTERN const char *tide_err_name(int err);
+
+/* Writes the message for err into buf (always NUL-terminated, truncated to len) and
+ * returns buf; for TLS codes the text includes mbedTLS's own description. */
+TIDE_EXTERN char *tide_strerror_r(int err, char *buf, size_t len);
+
+/* Converts a positive errno value into the matching tide code. */
+TIDE_EXTERN int tide_err_from_errno(int errno_value);
+
+/* Converts a getaddrinfo() EAI_* result into the matching tide code. */
+TIDE_EXTERN int tide_err_from_gai(int gai_error);
+
+/* True when err is a TLS code carrying an mbedTLS code. */
+TIDE_EXTERN bool tide_err_is_tls(int err);
+
+/* The raw mbedTLS code inside a TLS error, or 0 when err is not one. */
+TIDE_EXTERN int tide_err_tls_code(int err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,84 @@
+/* Shared test support: a bounded, event-driven run-until, descriptor counting, and a
+ * recording protocol that checks asyncio's callback order as it goes.
+ * Include after <setjmp.h>, <stdarg.h>, <stddef.h> and <cmocka.h>. */
+#ifndef TIDE_TEST_SUPPORT_H
+#define TIDE_TEST_SUPPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tide.h"
+
+/* Seconds scaled by TIDE_TEST_TIMEOUT_MULTIPLIER (default 1; the sanitizer job sets more). */
+double ts_scaled(double seconds);
+
+/* A new loop; fails the test if it cannot be made. */
+tide_loop_t *ts_loop_new(void);
+
+/* Closes the loop and asserts it closed cleanly (nothing left open). */
+void ts_loop_close(tide_loop_t *loop);
+
+/* Runs the loop one blocking iteration at a time until pred(arg) is true; fails the
+ * test when `seconds` (scaled) pass first. Never sleeps: a timer bounds each wait. */
+void ts_run_until(tide_loop_t *loop, bool (*pred)(void *arg), void *arg, double seconds);
+
+/* Runs until *flag becomes non-zero (a common predicate). */
+void ts_run_until_flag(tide_loop_t *loop, const int *flag, double seconds);
+
+/* Number of open descriptors of this process. */
+int ts_count_fds(void);
+
+/* ---- recording protocol ---------------------------------------------------------- */
+
+/* Events, in order, as one letter each: M made, D data, E eof, L lost, P pause_writing,
+ * R resume_writing. Order violations (anything before M, anything after L, D after E,
+ * two E, P/R not alternating) are counted in `violations`. */
+typedef struct ts_recorder ts_recorder;
+struct ts_recorder {
+    tide_protocol_t base;
+    tide_transport_t *transport;
+    char events[256];
+    size_t nevents;
+    int violations;
+    unsigned char *data; /* everything received */
+    size_t len, cap;
+    int lost_status;
+    int made, lost, eofs, pauses, resumes;
+    bool keep_open_on_eof; /* eof_received's answer */
+    bool echo;             /* write back what is received */
+    /* Optional hooks, run after the recording. */
+    void (*on_made)(ts_recorder *r);
+    void (*on_data)(ts_recorder *r, const void *data, size_t len);
+    bool (*on_eof)(ts_recorder *r); /* overrides keep_open_on_eof when set */
+    void (*on_lost)(ts_recorder *r, int status);
+    void (*on_pause)(ts_recorder *r);
+    void (*on_resume)(ts_recorder *r);
+    void *user;
+};
+
+/* Initialises a recorder (zeroes it and sets the ops). Free with ts_recorder_free. */
+void ts_recorder_init(ts_recorder *r);
+void ts_recorder_free(ts_recorder *r);
+/* The same as a buffered protocol (get_buffer/buffer_updated into a 4 KiB window). */
+void ts_recorder_init_buffered(ts_recorder *r);
+
+/* Factory for servers and connects: arg is a ts_recorder_pool. Each call hands out the
+ * next recorder in the array (NULL when exhausted). */
+typedef struct ts_recorder_pool {
+    ts_recorder *items;
+    size_t count;
+    size_t used;
+} ts_recorder_pool;
+tide_protocol_factory_cb ts_recorder_factory(void);
+
+/* Predicates for ts_run_until on a ts_recorder *. */
+bool ts_pred_made(void *recorder);
+bool ts_pred_lost(void *recorder);
+bool ts_pred_eof(void *recorder);
+
+/* A simple checksum (FNV-1a 64) for comparing large transfers. */
+uint64_t ts_fnv1a(const void *data, size_t len, uint64_t seed);
+#define TS_FNV_SEED 0xcbf29ce484222325ULL
+
+#endif

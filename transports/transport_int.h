@@ -1,0 +1,173 @@
+/* transports/ private interface: the transport base every kind shares (socket,
+ * memory, and later TLS), the socket system-call seam, and the glue between
+ * servers, connects and socket transports.
+ *
+ * The base (transport.c) owns the contract with the protocol: state checks of the
+ * public calls, the watermarks and pause/resume_writing, deferred connection_made and
+ * connection_lost, and freeing. A kind (socket.c, memory.c) implements tide__transport_ops
+ * and calls the tide__transport_* helpers below; it never calls protocol ops itself. */
+#ifndef TIDE_TRANSPORT_INT_H
+#define TIDE_TRANSPORT_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "core/core_int.h"
+
+#define TIDE__DEFAULT_HIGH_WATER (64 * 1024)
+#define TIDE__READ_MAX (256 * 1024)
+
+typedef struct tide__transport_ops {
+    const char *kind; /* "tcp", "unix", "memory", ... */
+    /* Called only when the base accepted the write (open, not after write_eof, total > 0,
+     * within the cap). Sends or queues every byte; returns 0, or TIDE_ENOMEM with nothing
+     * accepted. A send error is not returned: the kind calls tide__transport_fatal(). */
+    int (*write)(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, size_t total);
+    /* Shut down the sending side once the queue is empty. NULL: not supported. */
+    int (*write_eof)(tide_transport_t *t);
+    /* The base set closing and stopped reading; flush the queue, then call
+     * tide__transport_lost(t, 0) (which defers connection_lost). */
+    void (*close)(tide_transport_t *t);
+    /* Drop the queue and stop all I/O now; the base schedules connection_lost. The
+     * descriptor may be closed here or in release. */
+    void (*abort)(tide_transport_t *t);
+    /* Start / stop watching for input. */
+    void (*pause_reading)(tide_transport_t *t);
+    void (*resume_reading)(tide_transport_t *t);
+    size_t (*get_write_buffer_size)(const tide_transport_t *t);
+    int (*get_peername)(const tide_transport_t *t, struct sockaddr *addr, socklen_t *len);
+    int (*get_sockname)(const tide_transport_t *t, struct sockaddr *addr, socklen_t *len);
+    int (*get_fd)(const tide_transport_t *t);
+    /* One line for loop-close reports. NULL: the kind's name. */
+    void (*describe)(const tide_transport_t *t, char *buf, size_t size);
+    /* After connection_lost returned: stop watchers, close the descriptor, free the
+     * kind's memory including t itself. */
+    void (*release)(tide_transport_t *t);
+} tide__transport_ops;
+
+/* State bits of the base. */
+enum {
+    TIDE__T_MADE = 1u << 0,         /* connection_made has run */
+    TIDE__T_CLOSING = 1u << 1,      /* close/abort/fatal/EOF-close started */
+    TIDE__T_ABORTED = 1u << 2,      /* the queue was discarded */
+    TIDE__T_EOF_WRITTEN = 1u << 3,  /* write_eof requested */
+    TIDE__T_READ_PAUSED = 1u << 4,  /* pause_reading by the user */
+    TIDE__T_WRITE_PAUSED = 1u << 5, /* pause_writing was delivered */
+    TIDE__T_EOF_RECEIVED = 1u << 6, /* eof_received was delivered */
+    TIDE__T_LOST = 1u << 7,         /* connection_lost scheduled */
+    TIDE__T_READ_STOPPED = 1u << 8, /* no more reading: EOF seen or closing */
+    TIDE__T_SERVER_SIDE = 1u << 9   /* accepted by a server or connect_accepted_socket */
+};
+
+struct tide_transport {
+    const tide__transport_ops *ops;
+    tide_loop_t *loop;
+    tide_protocol_t *protocol;
+    tide__resource resource;
+    unsigned state;
+    int error;       /* first fatal error; writes return it once set */
+    int lost_status; /* what connection_lost receives */
+    size_t high_water;
+    size_t low_water;
+    size_t max_buffer; /* 0: no cap */
+    tide__call deferred; /* connection_made, then connection_lost */
+    /* Called right after connection_made returned (the creator's completion). */
+    void (*made_cb)(tide_transport_t *t, void *arg);
+    void *made_arg;
+    /* Set by a server for its clients. */
+    tide_server_t *server;
+    tide__queue server_node;
+};
+
+/* Initialises the base: registers the resource, takes a loop reference, sets the
+ * default watermarks. Does not call the protocol. */
+void tide__transport_init(tide_transport_t *t, tide_loop_t *loop, const tide__transport_ops *ops,
+                          tide_protocol_t *protocol);
+
+/* Defers connection_made; once it returns, reading starts (unless the protocol paused
+ * it) and made_cb(t, made_arg) runs. */
+void tide__transport_start(tide_transport_t *t, void (*made_cb)(tide_transport_t *, void *),
+                           void *made_arg);
+
+/* The connection failed with err (negative): the first error is stored, the transport
+ * stops all I/O through ops->abort, and connection_lost(err) is deferred. Idempotent. */
+void tide__transport_fatal(tide_transport_t *t, int err);
+
+/* The kind finished a graceful close (queue flushed): defers connection_lost(status). */
+void tide__transport_lost(tide_transport_t *t, int status);
+
+/* Input from the kind: deliver bytes (data_received), or ask the protocol for memory
+ * (buffered protocols). The base checks the state; the kind then reads. */
+void tide__transport_data(tide_transport_t *t, const void *data, size_t len);
+bool tide__transport_is_buffered(const tide_transport_t *t);
+/* Returns the protocol's buffer or NULL after failing the transport (TIDE_ENOBUFS). */
+void *tide__transport_get_buffer(tide_transport_t *t, size_t sizehint, size_t *len);
+void tide__transport_buffer_updated(tide_transport_t *t, size_t nbytes);
+
+/* The peer sent EOF: eof_received once; when it returns false the transport closes,
+ * when true only reading stops. */
+void tide__transport_eof(tide_transport_t *t);
+
+/* After the kind's queue grew / shrank: pause_writing when above high, resume_writing
+ * when at or below low (only if paused). */
+void tide__transport_check_pause(tide_transport_t *t);
+void tide__transport_check_resume(tide_transport_t *t);
+
+/* True when the protocol should receive input now: made, not paused, not closing,
+ * not after EOF. */
+static inline bool tide__transport_wants_read(const tide_transport_t *t) {
+    return (t->state & TIDE__T_MADE) &&
+           !(t->state & (TIDE__T_READ_PAUSED | TIDE__T_CLOSING | TIDE__T_READ_STOPPED));
+}
+
+static inline bool tide__transport_closing(const tide_transport_t *t) {
+    return (t->state & TIDE__T_CLOSING) != 0;
+}
+
+/* Sums an iovec array; returns false on overflow. */
+bool tide__iov_total(const tide_iovec_t *bufs, size_t n, size_t *total);
+
+/* ---- the socket system-call seam ------------------------------------------------
+ * Every socket system call in transports/ goes through this table, so tests can
+ * replace an entry to inject EAGAIN, EINTR, short writes, ECONNRESET or EMFILE.
+ * Sends use MSG_NOSIGNAL: SIGPIPE never reaches the process. */
+typedef struct tide__sys_table {
+    int (*socket)(int domain, int type, int protocol);
+    int (*connect)(int fd, const struct sockaddr *addr, socklen_t len);
+    int (*accept4)(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+    int (*bind)(int fd, const struct sockaddr *addr, socklen_t len);
+    int (*listen)(int fd, int backlog);
+    ssize_t (*recv)(int fd, void *buf, size_t len, int flags);
+    ssize_t (*send)(int fd, const void *buf, size_t len, int flags);
+    ssize_t (*sendmsg)(int fd, const struct msghdr *msg, int flags);
+    int (*shutdown)(int fd, int how);
+    int (*close)(int fd);
+    int (*setsockopt)(int fd, int level, int name, const void *val, socklen_t len);
+    int (*getsockopt)(int fd, int level, int name, void *val, socklen_t *len);
+    int (*getsockname)(int fd, struct sockaddr *addr, socklen_t *len);
+    int (*getpeername)(int fd, struct sockaddr *addr, socklen_t *len);
+} tide__sys_table;
+
+extern tide__sys_table tide__sys;
+/* Restores the real system calls. */
+void tide__sys_reset(void);
+
+/* ---- socket transports, servers and connects ------------------------------------ */
+
+/* Wraps a connected, non-blocking stream socket (TCP_NODELAY is set for TCP). Does
+ * not start it: the caller sets made_cb via tide__transport_start(). On failure the
+ * caller still owns fd. Returns 0 or TIDE_ENOMEM. */
+int tide__socket_transport_new(tide_loop_t *loop, int fd, tide_protocol_t *protocol,
+                               tide_transport_t **out);
+
+/* Makes fd non-blocking and close-on-exec. Returns 0 or a tide code. */
+int tide__fd_set_nonblocking(int fd);
+
+/* Server bookkeeping, called by the transport base: a client leaves after its
+ * connection_lost returned. */
+void tide__server_detach(tide_transport_t *t);
+
+#endif
