@@ -608,9 +608,11 @@ static void on_signal(struct ev_loop *ev, ev_signal *w, int revents) {
     (void)ev;
     (void)revents;
     tide__signal *s = w->data;
-    double start = tide__loop_debug_enter(s->loop);
-    s->cb(s->loop, w->signum, s->arg);
-    tide__loop_debug_leave(s->loop, start, "a signal handler");
+    /* The handler may remove itself, freeing s: keep what is needed afterwards. */
+    tide_loop_t *loop = s->loop;
+    double start = tide__loop_debug_enter(loop);
+    s->cb(loop, w->signum, s->arg);
+    tide__loop_debug_leave(loop, start, "a signal handler");
 }
 
 static tide__signal **find_signal(tide_loop_t *loop, int signum) {
