@@ -24,7 +24,8 @@ typedef struct tide__transport_ops {
     const char *kind; /* "tcp", "unix", "memory", ... */
     /* Called only when the base accepted the write (open, not after write_eof, total > 0,
      * within the cap). Sends or queues every byte; returns 0, or TIDE_ENOMEM with nothing
-     * accepted. A send error is not returned: the kind calls tide__transport_fatal(). */
+     * accepted. A send error is not returned: the kind calls tide__transport_fatal(), as
+     * it does when part was sent and the rest cannot be queued. */
     int (*write)(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, size_t total);
     /* Shut down the sending side once the queue is empty. NULL: not supported. */
     int (*write_eof)(tide_transport_t *t);
@@ -159,7 +160,8 @@ void tide__sys_reset(void);
 
 /* Wraps a connected, non-blocking stream socket (TCP_NODELAY is set for TCP). Does
  * not start it: the caller sets made_cb via tide__transport_start(). On failure the
- * caller still owns fd. Returns 0 or TIDE_ENOMEM. */
+ * caller still owns fd. Returns 0, TIDE_ENOMEM, or the error of getsockname (for
+ * example TIDE_ENOTSOCK). */
 int tide__socket_transport_new(tide_loop_t *loop, int fd, tide_protocol_t *protocol,
                                tide_transport_t **out);
 

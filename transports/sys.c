@@ -1,0 +1,103 @@
+/* The socket system-call seam: every socket call made in transports/ goes through the
+ * tide__sys table, so tests can swap one entry to inject EAGAIN, EINTR, short writes
+ * or resets, and put the real calls back with tide__sys_reset().
+ *
+ * The table is process-global and not synchronised: tests replace entries while no
+ * loop is running, and the library only reads them. The wrappers exist because
+ * glibc declares several of these calls with transparent-union address arguments
+ * under _GNU_SOURCE, which do not convert to plain function-pointer types. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "transports/transport_int.h"
+
+static int sys_socket(int domain, int type, int protocol) { return socket(domain, type, protocol); }
+
+static int sys_connect(int fd, const struct sockaddr *addr, socklen_t len) {
+    return connect(fd, addr, len);
+}
+
+static int sys_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
+    return accept4(fd, addr, len, flags);
+}
+
+static int sys_bind(int fd, const struct sockaddr *addr, socklen_t len) {
+    return bind(fd, addr, len);
+}
+
+static int sys_listen(int fd, int backlog) { return listen(fd, backlog); }
+
+static ssize_t sys_recv(int fd, void *buf, size_t len, int flags) {
+    return recv(fd, buf, len, flags);
+}
+
+static ssize_t sys_send(int fd, const void *buf, size_t len, int flags) {
+    return send(fd, buf, len, flags);
+}
+
+static ssize_t sys_sendmsg(int fd, const struct msghdr *msg, int flags) {
+    return sendmsg(fd, msg, flags);
+}
+
+static int sys_shutdown(int fd, int how) { return shutdown(fd, how); }
+
+static int sys_close(int fd) { return close(fd); }
+
+static int sys_setsockopt(int fd, int level, int name, const void *val, socklen_t len) {
+    return setsockopt(fd, level, name, val, len);
+}
+
+static int sys_getsockopt(int fd, int level, int name, void *val, socklen_t *len) {
+    return getsockopt(fd, level, name, val, len);
+}
+
+static int sys_getsockname(int fd, struct sockaddr *addr, socklen_t *len) {
+    return getsockname(fd, addr, len);
+}
+
+static int sys_getpeername(int fd, struct sockaddr *addr, socklen_t *len) {
+    return getpeername(fd, addr, len);
+}
+
+/* One initialiser for both the live table and the pristine copy reset() restores. */
+/* clang-format off */
+#define REAL_CALLS                                   \
+    {                                                \
+        .socket = sys_socket,                        \
+        .connect = sys_connect,                      \
+        .accept4 = sys_accept4,                      \
+        .bind = sys_bind,                            \
+        .listen = sys_listen,                        \
+        .recv = sys_recv,                            \
+        .send = sys_send,                            \
+        .sendmsg = sys_sendmsg,                      \
+        .shutdown = sys_shutdown,                    \
+        .close = sys_close,                          \
+        .setsockopt = sys_setsockopt,                \
+        .getsockopt = sys_getsockopt,                \
+        .getsockname = sys_getsockname,              \
+        .getpeername = sys_getpeername,              \
+    }
+/* clang-format on */
+
+static const tide__sys_table real_calls = REAL_CALLS;
+
+tide__sys_table tide__sys = REAL_CALLS;
+
+void tide__sys_reset(void) { tide__sys = real_calls; }
+
+int tide__fd_set_nonblocking(int fd) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0)
+        return tide_err_from_errno(errno);
+    if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+        return tide_err_from_errno(errno);
+    flags = fcntl(fd, F_GETFD);
+    if (flags < 0)
+        return tide_err_from_errno(errno);
+    if (!(flags & FD_CLOEXEC) && fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0)
+        return tide_err_from_errno(errno);
+    return 0;
+}
