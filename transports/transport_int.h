@@ -83,8 +83,9 @@ struct tide_transport {
     tide__queue server_node;
 };
 
-/* Initialises the base: registers the resource, takes a loop reference, sets the
- * default watermarks. Does not call the protocol. */
+/* Initialises the base: registers it as a loop resource (which keeps the loop
+ * running and makes tide_loop_close refuse) and sets the default watermarks. Does not
+ * call the protocol. */
 void tide__transport_init(tide_transport_t *t, tide_loop_t *loop, const tide__transport_ops *ops,
                           tide_protocol_t *protocol);
 

@@ -51,8 +51,10 @@ typedef enum tide_run_mode {
 TIDE_EXTERN int tide_loop_new(tide_loop_t **loop);
 
 /* Frees the loop. Returns 0 when it was freed, or TIDE_EBUSY (and logs each item)
- * when transports, servers, connects or timers are still open; the loop then stays
- * usable, so run it until they finish and close again. tide_loop_close(NULL) is 0. */
+ * when transports, servers, connects or tasks are still open; the loop then stays
+ * usable, so run it until they finish and close again. Callbacks still scheduled
+ * (call_soon, call_later, thread-safe) are dropped without running, as in asyncio.
+ * tide_loop_close(NULL) is 0. */
 TIDE_EXTERN int tide_loop_close(tide_loop_t *loop);
 
 /* Runs the loop in the given mode. Returns 0, or TIDE_EBUSY when called re-entrantly
