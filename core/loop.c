@@ -386,9 +386,17 @@ int tide__timer_start_at(tide__timer *timer, double when) {
     return 0;
 }
 
+/* Outside tide_loop_run the cached time may be old (the program may have blocked
+ * elsewhere); a relative delay must count from now, not from then. */
+static void refresh_if_idle(tide_loop_t *loop) {
+    if (!loop->running)
+        refresh_time(loop);
+}
+
 int tide__timer_start(tide__timer *timer, double delay) {
     if (!(delay > 0)) /* also catches NaN */
         delay = 0;
+    refresh_if_idle(timer->loop);
     return tide__timer_start_at(timer, timer->loop->now + delay);
 }
 
@@ -460,6 +468,7 @@ tide_handle_t *tide_loop_call_at(tide_loop_t *loop, double when, tide_call_cb cb
 tide_handle_t *tide_loop_call_later(tide_loop_t *loop, double delay, tide_call_cb cb, void *arg) {
     if (!(delay > 0))
         delay = 0;
+    refresh_if_idle(loop);
     return tide_loop_call_at(loop, loop->now + delay, cb, arg);
 }
 

@@ -59,6 +59,11 @@ void tide__transport_start(tide_transport_t *t, void (*made_cb)(tide_transport_t
     tide__loop_defer(t->loop, &t->deferred);
 }
 
+void tide__transport_discard(tide_transport_t *t) {
+    tide__loop_unregister(t->loop, &t->resource);
+    t->ops->release(t);
+}
+
 static void run_made(tide_transport_t *t) {
     t->state |= TIDE__T_MADE;
     void (*made)(tide_protocol_t *, tide_transport_t *) = PROTO_OP(t->protocol, connection_made);

@@ -89,6 +89,10 @@ struct tide_transport {
 void tide__transport_init(tide_transport_t *t, tide_loop_t *loop, const tide__transport_ops *ops,
                           tide_protocol_t *protocol);
 
+/* Frees a transport that was never started (its protocol was never called): the
+ * kind's release closes the descriptor. */
+void tide__transport_discard(tide_transport_t *t);
+
 /* Defers connection_made; once it returns, reading starts (unless the protocol paused
  * it) and made_cb(t, made_arg) runs. */
 void tide__transport_start(tide_transport_t *t, void (*made_cb)(tide_transport_t *, void *),

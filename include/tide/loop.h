@@ -76,7 +76,8 @@ TIDE_EXTERN double tide_loop_time(const tide_loop_t *loop);
  * out of memory. The loop frees the handle after the callback ran or was cancelled. */
 TIDE_EXTERN tide_handle_t *tide_loop_call_soon(tide_loop_t *loop, tide_call_cb cb, void *arg);
 
-/* Schedules cb after delay seconds (negative counts as 0) on a libev timer. Callbacks
+/* Schedules cb after delay seconds (negative counts as 0) from now; outside
+ * tide_loop_run the loop's time is refreshed first. Callbacks
  * due at the same time run in scheduling order. Same handle rules as call_soon. */
 TIDE_EXTERN tide_handle_t *tide_loop_call_later(tide_loop_t *loop, double delay, tide_call_cb cb,
                                                 void *arg);

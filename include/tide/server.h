@@ -145,8 +145,9 @@ TIDE_EXTERN int tide_loop_create_server_from_fd(tide_loop_t *loop, int fd,
 TIDE_EXTERN int tide_server_start_serving(tide_server_t *server);
 
 /* Stops accepting and closes the listening sockets; clients stay connected. Idempotent.
- * The server is freed once it is closed, has no client and no wait_closed is pending;
- * until then (and always until the current callback returns) the pointer stays valid. */
+ * The server is freed once it is closed, has no client and every wait_closed callback
+ * has returned (at once after the last one); until then, and always until the current
+ * callback returns, the pointer stays valid. */
 TIDE_EXTERN void tide_server_close(tide_server_t *server);
 
 /* Closes every connected client gracefully (flushing), or aborts them. */
