@@ -16,11 +16,7 @@
 
 #include "transports/transport_int.h"
 
-/* A protocol op, or NULL when unset or beyond the size the protocol was built with. */
-#define PROTO_OP(p, name)                                                                 \
-    ((p)->ops->size >= offsetof(tide_protocol_ops_t, name) + sizeof((p)->ops->name) \
-         ? (p)->ops->name                                                               \
-         : NULL)
+#define PROTO_OP(p, name) TIDE_PROTOCOL_OP(p, name)
 
 static void run_deferred(tide__call *call);
 
@@ -131,7 +127,7 @@ void tide__transport_lost(tide_transport_t *t, int status) { schedule_lost(t, st
 /* ---- input ---------------------------------------------------------------------- */
 
 bool tide__transport_is_buffered(const tide_transport_t *t) {
-    return PROTO_OP(t->protocol, get_buffer) != NULL;
+    return tide_protocol_is_buffered(t->protocol);
 }
 
 void tide__transport_data(tide_transport_t *t, const void *data, size_t len) {

@@ -52,6 +52,13 @@ typedef struct tide_protocol_ops {
 
 #define TIDE_PROTOCOL_OPS_SIZE sizeof(tide_protocol_ops_t)
 
+/* The op `name` of protocol p, or NULL when it is unset or lies beyond the ops size
+ * the protocol was compiled with (so older protocols keep working). */
+#define TIDE_PROTOCOL_OP(p, name)                                                         \
+    ((p)->ops->size >= offsetof(tide_protocol_ops_t, name) + sizeof((p)->ops->name) \
+         ? (p)->ops->name                                                               \
+         : NULL)
+
 /* The base the user's protocol struct embeds (usually as its first member). */
 struct tide_protocol {
     const tide_protocol_ops_t *ops;
@@ -60,6 +67,16 @@ struct tide_protocol {
 /* Makes a new protocol instance for each connection; returning NULL refuses the
  * connection (it is closed, and nothing is called back). */
 typedef tide_protocol_t *(*tide_protocol_factory_cb)(void *arg);
+
+/* True when p is a buffered protocol (it has get_buffer). */
+TIDE_EXTERN bool tide_protocol_is_buffered(const tide_protocol_t *p);
+
+/* Delivers len bytes to p as a transport would, without any transport: one
+ * data_received call, or for a buffered protocol get_buffer / buffer_updated repeated
+ * until every byte is copied in (asyncio's piecewise feed). For unit-testing a
+ * protocol's parsing directly. Returns 0, TIDE_EINVAL, or TIDE_ENOBUFS when get_buffer
+ * returned no memory (the bytes not yet copied are dropped). */
+TIDE_EXTERN int tide_protocol_feed(tide_protocol_t *p, const void *data, size_t len);
 
 /* From a pointer to a member back to the struct that contains it. */
 #define TIDE_CONTAINER_OF(ptr, type, member) \
