@@ -117,3 +117,63 @@ void tide__resolve_cancel(tide__resolve *req);
 double tide__now_monotonic(void);
 
 #endif
+
+/* ---- tasks (core/task.c) ---- */
+/* After the header's own guard (this section is appended), so it carries its own. */
+#ifndef TIDE_CORE_INT_TASKS_H
+#define TIDE_CORE_INT_TASKS_H
+
+/* What every await form builds on. The caller embeds a waiter (usually on the task's
+ * stack), starts its operation with a completion that calls tide__task_wake(), then
+ * calls tide__task_wait(). If the task is cancelled or its deadline passes first,
+ * on_abandon(w) runs (before the wait returns) and must detach the pending operation
+ * so that it never touches w again; the wait then returns TIDE_ECANCELLED or
+ * TIDE_ETIMEOUT. Await forms check tide_task_current() before starting anything, so
+ * that outside a task they return TIDE_ENOTASK with nothing left pending. */
+typedef struct tide__waiter tide__waiter;
+struct tide__waiter {
+    tide_task_t *task; /* set while a task waits on it */
+    void (*on_abandon)(tide__waiter *w);
+    int status;
+    bool done;
+};
+
+static inline void tide__waiter_init(tide__waiter *w, void (*on_abandon)(tide__waiter *w)) {
+    w->task = NULL;
+    w->on_abandon = on_abandon;
+    w->status = 0;
+    w->done = false;
+}
+
+/* Suspends the current task until w is woken; returns its status. Returns at once,
+ * without suspending, when w was already woken. Otherwise TIDE_ECANCELLED or
+ * TIDE_ETIMEOUT (after on_abandon), TIDE_ENOMEM (deadline timer; after on_abandon),
+ * or TIDE_ENOTASK outside a task (on_abandon is not called then). */
+int tide__task_wait(tide__waiter *w);
+
+/* Completes w with status; the waiting task resumes on a later loop iteration (the
+ * waker's frame never switches stacks). Ignored once w is complete or abandoned.
+ * Safe before the wait starts. */
+void tide__task_wake(tide__waiter *w, int status);
+
+/* The lowest page of a task's stack mapping, the guard page (NULL once the stack is
+ * gone); for tests that check overflows fault there. */
+void *tide__task_guard_page(const tide_task_t *task);
+
+/* The context switch (core/task_switch.c): assembly on x86-64 and aarch64 (ELF),
+ * ucontext elsewhere or when TIDE_TASK_UCONTEXT is defined. A context is the saved
+ * stack position of a suspended execution, whose registers are kept on its stack. */
+typedef void *tide__ctx;
+
+/* Prepares [stack, stack + size) to run entry(arg) when first switched to; entry
+ * must never return. Returns NULL on failure (ucontext only). */
+tide__ctx tide__ctx_make(void *stack, size_t size, void (*entry)(void *arg), void *arg);
+
+/* Saves the running execution into *save and resumes `to`; returns when something
+ * switches back to *save. */
+void tide__ctx_switch(tide__ctx *save, tide__ctx to);
+
+/* "x86_64", "aarch64" or "ucontext": which implementation was compiled. */
+const char *tide__ctx_backend(void);
+
+#endif

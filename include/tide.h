@@ -10,5 +10,6 @@
 #include "tide/transport.h"
 #include "tide/server.h"
 #include "tide/testing.h"
+#include "tide/task.h"
 
 #endif

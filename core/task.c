@@ -1,0 +1,559 @@
+/* Tasks: stackful coroutines run by the loop's ready queue.
+ *
+ * A task is resumed only from a deferred call (its run_call) drained by the loop, and
+ * suspends only by switching back to whoever resumed it, so the loop never runs on a
+ * task's stack and a waker never switches stacks inside its own frame: tide__task_wake
+ * and tide_task_cancel only mark state and defer the resume. While a task runs, the
+ * thread-local `current` names it; every blocking call starts from there.
+ *
+ * Cancellation and deadlines act on the waiter a task is blocked on: they mark it
+ * complete with their code, let its owner detach the pending operation (on_abandon)
+ * and defer the resume, exactly as a wake would. A request that finds no waiter to
+ * interrupt waits for the next blocking call.
+ *
+ * Stacks are private anonymous mappings (MAP_NORESERVE: address space only until
+ * touched) with a PROT_NONE guard page at the low end; a stack is unmapped as soon as
+ * its task finishes, so a finished task awaiting its join holds only its record.
+ *
+ * Loop thread only; `current` is per thread, as a loop is. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/core_int.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TIDE__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TIDE__ASAN 1
+#endif
+#endif
+
+#ifdef TIDE__ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+/* Under Valgrind, registered stacks keep memcheck from taking each switch for a
+ * wild stack-pointer move; outside it the requests cost a few instructions. */
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define TIDE__VALGRIND 1
+#endif
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TIDE__TLS_FAST __attribute__((tls_model("initial-exec")))
+#else
+#define TIDE__TLS_FAST
+#endif
+
+#ifndef MAP_NORESERVE
+#define MAP_NORESERVE 0
+#endif
+#ifndef MAP_STACK
+#define MAP_STACK 0
+#endif
+
+enum task_state {
+    TASK_NEW,       /* spawned, run_call queued, never ran */
+    TASK_RUNNING,   /* on the CPU (or resuming another task) */
+    TASK_SUSPENDED, /* in a blocking call */
+    TASK_DONE       /* fn returned or cancelled before it started */
+};
+
+#define INLINE_DEADLINES 4
+
+struct tide_task {
+    tide__resource res; /* registered while unfinished or while a join is pending */
+    tide__call run_call;
+    tide__call join_call;
+    tide__timer deadline_timer;
+    tide_loop_t *loop;
+    tide_task_fn fn;
+    void *arg;
+    int result;
+    enum task_state state;
+    bool cancel_pending;
+    bool joined; /* a join (callback or await) claims the task */
+    bool detached;
+    tide__waiter *waiter; /* the wait it is suspended in */
+
+    tide__ctx ctx;    /* the task, while suspended */
+    tide__ctx caller; /* whoever resumed it, while it runs */
+    char *map;        /* stack mapping, guard page first; NULL once released */
+    size_t map_size;
+#ifdef TIDE__VALGRIND
+    unsigned valgrind_stack;
+#endif
+
+    tide_task_join_cb join_cb;
+    void *join_arg;
+
+    /* Deadline scopes: each entry is the effective (earliest) absolute deadline in
+     * force inside that scope, so the innermost entry governs. */
+    double *deadlines;
+    size_t ndeadlines, deadline_cap;
+    double deadline_inline[INLINE_DEADLINES];
+
+#ifdef TIDE__ASAN
+    void *fake_stack;
+    const void *caller_bottom;
+    size_t caller_size;
+#endif
+};
+
+static _Thread_local tide_task_t *current TIDE__TLS_FAST;
+
+static size_t page_size(void) {
+    long p = sysconf(_SC_PAGESIZE);
+    return p > 0 ? (size_t)p : 4096;
+}
+
+/* ---- AddressSanitizer fiber annotations -------------------------------------------
+ * ASan tracks one stack per thread; each switch tells it which stack comes next so
+ * that it neither reports the new stack pointer as an overflow nor loses fake frames.
+ * A NULL save slot on the final switch out of a task frees that task's fake stack. */
+
+#ifdef TIDE__ASAN
+static void *stack_base(const tide_task_t *t) { return t->map + page_size(); }
+static size_t stack_len(const tide_task_t *t) { return t->map_size - page_size(); }
+#define ASAN_START(save, bottom, size) __sanitizer_start_switch_fiber(save, bottom, size)
+#define ASAN_FINISH(fake, bottom, size) __sanitizer_finish_switch_fiber(fake, bottom, size)
+#define ASAN_T(t, field) (&(t)->field)
+#else
+#define ASAN_START(save, bottom, size) ((void)0)
+#define ASAN_FINISH(fake, bottom, size) ((void)0)
+#endif
+
+/* ---- stacks ---------------------------------------------------------------------- */
+
+static int stack_map(tide_task_t *t, size_t size) {
+    size_t page = page_size();
+    if (size == 0)
+        size = TIDE_TASK_DEFAULT_STACK_SIZE;
+    if (size < TIDE_TASK_MIN_STACK_SIZE)
+        size = TIDE_TASK_MIN_STACK_SIZE;
+    if (size > SIZE_MAX / 2)
+        return TIDE_ENOMEM;
+    size = (size + page - 1) / page * page;
+    size_t map_size = size + page;
+    void *map = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (map == MAP_FAILED)
+        return TIDE_ENOMEM;
+    if (mprotect(map, page, PROT_NONE) != 0) {
+        munmap(map, map_size);
+        return TIDE_ENOMEM;
+    }
+    t->map = map;
+    t->map_size = map_size;
+#ifdef TIDE__VALGRIND
+    t->valgrind_stack = VALGRIND_STACK_REGISTER(t->map + page, t->map + map_size);
+#endif
+    return 0;
+}
+
+static void stack_unmap(tide_task_t *t) {
+    if (t->map == NULL)
+        return;
+#ifdef TIDE__ASAN
+    /* Frames that never returned (the entry's, the last switch's) stay poisoned;
+     * clear them, or a later mapping at this address inherits false reports. */
+    __asan_unpoison_memory_region(stack_base(t), stack_len(t));
+#endif
+#ifdef TIDE__VALGRIND
+    VALGRIND_STACK_DEREGISTER(t->valgrind_stack);
+#endif
+    munmap(t->map, t->map_size);
+    t->map = NULL;
+}
+
+void *tide__task_guard_page(const tide_task_t *t) { return t->map; }
+
+/* ---- lifetime -------------------------------------------------------------------- */
+
+static const char *state_name(const tide_task_t *t) {
+    switch (t->state) {
+    case TASK_NEW:
+        return "not started";
+    case TASK_RUNNING:
+        return "running";
+    case TASK_SUSPENDED:
+        return "suspended";
+    default:
+        return "finished, join callback pending";
+    }
+}
+
+static void describe(const tide__resource *res, char *buf, size_t size) {
+    const tide_task_t *t = TIDE__QUEUE_DATA(res, tide_task_t, res);
+    snprintf(buf, size, "task %p (%s)", (const void *)t, state_name(t));
+}
+
+static void task_free(tide_task_t *t) {
+    tide__loop_unregister(t->loop, &t->res);
+    tide__loop_undefer(&t->run_call);
+    tide__loop_undefer(&t->join_call);
+    tide__timer_stop(&t->deadline_timer);
+    stack_unmap(t);
+    if (t->deadlines != t->deadline_inline)
+        free(t->deadlines);
+    free(t);
+}
+
+static void on_join(tide__call *call) {
+    tide_task_t *t = TIDE__QUEUE_DATA(call, tide_task_t, join_call);
+    /* Unregister first: the callback may close the loop. */
+    tide__loop_unregister(t->loop, &t->res);
+    double start = tide__loop_debug_enter(t->loop);
+    t->join_cb(t, t->result, t->join_arg);
+    tide__loop_debug_leave(t->loop, start, "a task join callback");
+    task_free(t);
+}
+
+/* After the task finished: its stack goes at once; its record goes to its joiner. */
+static void finished(tide_task_t *t) {
+    t->state = TASK_DONE;
+    stack_unmap(t);
+    tide__timer_stop(&t->deadline_timer);
+    if (t->detached) {
+        task_free(t);
+    } else if (t->join_cb != NULL) {
+        tide__loop_defer(t->loop, &t->join_call);
+    } else {
+        /* Unjoined: the user still owns it but the loop need not wait for it. */
+        tide__loop_unregister(t->loop, &t->res);
+    }
+}
+
+/* ---- switching ------------------------------------------------------------------- */
+
+static void resume(tide_task_t *t) {
+    tide_task_t *prev = current;
+    current = t;
+    t->state = TASK_RUNNING;
+#ifdef TIDE__ASAN
+    void *fake = NULL;
+    ASAN_START(&fake, stack_base(t), stack_len(t));
+#endif
+    tide__ctx_switch(&t->caller, t->ctx);
+    ASAN_FINISH(fake, NULL, NULL);
+    current = prev;
+    if (t->state == TASK_DONE)
+        finished(t);
+}
+
+/* Gives the CPU back to whoever resumed t; returns when t is resumed again. */
+static void suspend(tide_task_t *t) {
+    t->state = TASK_SUSPENDED;
+    ASAN_START(ASAN_T(t, fake_stack), t->caller_bottom, t->caller_size);
+    tide__ctx_switch(&t->ctx, t->caller);
+    /* The resumer may differ from last time (a task can drive the loop by hand). */
+    ASAN_FINISH(t->fake_stack, ASAN_T(t, caller_bottom), ASAN_T(t, caller_size));
+}
+
+static void entry(void *arg) {
+    tide_task_t *t = arg;
+    ASAN_FINISH(NULL, ASAN_T(t, caller_bottom), ASAN_T(t, caller_size));
+    t->result = t->fn(t->arg);
+    t->state = TASK_DONE;
+    ASAN_START(NULL, t->caller_bottom, t->caller_size);
+    tide__ctx_switch(&t->ctx, t->caller);
+    abort(); /* a finished task is never resumed */
+}
+
+static void on_run(tide__call *call) {
+    tide_task_t *t = TIDE__QUEUE_DATA(call, tide_task_t, run_call);
+    if (t->state == TASK_NEW && t->cancel_pending) {
+        t->cancel_pending = false;
+        t->result = TIDE_ECANCELLED;
+        finished(t);
+        return;
+    }
+    if (t->state == TASK_NEW || t->state == TASK_SUSPENDED)
+        resume(t);
+}
+
+/* ---- waiting --------------------------------------------------------------------- */
+
+static bool deadline_passed(const tide_task_t *t) {
+    return t->ndeadlines > 0 && t->deadlines[t->ndeadlines - 1] <= tide_loop_time(t->loop);
+}
+
+/* The code a blocking call must return at once, if any; consumes a cancellation. */
+static int interruption(tide_task_t *t) {
+    if (t->cancel_pending) {
+        t->cancel_pending = false;
+        return TIDE_ECANCELLED;
+    }
+    return deadline_passed(t) ? TIDE_ETIMEOUT : 0;
+}
+
+static void abandon(tide__waiter *w, int code) {
+    w->done = true;
+    w->status = code;
+    if (w->on_abandon != NULL)
+        w->on_abandon(w);
+}
+
+/* Interrupts the wait t is blocked in, if it is still pending. */
+static bool interrupt(tide_task_t *t, int code) {
+    tide__waiter *w = t->waiter;
+    if (t->state != TASK_SUSPENDED || w == NULL || w->done)
+        return false;
+    abandon(w, code);
+    tide__loop_defer(t->loop, &t->run_call);
+    return true;
+}
+
+static void on_deadline(tide__timer *timer) {
+    interrupt(TIDE__QUEUE_DATA(timer, tide_task_t, deadline_timer), TIDE_ETIMEOUT);
+}
+
+int tide__task_wait(tide__waiter *w) {
+    tide_task_t *t = current;
+    if (t == NULL)
+        return TIDE_ENOTASK;
+    if (w->done)
+        return w->status;
+    int rc = interruption(t);
+    if (rc == 0 && t->ndeadlines > 0 && isfinite(t->deadlines[t->ndeadlines - 1]))
+        rc = tide__timer_start_at(&t->deadline_timer, t->deadlines[t->ndeadlines - 1]);
+    if (rc != 0) {
+        abandon(w, rc);
+        return rc;
+    }
+    w->task = t;
+    t->waiter = w;
+    while (!w->done)
+        suspend(t);
+    t->waiter = NULL;
+    w->task = NULL;
+    tide__timer_stop(&t->deadline_timer);
+    return w->status;
+}
+
+void tide__task_wake(tide__waiter *w, int status) {
+    if (w->done)
+        return;
+    w->done = true;
+    w->status = status;
+    tide_task_t *t = w->task;
+    if (t != NULL && t->waiter == w && t->state == TASK_SUSPENDED)
+        tide__loop_defer(t->loop, &t->run_call);
+}
+
+/* ---- public: spawning, joining, cancelling --------------------------------------- */
+
+int tide_task_spawn(tide_loop_t *loop, tide_task_fn fn, void *arg,
+                    const tide_task_options_t *options, tide_task_t **task) {
+    if (task != NULL)
+        *task = NULL;
+    if (loop == NULL || fn == NULL)
+        return TIDE_EINVAL;
+    tide_task_t *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return TIDE_ENOMEM;
+    int rc = stack_map(t, options != NULL ? options->stack_size : 0);
+    if (rc != 0) {
+        free(t);
+        return rc;
+    }
+    t->loop = loop;
+    t->fn = fn;
+    t->arg = arg;
+    t->state = TASK_NEW;
+    t->detached = task == NULL;
+    t->deadlines = t->deadline_inline;
+    t->deadline_cap = INLINE_DEADLINES;
+    t->ctx = tide__ctx_make(t->map + page_size(), t->map_size - page_size(), entry, t);
+    if (t->ctx == NULL) {
+        stack_unmap(t);
+        free(t);
+        return TIDE_ENOMEM;
+    }
+    tide__queue_init(&t->res.node);
+    tide__call_init(&t->run_call, on_run);
+    tide__call_init(&t->join_call, on_join);
+    tide__timer_init(loop, &t->deadline_timer, on_deadline);
+    tide__loop_register(loop, &t->res, describe);
+    tide__loop_defer(loop, &t->run_call);
+    if (task != NULL)
+        *task = t;
+    return 0;
+}
+
+int tide_task_join(tide_task_t *t, tide_task_join_cb cb, void *arg) {
+    if (t == NULL || cb == NULL)
+        return TIDE_EINVAL;
+    if (t->joined || t->detached)
+        return TIDE_EBUSY;
+    t->joined = true;
+    t->join_cb = cb;
+    t->join_arg = arg;
+    if (t->state == TASK_DONE) {
+        /* Its registration ended with it; the pending callback needs one again. */
+        tide__loop_register(t->loop, &t->res, describe);
+        tide__loop_defer(t->loop, &t->join_call);
+    }
+    return 0;
+}
+
+typedef struct join_wait {
+    tide__waiter w;
+    tide_task_t *target;
+    int result;
+} join_wait;
+
+static void join_wake(tide_task_t *t, int result, void *arg) {
+    (void)t;
+    join_wait *jw = arg;
+    jw->result = result;
+    tide__task_wake(&jw->w, 0);
+}
+
+/* The joiner gave up: the target goes back to being unjoined. */
+static void join_abandon(tide__waiter *w) {
+    tide_task_t *t = ((join_wait *)(void *)w)->target;
+    t->joined = false;
+    t->join_cb = NULL;
+    t->join_arg = NULL;
+    if (tide__call_pending(&t->join_call)) {
+        tide__loop_undefer(&t->join_call);
+        tide__loop_unregister(t->loop, &t->res);
+    }
+}
+
+int tide_task_join_await(tide_task_t *t, int *result) {
+    tide_task_t *self = current;
+    if (self == NULL)
+        return TIDE_ENOTASK;
+    if (t == NULL || t == self)
+        return TIDE_EINVAL;
+    if (t->joined || t->detached)
+        return TIDE_EBUSY;
+    if (t->state == TASK_DONE) {
+        if (result != NULL)
+            *result = t->result;
+        task_free(t);
+        return 0;
+    }
+    join_wait jw = {.target = t};
+    tide__waiter_init(&jw.w, join_abandon);
+    int rc = tide_task_join(t, join_wake, &jw);
+    if (rc == 0)
+        rc = tide__task_wait(&jw.w);
+    if (rc == 0 && result != NULL)
+        *result = jw.result;
+    return rc;
+}
+
+int tide_task_detach(tide_task_t *t) {
+    if (t == NULL)
+        return 0;
+    if (t->joined)
+        return TIDE_EBUSY;
+    t->detached = true;
+    if (t->state == TASK_DONE)
+        task_free(t);
+    return 0;
+}
+
+int tide_task_cancel(tide_task_t *t) {
+    if (t == NULL)
+        return TIDE_EINVAL;
+    if (t->state == TASK_DONE)
+        return 0;
+    if (!interrupt(t, TIDE_ECANCELLED))
+        t->cancel_pending = true;
+    return 1;
+}
+
+tide_task_t *tide_task_current(void) { return current; }
+
+tide_loop_t *tide_task_get_loop(const tide_task_t *t) { return t->loop; }
+
+bool tide_task_is_done(const tide_task_t *t) { return t->state == TASK_DONE; }
+
+/* ---- public: sleeping, yielding, deadlines --------------------------------------- */
+
+typedef struct sleeper {
+    tide__waiter w;
+    tide__timer timer;
+} sleeper;
+
+static void sleep_fire(tide__timer *timer) {
+    tide__task_wake(&TIDE__QUEUE_DATA(timer, sleeper, timer)->w, 0);
+}
+
+static void sleep_abandon(tide__waiter *w) {
+    tide__timer_stop(&((sleeper *)(void *)w)->timer);
+}
+
+int tide_task_sleep(double seconds) {
+    tide_task_t *t = current;
+    if (t == NULL)
+        return TIDE_ENOTASK;
+    if (!(seconds > 0))
+        return tide_task_yield();
+    sleeper s;
+    tide__waiter_init(&s.w, sleep_abandon);
+    tide__timer_init(t->loop, &s.timer, sleep_fire);
+    /* An infinite sleep arms nothing: only a cancellation or a deadline ends it. */
+    if (isfinite(seconds)) {
+        int rc = tide__timer_start(&s.timer, seconds);
+        if (rc != 0)
+            return rc;
+    }
+    return tide__task_wait(&s.w);
+}
+
+int tide_task_yield(void) {
+    tide_task_t *t = current;
+    if (t == NULL)
+        return TIDE_ENOTASK;
+    int rc = interruption(t);
+    if (rc != 0)
+        return rc;
+    /* No waiter: a cancellation arriving now finds nothing to interrupt and is kept
+     * for the next blocking call, as for a call that has already completed. */
+    tide__loop_defer(t->loop, &t->run_call);
+    suspend(t);
+    return 0;
+}
+
+int tide_task_deadline_push(double seconds) {
+    tide_task_t *t = current;
+    if (t == NULL)
+        return TIDE_ENOTASK;
+    if (isnan(seconds))
+        return TIDE_EINVAL;
+    if (t->ndeadlines == t->deadline_cap) {
+        size_t cap = t->deadline_cap * 2;
+        double *d = malloc(cap * sizeof(*d));
+        if (d == NULL)
+            return TIDE_ENOMEM;
+        memcpy(d, t->deadlines, t->ndeadlines * sizeof(*d));
+        if (t->deadlines != t->deadline_inline)
+            free(t->deadlines);
+        t->deadlines = d;
+        t->deadline_cap = cap;
+    }
+    double when = tide_loop_time(t->loop) + (seconds > 0 ? seconds : 0);
+    if (t->ndeadlines > 0 && t->deadlines[t->ndeadlines - 1] < when)
+        when = t->deadlines[t->ndeadlines - 1];
+    t->deadlines[t->ndeadlines++] = when;
+    return 0;
+}
+
+void tide_task_deadline_pop(void) {
+    tide_task_t *t = current;
+    if (t != NULL && t->ndeadlines > 0)
+        t->ndeadlines--;
+}
