@@ -10,6 +10,7 @@
 #include "tide/transport.h"
 #include "tide/server.h"
 #include "tide/testing.h"
+#include "tide/stream.h"
 #include "tide/task.h"
 
 #endif

@@ -65,7 +65,9 @@ struct tide_protocol {
 };
 
 /* Makes a new protocol instance for each connection; returning NULL refuses the
- * connection (it is closed, and nothing is called back). */
+ * connection (it is closed, and nothing is called back). A protocol the factory
+ * returned always receives connection_made and, last, connection_lost: tide makes the
+ * transport before calling the factory, so nothing can fail in between. */
 typedef tide_protocol_t *(*tide_protocol_factory_cb)(void *arg);
 
 /* True when p is a buffered protocol (it has get_buffer). */

@@ -1,0 +1,573 @@
+/* The stream reader: asyncio's StreamReader over one contiguous buffer, with at most
+ * one pending read whose completion is a deferred call embedded in the reader.
+ *
+ * Every state change (bytes in, EOF, error, a read started, bytes consumed) goes
+ * through progress(): it checks whether the pending read can finish now (then its
+ * completion is queued) and applies read flow control (asyncio 6.2: pause above
+ * 2 x limit, resume at or below the limit or while a read waits for more). The
+ * completion evaluates the read again when it runs: since only the read itself
+ * consumes, the outcome is the one that was seen, or a longer result.
+ *
+ * Reentrancy: read callbacks may call anything on the reader, including feed_data,
+ * a new read and tide_reader_free. The bytes a callback receives point into the
+ * buffer, so while one runs (or a hold keeps them, for the await forms) the buffer is
+ * never compacted nor reset, and a buffer that must grow is replaced but kept until
+ * the callback returns; freeing waits too.
+ * Everything runs on the loop's thread. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "streams/streams_int.h"
+
+/* The least free space offered to the transport for one read, at first; it doubles
+ * (up to READ_CHUNK_MAX) each time a read fills all it was offered, so busy streams
+ * read in large chunks and idle ones keep a small buffer. */
+#define READ_CHUNK ((size_t)16 * 1024)
+#define READ_CHUNK_MAX ((size_t)256 * 1024)
+/* An empty buffer larger than this is released rather than kept for the next read. */
+#define KEEP_MAX ((size_t)256 * 1024)
+
+typedef struct result {
+    int status;
+    size_t len;     /* handed to the callback */
+    size_t consume; /* removed from the buffer */
+    bool with_data; /* data points at the buffer's front; otherwise NULL */
+} result;
+
+static void deliver(tide__call *call);
+
+static size_t avail(const tide_reader_t *r) { return r->tail - r->head; }
+
+static unsigned char *front(const tide_reader_t *r) { return r->buf + r->head; }
+
+/* ---- the buffer ---------------------------------------------------------------------- */
+
+/* Makes `want` free bytes at the tail: by sliding the live bytes to the front when
+ * that is enough and allowed, else by moving to a larger buffer. */
+static int reserve(tide_reader_t *r, size_t want) {
+    if (r->cap - r->tail >= want)
+        return 0;
+    size_t live = avail(r);
+    /* While a callback holds data from the current buffer, it must not move. */
+    bool may_move = r->lending == 0 || r->lent_buf != NULL;
+    if (may_move && r->cap - live >= want) {
+        memmove(r->buf, r->buf + r->head, live);
+        r->head = 0;
+        r->tail = live;
+        return 0;
+    }
+    if (want > SIZE_MAX / 4 - live)
+        return TIDE_ENOMEM;
+    size_t cap = r->cap ? r->cap : READ_CHUNK;
+    while (cap < live + want)
+        cap *= 2;
+    unsigned char *buf = malloc(cap);
+    if (buf == NULL)
+        return TIDE_ENOMEM;
+    if (live)
+        memcpy(buf, r->buf + r->head, live);
+    if (!may_move)
+        r->lent_buf = r->buf;
+    else
+        free(r->buf);
+    r->buf = buf;
+    r->cap = cap;
+    r->head = 0;
+    r->tail = live;
+    return 0;
+}
+
+/* An empty buffer starts again at its front (or is released when large). */
+static void settle(tide_reader_t *r) {
+    if (r->lending || r->head != r->tail)
+        return;
+    r->head = r->tail = 0;
+    if (r->cap > KEEP_MAX) {
+        free(r->buf);
+        r->buf = NULL;
+        r->cap = 0;
+    }
+}
+
+/* ---- evaluating the pending read --------------------------------------------------------- */
+
+/* Searches the separators from op->offset; the match that ends first wins, and on a
+ * tie the shorter separator (asyncio 3.13). Without a match, op->offset advances to
+ * the first byte that could still start one. */
+static bool find(tide_reader_t *r, size_t *start, size_t *end) {
+    tide__read_op *op = &r->op;
+    size_t n = avail(r);
+    const unsigned char *base = front(r);
+    if (n - op->offset < op->min_len)
+        return false;
+    size_t best_end = SIZE_MAX, best_len = 0;
+    for (size_t i = 0; i < op->nseps; i++) {
+        const tide__sep *sep = &r->seps[i];
+        if (n - op->offset < sep->len)
+            continue;
+        const unsigned char *p = memmem(base + op->offset, n - op->offset, sep->p, sep->len);
+        if (p == NULL)
+            continue;
+        size_t e = (size_t)(p - base) + sep->len;
+        if (e < best_end || (e == best_end && sep->len < best_len)) {
+            best_end = e;
+            best_len = sep->len;
+        }
+    }
+    if (best_end != SIZE_MAX) {
+        *start = best_end - best_len;
+        *end = best_end;
+        return true;
+    }
+    op->offset = n + 1 > op->max_len ? n + 1 - op->max_len : 0;
+    return false;
+}
+
+/* The stream ended (EOF or error) before the read was satisfied: hand over what is
+ * there. `total` decides between a clean end at a boundary and a cut record. */
+static void finish_short(const tide_reader_t *r, result *res, size_t total) {
+    size_t n = avail(r);
+    res->len = res->consume = n;
+    res->with_data = n > 0;
+    if (r->error)
+        res->status = r->error;
+    else
+        res->status = total > 0 ? TIDE_EINCOMPLETE : TIDE_EOF;
+}
+
+static bool evaluate_sep(tide_reader_t *r, result *res, bool ended) {
+    tide__read_op *op = &r->op;
+    size_t start, end;
+    if (find(r, &start, &end)) {
+        if (op->kind == TIDE__RD_DISCARD) {
+            res->len = op->n + end;
+            res->consume = end;
+        } else if (start > r->limit) {
+            res->status = TIDE_ELIMIT;
+            res->len = end;
+        } else {
+            res->len = res->consume = end;
+            res->with_data = true;
+        }
+        return true;
+    }
+    if (op->kind == TIDE__RD_DISCARD) {
+        /* Drop now what can hold no separator start, so the buffer stays bounded. */
+        size_t drop = ended ? avail(r) : op->offset;
+        r->head += drop;
+        op->n += drop;
+        op->offset = 0;
+        if (!ended)
+            return false;
+        res->len = op->n;
+        res->status = r->error ? r->error : (op->n > 0 ? TIDE_EINCOMPLETE : TIDE_EOF);
+        return true;
+    }
+    if (op->offset > r->limit) {
+        res->status = TIDE_ELIMIT;
+        return true;
+    }
+    if (!ended)
+        return false;
+    if (op->kind == TIDE__RD_LINE && !r->error && avail(r) > 0) {
+        /* readline hands over the last, unterminated line as a line. */
+        res->len = res->consume = avail(r);
+        res->with_data = true;
+        return true;
+    }
+    finish_short(r, res, avail(r));
+    return true;
+}
+
+/* Whether the pending read can finish now, and how. Only DISCARD changes the buffer. */
+static bool evaluate(tide_reader_t *r, result *res) {
+    tide__read_op *op = &r->op;
+    size_t n = avail(r);
+    bool ended = r->eof || r->error != 0;
+    memset(res, 0, sizeof(*res));
+    switch (op->kind) {
+    case TIDE__RD_READ:
+        if (op->n == 0)
+            return true;
+        if (n > 0) {
+            res->len = res->consume = n < op->n ? n : op->n;
+            res->with_data = true;
+            return true;
+        }
+        if (!ended)
+            return false;
+        finish_short(r, res, 0);
+        return true;
+    case TIDE__RD_ALL:
+        if (!ended)
+            return false;
+        res->len = res->consume = n;
+        res->with_data = n > 0;
+        res->status = r->error;
+        return true;
+    case TIDE__RD_EXACTLY:
+        if (n >= op->n) {
+            res->len = res->consume = op->n;
+            res->with_data = op->n > 0;
+            return true;
+        }
+        if (!ended)
+            return false;
+        finish_short(r, res, n);
+        return true;
+    case TIDE__RD_UNTIL:
+    case TIDE__RD_LINE:
+    case TIDE__RD_DISCARD:
+        return evaluate_sep(r, res, ended);
+    default:
+        return false;
+    }
+}
+
+/* ---- flow control and progress ----------------------------------------------------------- */
+
+static bool waiting(const tide_reader_t *r) {
+    return r->op.kind != TIDE__RD_NONE && !tide__call_pending(&r->call);
+}
+
+static void flow(tide_reader_t *r) {
+    if (r->transport == NULL)
+        return;
+    size_t n = avail(r);
+    if (waiting(r) || n <= r->limit) {
+        /* A read that waits must get its bytes even above the pause threshold. */
+        if (r->paused) {
+            r->paused = false;
+            tide_transport_resume_reading(r->transport);
+        }
+    } else if (n > 2 * r->limit && !r->paused) {
+        r->paused = true;
+        tide_transport_pause_reading(r->transport);
+    }
+}
+
+static void progress(tide_reader_t *r) {
+    if (waiting(r)) {
+        result res;
+        if (evaluate(r, &res))
+            tide__loop_defer(r->loop, &r->call);
+    }
+    settle(r);
+    flow(r);
+}
+
+static void reader_release(tide_reader_t *r) {
+    tide__reader_fini(r);
+    free(r);
+}
+
+/* The completion of the pending read. */
+static void deliver(tide__call *call) {
+    tide_reader_t *r = TIDE__QUEUE_DATA(call, tide_reader_t, call);
+    result res;
+    if (r->op.kind == TIDE__RD_NONE)
+        return;
+    if (!evaluate(r, &res)) {
+        progress(r);
+        return;
+    }
+    tide_read_cb cb = r->op.cb;
+    void *arg = r->op.arg;
+    const void *data = res.with_data ? front(r) : NULL;
+    /* Finish the bookkeeping first: the callback may start the next read. */
+    r->op.kind = TIDE__RD_NONE;
+    r->head += res.consume;
+    r->lending++;
+    cb(r, res.status, data, res.len, arg);
+    tide__reader_unhold(r);
+}
+
+/* ---- starting reads ------------------------------------------------------------------------ */
+
+static int check_start(const tide_reader_t *r, tide_read_cb cb) {
+    if (r == NULL || cb == NULL)
+        return TIDE_EINVAL;
+    if (r->free_wanted)
+        return TIDE_ECLOSED;
+    if (r->op.kind != TIDE__RD_NONE)
+        return TIDE_EBUSY;
+    return 0;
+}
+
+static void start(tide_reader_t *r, int kind, size_t n, tide_read_cb cb, void *arg) {
+    r->op.kind = kind;
+    r->op.n = n;
+    r->op.offset = 0;
+    r->op.cb = cb;
+    r->op.arg = arg;
+    progress(r);
+}
+
+static int validate_seps(const tide_iovec_t *seps, size_t n, size_t *total) {
+    if (seps == NULL || n == 0)
+        return TIDE_EINVAL;
+    size_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (seps[i].base == NULL || seps[i].len == 0 || seps[i].len > SIZE_MAX / 2 - sum)
+            return TIDE_EINVAL;
+        sum += seps[i].len;
+    }
+    *total = sum;
+    return 0;
+}
+
+/* Copies the separators into the reader's storage, reused from read to read. */
+static int store_seps(tide_reader_t *r, const tide_iovec_t *seps, size_t n, size_t total) {
+    if (n > r->seps_cap) {
+        if (n > SIZE_MAX / sizeof(tide__sep))
+            return TIDE_ENOMEM;
+        tide__sep *v = realloc(r->seps, n * sizeof(*v));
+        if (v == NULL)
+            return TIDE_ENOMEM;
+        r->seps = v;
+        r->seps_cap = n;
+    }
+    if (total > r->sepbytes_cap) {
+        unsigned char *b = realloc(r->sepbytes, total);
+        if (b == NULL)
+            return TIDE_ENOMEM;
+        r->sepbytes = b;
+        r->sepbytes_cap = total;
+    }
+    unsigned char *p = r->sepbytes;
+    size_t min_len = SIZE_MAX, max_len = 0;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(p, seps[i].base, seps[i].len);
+        r->seps[i].p = p;
+        r->seps[i].len = seps[i].len;
+        p += seps[i].len;
+        if (seps[i].len < min_len)
+            min_len = seps[i].len;
+        if (seps[i].len > max_len)
+            max_len = seps[i].len;
+    }
+    r->op.nseps = n;
+    r->op.min_len = min_len;
+    r->op.max_len = max_len;
+    return 0;
+}
+
+static int start_sep(tide_reader_t *r, int kind, const tide_iovec_t *seps, size_t n,
+                     tide_read_cb cb, void *arg) {
+    size_t total = 0;
+    int rc = validate_seps(seps, n, &total);
+    if (rc == 0)
+        rc = check_start(r, cb);
+    if (rc == 0)
+        rc = store_seps(r, seps, n, total);
+    if (rc != 0)
+        return rc;
+    start(r, kind, 0, cb, arg);
+    return 0;
+}
+
+int tide_reader_read(tide_reader_t *r, size_t n, tide_read_cb cb, void *arg) {
+    int rc = check_start(r, cb);
+    if (rc != 0)
+        return rc;
+    start(r, n == TIDE_READ_ALL ? TIDE__RD_ALL : TIDE__RD_READ, n, cb, arg);
+    return 0;
+}
+
+int tide_reader_readexactly(tide_reader_t *r, size_t n, tide_read_cb cb, void *arg) {
+    int rc = check_start(r, cb);
+    if (rc != 0)
+        return rc;
+    start(r, TIDE__RD_EXACTLY, n, cb, arg);
+    return 0;
+}
+
+int tide_reader_readuntil(tide_reader_t *r, const void *sep, size_t seplen, tide_read_cb cb,
+                          void *arg) {
+    tide_iovec_t one = {sep, seplen};
+    return start_sep(r, TIDE__RD_UNTIL, &one, 1, cb, arg);
+}
+
+int tide_reader_readuntil_any(tide_reader_t *r, const tide_iovec_t *seps, size_t n, tide_read_cb cb,
+                              void *arg) {
+    return start_sep(r, TIDE__RD_UNTIL, seps, n, cb, arg);
+}
+
+int tide_reader_readline(tide_reader_t *r, tide_read_cb cb, void *arg) {
+    tide_iovec_t nl = {"\n", 1};
+    return start_sep(r, TIDE__RD_LINE, &nl, 1, cb, arg);
+}
+
+int tide_reader_discard_until(tide_reader_t *r, const void *sep, size_t seplen, tide_read_cb cb,
+                              void *arg) {
+    tide_iovec_t one = {sep, seplen};
+    return start_sep(r, TIDE__RD_DISCARD, &one, 1, cb, arg);
+}
+
+/* ---- the rest of the public reader --------------------------------------------------------- */
+
+int tide_reader_skip(tide_reader_t *r, size_t n) {
+    if (r == NULL)
+        return TIDE_EINVAL;
+    if (r->op.kind != TIDE__RD_NONE)
+        return TIDE_EBUSY;
+    if (n > avail(r))
+        return TIDE_EINVAL;
+    r->head += n;
+    progress(r);
+    return 0;
+}
+
+const void *tide_reader_peek(const tide_reader_t *r, size_t *len) {
+    size_t n = r ? avail(r) : 0;
+    if (len)
+        *len = n;
+    return n ? front(r) : NULL;
+}
+
+size_t tide_reader_buffered(const tide_reader_t *r) { return r ? avail(r) : 0; }
+
+size_t tide_reader_get_limit(const tide_reader_t *r) { return r ? r->limit : 0; }
+
+bool tide_reader_at_eof(const tide_reader_t *r) { return r && r->eof && avail(r) == 0; }
+
+int tide_reader_exception(const tide_reader_t *r) { return r ? r->error : TIDE_EINVAL; }
+
+int tide_reader_set_exception(tide_reader_t *r, int err) {
+    if (r == NULL || err >= 0)
+        return TIDE_EINVAL;
+    r->error = err;
+    progress(r);
+    return 0;
+}
+
+int tide_reader_feed_data(tide_reader_t *r, const void *data, size_t len) {
+    if (r == NULL || (data == NULL && len > 0) || r->eof)
+        return TIDE_EINVAL;
+    if (len == 0)
+        return 0;
+    int rc = reserve(r, len);
+    if (rc != 0)
+        return rc;
+    memcpy(r->buf + r->tail, data, len);
+    r->tail += len;
+    progress(r);
+    return 0;
+}
+
+void tide_reader_feed_eof(tide_reader_t *r) {
+    if (r == NULL || r->eof)
+        return;
+    r->eof = true;
+    progress(r);
+}
+
+tide_writer_t *tide_reader_get_writer(const tide_reader_t *r) { return r ? r->stream : NULL; }
+
+int tide_reader_new(tide_loop_t *loop, size_t limit, tide_reader_t **out) {
+    if (out)
+        *out = NULL;
+    if (loop == NULL || out == NULL || !tide__stream_limit_ok(limit))
+        return TIDE_EINVAL;
+    tide_reader_t *r = malloc(sizeof(*r));
+    if (r == NULL)
+        return TIDE_ENOMEM;
+    tide__reader_init(r, loop, limit, NULL);
+    *out = r;
+    return 0;
+}
+
+void tide_reader_free(tide_reader_t *r) {
+    if (r == NULL)
+        return;
+    if (r->stream) {
+        tide__log(r->loop, TIDE_LOG_WARNING,
+                  "tide_reader_free on a connection's reader: close its writer instead");
+        return;
+    }
+    tide__reader_cancel_pending(r);
+    if (r->lending)
+        r->free_wanted = true; /* deliver() frees it once the callback returns */
+    else
+        reader_release(r);
+}
+
+/* ---- internal ------------------------------------------------------------------------------ */
+
+void tide__reader_init(tide_reader_t *r, tide_loop_t *loop, size_t limit, tide__stream *stream) {
+    memset(r, 0, sizeof(*r));
+    r->loop = loop;
+    r->stream = stream;
+    r->limit = limit;
+    r->chunk = READ_CHUNK;
+    tide__call_init(&r->call, deliver);
+}
+
+void tide__reader_fini(tide_reader_t *r) {
+    tide__loop_undefer(&r->call);
+    r->op.kind = TIDE__RD_NONE;
+    free(r->buf);
+    free(r->lent_buf);
+    free(r->seps);
+    free(r->sepbytes);
+    r->buf = r->lent_buf = r->sepbytes = NULL;
+    r->seps = NULL;
+    r->cap = r->head = r->tail = 0;
+}
+
+void *tide__reader_get_buffer(tide_reader_t *r, size_t sizehint, size_t *len) {
+    if (reserve(r, sizehint > r->chunk ? sizehint : r->chunk) != 0) {
+        *len = 0;
+        return NULL; /* the transport fails with TIDE_ENOBUFS */
+    }
+    r->offered = r->cap - r->tail;
+    *len = r->offered;
+    return r->buf + r->tail;
+}
+
+void tide__reader_buffer_updated(tide_reader_t *r, size_t nbytes) {
+    if (nbytes >= r->offered && r->chunk < READ_CHUNK_MAX)
+        r->chunk *= 2;
+    r->tail += nbytes;
+    progress(r);
+}
+
+void tide__reader_connection_lost(tide_reader_t *r, int err) {
+    r->transport = NULL;
+    r->paused = false;
+    if (err < 0) {
+        if (r->error == 0)
+            r->error = err;
+    } else {
+        r->eof = true;
+    }
+    progress(r);
+}
+
+void tide__reader_cancel_pending(tide_reader_t *r) {
+    if (r->op.kind == TIDE__RD_NONE)
+        return;
+    tide__loop_undefer(&r->call);
+    r->op.kind = TIDE__RD_NONE;
+    progress(r);
+    if (r->stream)
+        tide__stream_maybe_free(r->stream);
+}
+
+bool tide__reader_pending(const tide_reader_t *r) { return r->op.kind != TIDE__RD_NONE; }
+
+void tide__reader_hold(tide_reader_t *r) { r->lending++; }
+
+void tide__reader_unhold(tide_reader_t *r) {
+    if (--r->lending > 0)
+        return;
+    free(r->lent_buf);
+    r->lent_buf = NULL;
+    if (r->free_wanted) {
+        reader_release(r);
+        return;
+    }
+    progress(r);
+    if (r->stream)
+        tide__stream_maybe_free(r->stream);
+}

@@ -1,0 +1,170 @@
+/* streams/ private interface: the reader, the writer (which is the connection object,
+ * "the stream"), the adapter protocol between them and a transport, and the seams
+ * the task-style (_await) calls build on.
+ *
+ * One stream is one allocation: the adapter protocol, the writer state and the
+ * reader. The transport reads straight into the reader's buffer (the adapter is a
+ * buffered protocol), so input is never copied on its way to a read callback. */
+#ifndef TIDE_STREAMS_INT_H
+#define TIDE_STREAMS_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/core_int.h"
+#include "tide/stream.h"
+#include "transports/transport_int.h"
+
+typedef struct tide_writer tide__stream;
+
+/* The kinds of pending read. */
+enum {
+    TIDE__RD_NONE = 0,
+    TIDE__RD_READ,    /* up to n bytes */
+    TIDE__RD_ALL,     /* to EOF */
+    TIDE__RD_EXACTLY, /* exactly n bytes */
+    TIDE__RD_UNTIL,   /* through the earliest separator */
+    TIDE__RD_LINE,    /* readuntil("\n") with readline's EOF rule */
+    TIDE__RD_DISCARD  /* drop through the first separator */
+};
+
+/* A separator copied into the reader's own storage. */
+typedef struct tide__sep {
+    const unsigned char *p;
+    size_t len;
+} tide__sep;
+
+/* The one pending read of a reader: everything needed to finish it later. */
+typedef struct tide__read_op {
+    int kind;
+    size_t n;       /* READ, EXACTLY: the size; DISCARD: bytes dropped so far */
+    size_t nseps;   /* UNTIL, LINE, DISCARD */
+    size_t min_len; /* of the separators */
+    size_t max_len;
+    size_t offset; /* bytes at the front known to hold no separator start */
+    tide_read_cb cb;
+    void *arg;
+} tide__read_op;
+
+struct tide_reader {
+    tide_loop_t *loop;
+    tide__stream *stream;        /* NULL for tide_reader_new */
+    tide_transport_t *transport; /* for read flow control; NULL when none or lost */
+    size_t limit;
+    /* One contiguous buffer: live bytes at buf[head, tail). */
+    unsigned char *buf;
+    size_t cap, head, tail;
+    /* The buffer a callback's data points into, kept when the buffer moved during the
+     * callback (a feed from inside it); freed once the callback returns. */
+    unsigned char *lent_buf;
+    size_t chunk;   /* free space to offer the transport for the next read */
+    size_t offered; /* free space offered for the read in progress */
+    int lending;    /* > 0 while a read callback runs: no compaction, no reset */
+    bool eof;
+    bool paused;      /* we paused the transport */
+    bool free_wanted; /* tide_reader_free inside a callback */
+    int error;
+    tide__read_op op;
+    tide__call call; /* the deferred completion of op */
+    /* Separator storage, reused across reads (grown, never shrunk while open). */
+    tide__sep *seps;
+    size_t seps_cap;
+    unsigned char *sepbytes;
+    size_t sepbytes_cap;
+};
+
+/* A drain or wait_closed in flight. The callback forms allocate one; the await forms
+ * embed it in the task's frame. */
+typedef struct tide__stream_waiter tide__stream_waiter;
+struct tide__stream_waiter {
+    tide__queue node; /* on the stream's drains or closers list */
+    tide__call call;  /* the deferred completion */
+    tide__stream *stream;
+    tide_writer_cb cb;
+    void *arg;
+    int status;
+    bool allocated; /* freed after the callback */
+};
+
+enum {
+    TIDE__S_MADE = 1u << 0,         /* connection_made ran */
+    TIDE__S_LOST = 1u << 1,         /* connection_lost ran */
+    TIDE__S_RELEASED = 1u << 2,     /* the user closed (or never got) the stream */
+    TIDE__S_WRITE_PAUSED = 1u << 3, /* between pause_writing and resume_writing */
+    TIDE__S_SERVER_SIDE = 1u << 4
+};
+
+struct tide_writer {
+    tide_protocol_t proto; /* the adapter, handed to the transport */
+    tide_loop_t *loop;
+    /* The current transport, NULL before connection_made and after connection_lost.
+     * start_tls will swap it (and the reader's) for the TLS transport. */
+    tide_transport_t *transport;
+    unsigned flags;
+    int lost_status;
+    int write_error;     /* what writes and drains report once the connection is gone */
+    tide__queue drains;  /* tide__stream_waiter */
+    tide__queue closers; /* tide__stream_waiter */
+    tide__resource resource;
+    tide__call free_call;
+    /* start_server: called from connection_made. */
+    tide_client_connected_cb on_connected;
+    void *on_connected_arg;
+    /* start_server: the server context's list of streams not yet made. */
+    tide__queue pending_node;
+    struct tide_reader reader;
+};
+
+/* ---- reader.c ---- */
+
+/* Initialises an embedded reader (limit already validated). */
+void tide__reader_init(tide_reader_t *r, tide_loop_t *loop, size_t limit, tide__stream *stream);
+/* Frees the reader's memory (not the reader itself); drops a pending read silently. */
+void tide__reader_fini(tide_reader_t *r);
+/* The adapter's get_buffer / buffer_updated: memory at the buffer's free tail. */
+void *tide__reader_get_buffer(tide_reader_t *r, size_t sizehint, size_t *len);
+void tide__reader_buffer_updated(tide_reader_t *r, size_t nbytes);
+/* The transport is gone: flow control stops; err < 0 is stored, 0 feeds EOF. */
+void tide__reader_connection_lost(tide_reader_t *r, int err);
+/* Drops the pending read without calling it (a task was cancelled); the buffer keeps
+ * every byte not yet handed over, so the next read works at once. */
+void tide__reader_cancel_pending(tide_reader_t *r);
+/* True while a read is pending (started and its callback not yet begun). */
+bool tide__reader_pending(const tide_reader_t *r);
+/* Keeps the bytes a read callback received valid after it returns (the buffer is
+ * neither compacted nor freed) until the matching unhold: an await form takes a hold
+ * in its internal completion and releases it at the task's next reader call, so it
+ * can hand out the data without copying. Holds nest. */
+void tide__reader_hold(tide_reader_t *r);
+void tide__reader_unhold(tide_reader_t *r);
+
+/* ---- writer.c ---- */
+
+/* Starts a drain / wait_closed with a caller-provided record. */
+void tide__writer_drain_start(tide__stream *s, tide__stream_waiter *w, tide_writer_cb cb,
+                              void *arg);
+void tide__writer_wait_closed_start(tide__stream *s, tide__stream_waiter *w, tide_writer_cb cb,
+                                    void *arg);
+/* Withdraws a record before its callback ran (a task was cancelled). */
+void tide__writer_waiter_cancel(tide__stream_waiter *w);
+/* Completes every drain waiter with status (deferred). */
+void tide__writer_complete_drains(tide__stream *s, int status);
+/* connection_lost: completes drains with the write error and wait_closed with status. */
+void tide__writer_connection_lost(tide__stream *s, int status);
+
+/* ---- stream_protocol.c ---- */
+
+/* A new stream (not yet given to a transport), registered with the loop. */
+tide__stream *tide__stream_new(tide_loop_t *loop, size_t limit);
+/* Frees a stream that no transport holds (its connection was never made). */
+void tide__stream_discard(tide__stream *s);
+/* Queues the free once the stream is released, lost and idle. Call after anything
+ * that may have made it so. */
+void tide__stream_maybe_free(tide__stream *s);
+
+/* A limit is valid when positive and small enough for 2 * limit plus a read. */
+static inline bool tide__stream_limit_ok(size_t limit) {
+    return limit > 0 && limit <= SIZE_MAX / 8;
+}
+
+#endif
