@@ -184,69 +184,82 @@ static const tide_protocol_ops_t idle_ops = {
     .connection_lost = idle_lost,
 };
 
+/* An idle_proto server with the given timeout and a recording client, connected by a
+ * memory pair on a loop whose manual clock starts at `start`. */
+typedef struct idle_bench {
+    tide_loop_t *loop;
+    idle_proto server;
+    ts_recorder client;
+    tide_transport_t *tc;
+} idle_bench;
+
+static void idle_start(idle_bench *b, double start, double timeout) {
+    b->loop = ts_loop_new();
+    assert_int_equal(tide_loop_use_manual_clock(b->loop, start), 0);
+    b->server = (idle_proto){.base = {&idle_ops}, .timeout = timeout};
+    ts_recorder_init(&b->client);
+    b->tc = NULL;
+    assert_int_equal(
+        tide_memory_pair_new(b->loop, &b->client.base, &b->server.base, &b->tc, NULL), 0);
+}
+
+/* The client saw its callbacks in order; everything is freed and closed. */
+static void idle_end(idle_bench *b) {
+    assert_int_equal(b->client.violations, 0);
+    ts_recorder_free(&b->client);
+    ts_loop_close(b->loop);
+}
+
 static void test_idle_timeout_protocol(void **state) {
     (void)state;
-    tide_loop_t *loop = ts_loop_new();
-    assert_int_equal(tide_loop_use_manual_clock(loop, 0.0), 0);
-    idle_proto server = {.base = {&idle_ops}, .timeout = 10.0};
-    ts_recorder client;
-    ts_recorder_init(&client);
-    tide_transport_t *tc = NULL;
-    assert_int_equal(tide_memory_pair_new(loop, &client.base, &server.base, &tc, NULL), 0);
-    assert_int_equal(tide_loop_advance(loop, 0), 0);
-    assert_int_equal(client.made, 1);
-    assert_non_null(server.timer);
+    idle_bench b;
+    idle_start(&b, 0.0, 10.0);
+    assert_int_equal(tide_loop_advance(b.loop, 0), 0);
+    assert_int_equal(b.client.made, 1);
+    assert_non_null(b.server.timer);
 
     /* Activity keeps the connection: t=0 and t=9 restart the 10 s timer. */
-    assert_int_equal(tide_transport_write(tc, "ping", 4), 0);
-    assert_int_equal(tide_loop_advance(loop, 0), 0);
-    assert_int_equal(server.received, 4);
-    assert_int_equal(tide_loop_advance(loop, 9.0), 0);
-    assert_int_equal(tide_transport_write(tc, "again", 5), 0);
+    assert_int_equal(tide_transport_write(b.tc, "ping", 4), 0);
+    assert_int_equal(tide_loop_advance(b.loop, 0), 0);
+    assert_int_equal(b.server.received, 4);
+    assert_int_equal(tide_loop_advance(b.loop, 9.0), 0);
+    assert_int_equal(tide_transport_write(b.tc, "again", 5), 0);
     /* Deliver at t=9 before moving on: advancing first would fire the old timer. */
-    assert_int_equal(tide_loop_advance(loop, 0), 0);
-    assert_int_equal(server.received, 9);
-    assert_int_equal(tide_loop_advance(loop, 9.5), 0); /* t = 18.5 < 19 */
-    assert_int_equal(server.timeouts, 0);
-    assert_int_equal(client.len, 0);
+    assert_int_equal(tide_loop_advance(b.loop, 0), 0);
+    assert_int_equal(b.server.received, 9);
+    assert_int_equal(tide_loop_advance(b.loop, 9.5), 0); /* t = 18.5 < 19 */
+    assert_int_equal(b.server.timeouts, 0);
+    assert_int_equal(b.client.len, 0);
 
     /* Silence for 10 s after t=9: the server says bye at exactly t=19 and closes. */
-    assert_int_equal(tide_loop_advance(loop, 1.0), 1);
-    assert_int_equal(server.timeouts, 1);
-    assert_true(server.fired_at == 19.0);
-    assert_int_equal(tide_loop_advance(loop, 0), 0);
-    assert_int_equal(server.lost, 1);
-    assert_int_equal(client.lost, 1);
-    assert_int_equal(client.len, 4);
-    assert_memory_equal(client.data, "bye\n", 4);
-    assert_string_equal(client.events, "MDEL");
-    assert_int_equal(client.lost_status, 0);
-    assert_int_equal(client.violations, 0);
-    ts_recorder_free(&client);
-    ts_loop_close(loop);
+    assert_int_equal(tide_loop_advance(b.loop, 1.0), 1);
+    assert_int_equal(b.server.timeouts, 1);
+    assert_true(b.server.fired_at == 19.0);
+    assert_int_equal(tide_loop_advance(b.loop, 0), 0);
+    assert_int_equal(b.server.lost, 1);
+    assert_int_equal(b.client.lost, 1);
+    assert_int_equal(b.client.len, 4);
+    assert_memory_equal(b.client.data, "bye\n", 4);
+    assert_string_equal(b.client.events, "MDEL");
+    assert_int_equal(b.client.lost_status, 0);
+    idle_end(&b);
 }
 
 /* The same protocol when the peer goes first: the timer is cancelled in
  * connection_lost and never fires afterwards. */
 static void test_idle_timer_cancelled_on_close(void **state) {
     (void)state;
-    tide_loop_t *loop = ts_loop_new();
-    assert_int_equal(tide_loop_use_manual_clock(loop, 50.0), 0);
-    idle_proto server = {.base = {&idle_ops}, .timeout = 5.0};
-    ts_recorder client;
-    ts_recorder_init(&client);
-    tide_transport_t *tc = NULL;
-    assert_int_equal(tide_memory_pair_new(loop, &client.base, &server.base, &tc, NULL), 0);
-    assert_int_equal(tide_loop_advance(loop, 1.0), 0);
-    tide_transport_close(tc);
-    assert_int_equal(tide_loop_advance(loop, 0), 0);
-    assert_int_equal(server.lost, 1);
-    assert_null(server.timer);
-    assert_int_equal(tide_loop_advance(loop, 100.0), 0);
-    assert_int_equal(server.timeouts, 0);
-    assert_int_equal(client.lost, 1);
-    ts_recorder_free(&client);
-    ts_loop_close(loop);
+    idle_bench b;
+    idle_start(&b, 50.0, 5.0);
+    assert_int_equal(tide_loop_advance(b.loop, 1.0), 0);
+    tide_transport_close(b.tc);
+    assert_int_equal(tide_loop_advance(b.loop, 0), 0);
+    assert_int_equal(b.server.lost, 1);
+    assert_null(b.server.timer);
+    assert_int_equal(tide_loop_advance(b.loop, 100.0), 0);
+    assert_int_equal(b.server.timeouts, 0);
+    assert_int_equal(b.client.lost, 1);
+    idle_end(&b);
 }
 
 int main(void) {

@@ -486,12 +486,18 @@ static void slow_cb(tide_loop_t *loop, void *arg) {
     }
 }
 
+/* A new loop in debug mode, logging into sink. */
+static tide_loop_t *debug_loop(log_sink *sink) {
+    tide_loop_t *loop = ts_loop_new();
+    tide_loop_set_log_handler(loop, sink_cb, sink);
+    tide_loop_set_debug(loop, true);
+    return loop;
+}
+
 static void test_debug_reports_slow_callback(void **state) {
     (void)state;
-    tide_loop_t *loop = ts_loop_new();
     log_sink sink = {0};
-    tide_loop_set_log_handler(loop, sink_cb, &sink);
-    tide_loop_set_debug(loop, true);
+    tide_loop_t *loop = debug_loop(&sink);
     assert_true(tide_loop_get_debug(loop));
     tide_loop_set_slow_callback_duration(loop, 0.1);
 
@@ -520,41 +526,25 @@ static void test_debug_reports_slow_callback(void **state) {
     ts_loop_close(loop);
 }
 
-static bool both_lost(void *arg) {
-    ts_recorder *r = arg;
-    return r[0].lost && r[1].lost;
-}
-
-static bool both_made(void *arg) {
-    ts_recorder *r = arg;
-    return r[0].made && r[1].made;
-}
-
 static void test_close_refuses_while_transport_open(void **state) {
     (void)state;
-    tide_loop_t *loop = ts_loop_new();
     log_sink sink = {0};
-    tide_loop_set_log_handler(loop, sink_cb, &sink);
-    tide_loop_set_debug(loop, true);
-    ts_recorder r[2];
-    ts_recorder_init(&r[0]);
-    ts_recorder_init(&r[1]);
-    tide_transport_t *ta = NULL;
-    assert_int_equal(tide_memory_pair_new(loop, &r[0].base, &r[1].base, &ta, NULL), 0);
+    tide_loop_t *loop = debug_loop(&sink);
+    ts_duo d;
+    ts_duo_init(&d, loop);
+    assert_int_equal(tide_memory_pair_new(loop, &d.a.base, &d.b.base, &d.ta, NULL), 0);
     /* Open transports keep DEFAULT running: here until both are made and stopped. */
-    ts_run_until(loop, both_made, r, 5);
+    ts_run_until(loop, ts_pred_duo_made, &d, 5);
 
     assert_int_equal(tide_loop_close(loop), TIDE_EBUSY);
     assert_non_null(strstr(sink.text, "memory transport"));
     assert_true(sink.warnings >= 2); /* each transport is reported */
 
     /* The loop is still usable: finish the connection and close again. */
-    tide_transport_close(ta);
+    tide_transport_close(d.ta);
     assert_int_equal(tide_loop_run(loop, TIDE_RUN_DEFAULT), 0); /* returns once both are gone */
-    assert_true(both_lost(r));
-    assert_int_equal(r[0].violations + r[1].violations, 0);
-    ts_recorder_free(&r[0]);
-    ts_recorder_free(&r[1]);
+    assert_true(ts_pred_duo_lost(&d));
+    ts_duo_free(&d);
     ts_loop_close(loop);
 }
 

@@ -27,15 +27,22 @@ void nt_conn_cb(tide_loop_t *loop, int status, tide_transport_t *transport,
     c->protocol = protocol;
     if (protocol)
         c->made_before_cb = TIDE_CONTAINER_OF(protocol, ts_recorder, base)->made;
+    if (c->then)
+        c->then(c);
 }
 
 bool nt_pred_conn(void *conn) { return ((nt_conn *)conn)->calls > 0; }
 
-tide_connect_t *nt_connect(tide_loop_t *loop, const char *host, uint16_t port,
-                           const tide_connect_options_t *opts, ts_recorder *r, nt_conn *c) {
+/* c cleared, its pool handing out r alone. */
+static void conn_for(nt_conn *c, ts_recorder *r) {
     memset(c, 0, sizeof(*c));
     c->pool.items = r;
     c->pool.count = 1;
+}
+
+tide_connect_t *nt_connect(tide_loop_t *loop, const char *host, uint16_t port,
+                           const tide_connect_options_t *opts, ts_recorder *r, nt_conn *c) {
+    conn_for(c, r);
     tide_connect_t *req = NULL;
     assert_int_equal(tide_loop_create_connection(loop, host, port, ts_recorder_factory(),
                                                  &c->pool, opts, nt_conn_cb, c, &req),
@@ -43,6 +50,25 @@ tide_connect_t *nt_connect(tide_loop_t *loop, const char *host, uint16_t port,
     assert_non_null(req);
     assert_int_equal(c->calls, 0); /* never from inside the starting call */
     return req;
+}
+
+void nt_connect_unix(tide_loop_t *loop, const char *path, ts_recorder *r, nt_conn *c,
+                     tide_connect_t **req) {
+    conn_for(c, r);
+    assert_int_equal(tide_loop_create_unix_connection(loop, path, ts_recorder_factory(),
+                                                      &c->pool, nt_conn_cb, c, req),
+                     0);
+    assert_int_equal(c->calls, 0);
+}
+
+int nt_adopt(tide_loop_t *loop, int fd, bool accepted, ts_recorder *r, nt_conn *c) {
+    conn_for(c, r);
+    tide_protocol_factory_cb fac = ts_recorder_factory();
+    int rc = accepted ? tide_loop_connect_accepted_socket(loop, fd, fac, &c->pool, nt_conn_cb, c)
+                      : tide_loop_connect_socket(loop, fd, fac, &c->pool, nt_conn_cb, c);
+    if (rc == 0)
+        assert_int_equal(c->calls + r->made, 0); /* both deferred */
+    return rc;
 }
 
 void nt_connect_ok(tide_loop_t *loop, const char *host, uint16_t port, ts_recorder *r,
@@ -83,6 +109,14 @@ uint16_t nt_server_port(const tide_server_t *s, size_t i) {
     uint16_t port = nt_addr_port((struct sockaddr *)&ss);
     assert_int_not_equal(port, 0);
     return port;
+}
+
+void nt_expect_server_address(const tide_server_t *s, const char *text) {
+    char buf[160];
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    assert_int_equal(tide_server_get_sockname(s, 0, (struct sockaddr *)&ss, &len), 0);
+    assert_string_equal(tide_format_address((struct sockaddr *)&ss, len, buf, sizeof(buf)), text);
 }
 
 char nt_log_text[256];
@@ -126,13 +160,27 @@ void nt_run_for(tide_loop_t *loop, double seconds) {
         tide_loop_run(loop, TIDE_RUN_ONCE);
 }
 
-static int bound_socket(uint16_t *port) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
+static struct sockaddr_in loopback4(uint16_t port) {
     struct sockaddr_in a;
     memset(&a, 0, sizeof(a));
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    return a;
+}
+
+int nt_raw_client(uint16_t port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = loopback4(port);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    return fd;
+}
+
+static int bound_socket(uint16_t *port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = loopback4(0);
     assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
     socklen_t len = sizeof(a);
     assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
@@ -151,11 +199,7 @@ uint16_t nt_blackhole(int fds[8], int *n) {
     fds[0] = bound_socket(&port);
     *n = 1;
     assert_int_equal(listen(fds[0], 0), 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
+    struct sockaddr_in a = loopback4(port);
     /* Connect until one stays pending: from then on the queue is full. */
     while (*n < 8) {
         int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -175,6 +219,60 @@ void nt_close_all(int *fds, int n) {
     for (int i = 0; i < n; i++)
         if (fds[i] >= 0)
             close(fds[i]);
+}
+
+/* ---- the fixture ---------------------------------------------------------------------- */
+
+int nt_setup(void **state) {
+    nt_fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    f->fds_before = ts_count_fds();
+    f->loop = ts_loop_new();
+    for (int i = 0; i < NT_MAX; i++) {
+        ts_recorder_init(&f->srv[i]);
+        ts_recorder_init(&f->cli[i]);
+    }
+    f->pool.items = f->srv;
+    f->pool.count = NT_MAX;
+    snprintf(f->dir, sizeof(f->dir), "/tmp/tide-net-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    nt_fake_clear();
+    *state = f;
+    return 0;
+}
+
+int nt_teardown(void **state) {
+    nt_fixture *f = *state;
+    ts_finish(f->loop, f->fds_before);
+    assert_int_equal(rmdir(f->dir), 0); /* every socket file was removed */
+    for (int i = 0; i < NT_MAX; i++) {
+        assert_int_equal(f->srv[i].violations, 0);
+        assert_int_equal(f->cli[i].violations, 0);
+        ts_recorder_free(&f->srv[i]);
+        ts_recorder_free(&f->cli[i]);
+    }
+    free(f);
+    return 0;
+}
+
+void nt_listen(nt_fixture *f, const tide_server_options_t *opts) {
+    f->server = nt_server(f->loop, "127.0.0.1", &f->pool, opts);
+    f->port = nt_server_port(f->server, 0);
+}
+
+void nt_listen_unix(nt_fixture *f, const char *path) {
+    assert_int_equal(tide_loop_create_unix_server(f->loop, path, ts_recorder_factory(), &f->pool,
+                                                  NULL, &f->server),
+                     0);
+}
+
+void nt_connect_client(nt_fixture *f, int i) {
+    nt_connect_ok(f->loop, "127.0.0.1", f->port, &f->cli[i], &f->conn[i]);
+}
+
+void nt_close_client(nt_fixture *f, int i) {
+    tide_transport_close(f->conn[i].transport);
+    ts_run_until(f->loop, ts_pred_lost, &f->cli[i], 5);
 }
 
 /* ---- the fake resolver -------------------------------------------------------------- */

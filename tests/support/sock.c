@@ -19,24 +19,6 @@
 #include "support/support.h"
 #include "transports/transport_int.h"
 
-int sk_setup(void **state) {
-    sk_fixture *f = calloc(1, sizeof(*f));
-    assert_non_null(f);
-    f->fds_before = ts_count_fds();
-    f->loop = ts_loop_new();
-    *state = f;
-    return 0;
-}
-
-int sk_teardown(void **state) {
-    sk_fixture *f = *state;
-    tide__sys_reset();
-    ts_loop_close(f->loop);
-    assert_int_equal(ts_count_fds(), f->fds_before);
-    free(f);
-    return 0;
-}
-
 /* ---- raw pairs ------------------------------------------------------------------- */
 
 static bool inet_pair(int family, int *client, int *server) {
@@ -155,14 +137,19 @@ tide_transport_t *sk_wrap(tide_loop_t *loop, int fd, tide_protocol_t *p, bool se
     return a.transport;
 }
 
-bool sk_pair(tide_loop_t *loop, sk_kind kind, tide_protocol_t *a, tide_protocol_t *b,
-             tide_transport_t **ta, tide_transport_t **tb) {
+bool sk_connect(ts_duo *d, sk_kind kind) {
     int c, s;
     if (!sk_raw_pair(kind, &c, &s))
         return false;
-    *ta = sk_wrap(loop, c, a, false);
-    *tb = sk_wrap(loop, s, b, true);
+    d->ta = sk_wrap(d->loop, c, &d->a.base, false);
+    d->tb = sk_wrap(d->loop, s, &d->b.base, true);
     return true;
+}
+
+ts_duo *sk_open(void **state, sk_kind kind) {
+    ts_duo *d = *state;
+    assert_true(sk_connect(d, kind));
+    return d;
 }
 
 /* ---- data ------------------------------------------------------------------------ */
@@ -188,25 +175,27 @@ uint64_t sk_pattern_sum(uint64_t offset, size_t len, uint64_t h) {
     return h;
 }
 
-size_t sk_fill(tide_transport_t *t, size_t chunk, uint64_t *offset) {
-    unsigned char *buf = malloc(chunk);
-    size_t total = 0;
-    assert_non_null(buf);
-    /* Bounded: loopback buffers hold a few MiB at most. */
-    for (int i = 0; i < 100000 && tide_transport_get_write_buffer_size(t) == 0; i++) {
-        sk_pattern(buf, chunk, *offset);
-        assert_int_equal(tide_transport_write(t, buf, chunk), 0);
-        *offset += chunk;
-        total += chunk;
-    }
-    free(buf);
-    assert_true(tide_transport_get_write_buffer_size(t) > 0);
-    return total;
+void sk_expect_pattern(const ts_recorder *r, uint64_t len) {
+    assert_int_equal(r->len, len);
+    assert_true(ts_fnv1a(r->data, r->len, TS_FNV_SEED) == sk_pattern_sum(0, len, TS_FNV_SEED));
 }
 
-void sk_spin(tide_loop_t *loop, int n) {
-    for (int i = 0; i < n; i++)
-        tide_loop_run(loop, TIDE_RUN_NOWAIT);
+size_t sk_write_pattern(tide_transport_t *t, size_t len, uint64_t *offset) {
+    static unsigned char buf[64 * 1024];
+    assert_true(len <= sizeof(buf));
+    sk_pattern(buf, len, *offset);
+    assert_int_equal(tide_transport_write(t, buf, len), 0);
+    *offset += len;
+    return len;
+}
+
+size_t sk_fill(tide_transport_t *t, size_t chunk, uint64_t *offset) {
+    size_t total = 0;
+    /* Bounded: loopback buffers hold a few MiB at most. */
+    for (int i = 0; i < 100000 && tide_transport_get_write_buffer_size(t) == 0; i++)
+        total += sk_write_pattern(t, chunk, offset);
+    assert_true(tide_transport_get_write_buffer_size(t) > 0);
+    return total;
 }
 
 typedef struct at_least {

@@ -1,9 +1,8 @@
 /* Socket test helpers shared by the socket transport tests (test_socket, test_flow,
- * test_faults): a per-test fixture that checks the loop closes cleanly and no
- * descriptor leaks, connected pairs of every stream kind (socketpair, TCP over
- * 127.0.0.1 and ::1, a Unix socket bound to a path), wrapping a descriptor in a
- * transport through the public connect_socket calls, and a deterministic byte pattern.
- * Include after support.h. */
+ * test_faults), whose fixture is support.h's ts_duo (ts_duo_setup / ts_duo_teardown):
+ * connected pairs of every stream kind (socketpair, TCP over 127.0.0.1 and ::1, a Unix
+ * socket bound to a path), wrapping a descriptor in a transport through the public
+ * connect_socket calls, and a deterministic byte pattern. Include after support.h. */
 #ifndef TIDE_TEST_SOCK_H
 #define TIDE_TEST_SOCK_H
 
@@ -11,19 +10,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "support/support.h"
 #include "tide.h"
 
-/* The cmocka state of every test using sk_setup / sk_teardown. */
-typedef struct sk_fixture {
-    tide_loop_t *loop;
-    int fds_before;
-} sk_fixture;
-
-/* Makes a loop and records the descriptor count. */
-int sk_setup(void **state);
-/* Restores the system-call table, closes the loop (asserting it closed cleanly) and
- * asserts the descriptor count is back where it was. */
-int sk_teardown(void **state);
+/* The loop of the test's ts_duo fixture, and its recorder a, for tests that wrap one
+ * end of a raw pair only. */
+#define SK_LOOP(state) (((ts_duo *)*(state))->loop)
+#define SK_RECORDER(state) (&((ts_duo *)*(state))->a)
 
 typedef enum sk_kind {
     SK_SOCKETPAIR, /* socketpair(AF_UNIX, SOCK_STREAM) */
@@ -43,10 +36,16 @@ bool sk_raw_pair(sk_kind kind, int *client, int *server);
  * connection_made has already run. */
 tide_transport_t *sk_wrap(tide_loop_t *loop, int fd, tide_protocol_t *p, bool server_side);
 
-/* Both ends of a kind wrapped: a (client side) and b (server side). Returns false
- * (nothing left open) when the kind is unavailable. */
-bool sk_pair(tide_loop_t *loop, sk_kind kind, tide_protocol_t *a, tide_protocol_t *b,
-             tide_transport_t **ta, tide_transport_t **tb);
+/* Connects the duo's recorders over kind, both ends wrapped with sk_wrap: d->ta carries
+ * a (client side), d->tb carries b. Returns false (nothing left open) when the kind is
+ * unavailable. */
+bool sk_connect(ts_duo *d, sk_kind kind);
+/* The test's ts_duo fixture, connected over kind (which must be available). */
+ts_duo *sk_open(void **state, sk_kind kind);
+
+/* Writes the next `len` (at most 64 KiB) pattern bytes from *offset (advanced),
+ * asserting the write succeeds. Returns len. */
+size_t sk_write_pattern(tide_transport_t *t, size_t len, uint64_t *offset);
 
 /* Writes `chunk`-byte pieces of the pattern until some of it is queued in user space
  * (the kernel's buffers are full because the peer does not read). Returns the number
@@ -59,14 +58,12 @@ void sk_pattern(void *buf, size_t len, uint64_t offset);
 /* The FNV-1a checksum of pattern bytes [offset, offset + len), chained on h. */
 uint64_t sk_pattern_sum(uint64_t offset, size_t len, uint64_t h);
 
-/* Runs n non-blocking loop iterations: anything already readable in the kernel would
- * be delivered, so this shows that nothing is (used to check paused reading). */
-void sk_spin(tide_loop_t *loop, int n);
+/* Asserts that r received exactly the pattern bytes [0, len), by checksum. */
+void sk_expect_pattern(const ts_recorder *r, uint64_t len);
 
 /* Bounded runs until a counter reaches min, or a recorder has received len bytes. */
 void sk_run_until_count(tide_loop_t *loop, const int *value, int min);
-struct ts_recorder;
-void sk_run_until_len(tide_loop_t *loop, struct ts_recorder *r, size_t len);
+void sk_run_until_len(tide_loop_t *loop, ts_recorder *r, size_t len);
 
 /* Sends an RST instead of a FIN: SO_LINGER with a zero timeout, then close. */
 void sk_close_with_reset(int fd);

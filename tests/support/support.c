@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "support/support.h"
+#include "transports/transport_int.h"
 
 double ts_scaled(double seconds) {
     const char *m = getenv("TIDE_TEST_TIMEOUT_MULTIPLIER");
@@ -59,6 +60,11 @@ void ts_run_until_flag(tide_loop_t *loop, const int *flag, double seconds) {
     ts_run_until(loop, flag_set, (void *)flag, seconds);
 }
 
+void ts_spin(tide_loop_t *loop, int n) {
+    for (int i = 0; i < n; i++)
+        tide_loop_run(loop, TIDE_RUN_NOWAIT);
+}
+
 int ts_count_fds(void) {
     DIR *d = opendir("/proc/self/fd");
     int n = 0;
@@ -70,6 +76,12 @@ int ts_count_fds(void) {
             n++;
     closedir(d);
     return n - 1; /* the directory stream itself */
+}
+
+void ts_finish(tide_loop_t *loop, int fds_before) {
+    tide__sys_reset();
+    ts_loop_close(loop);
+    assert_int_equal(ts_count_fds(), fds_before);
 }
 
 /* ---- recorder ---- */
@@ -99,12 +111,17 @@ static void append(ts_recorder *r, const void *data, size_t len) {
     r->len += len;
 }
 
+/* An event that may happen once: a second one is a violation. */
+static void note_once(ts_recorder *r, int *count, char ev) {
+    if (*count)
+        r->violations++;
+    note(r, ev);
+    (*count)++;
+}
+
 static void rec_made(tide_protocol_t *p, tide_transport_t *t) {
     ts_recorder *r = rec(p);
-    if (r->made)
-        r->violations++;
-    note(r, 'M');
-    r->made++;
+    note_once(r, &r->made, 'M');
     r->transport = t;
     if (r->on_made)
         r->on_made(r);
@@ -131,10 +148,7 @@ static void rec_data(tide_protocol_t *p, const void *data, size_t len) {
 
 static bool rec_eof(tide_protocol_t *p) {
     ts_recorder *r = rec(p);
-    if (r->eofs)
-        r->violations++;
-    note(r, 'E');
-    r->eofs++;
+    note_once(r, &r->eofs, 'E');
     if (r->on_eof)
         return r->on_eof(r);
     return r->keep_open_on_eof;
@@ -142,10 +156,7 @@ static bool rec_eof(tide_protocol_t *p) {
 
 static void rec_lost(tide_protocol_t *p, int status) {
     ts_recorder *r = rec(p);
-    if (r->lost)
-        r->violations++;
-    note(r, 'L');
-    r->lost++;
+    note_once(r, &r->lost, 'L');
     r->lost_status = status;
     if (r->on_lost)
         r->on_lost(r, status);
@@ -232,6 +243,50 @@ tide_protocol_factory_cb ts_recorder_factory(void) { return pool_next; }
 bool ts_pred_made(void *r) { return ((ts_recorder *)r)->made > 0; }
 bool ts_pred_lost(void *r) { return ((ts_recorder *)r)->lost > 0; }
 bool ts_pred_eof(void *r) { return ((ts_recorder *)r)->eofs > 0; }
+
+/* ---- duo ---- */
+
+void ts_duo_init(ts_duo *d, tide_loop_t *loop) {
+    memset(d, 0, sizeof(*d));
+    d->loop = loop;
+    ts_recorder_init(&d->a);
+    ts_recorder_init(&d->b);
+}
+
+void ts_duo_free(ts_duo *d) {
+    assert_int_equal(d->a.violations, 0);
+    assert_int_equal(d->b.violations, 0);
+    ts_recorder_free(&d->a);
+    ts_recorder_free(&d->b);
+}
+
+bool ts_pred_duo_made(void *duo) {
+    ts_duo *d = duo;
+    return d->a.made && d->b.made;
+}
+
+bool ts_pred_duo_lost(void *duo) {
+    ts_duo *d = duo;
+    return d->a.lost && d->b.lost;
+}
+
+int ts_duo_setup(void **state) {
+    ts_duo *d = malloc(sizeof(*d));
+    assert_non_null(d);
+    int fds = ts_count_fds();
+    ts_duo_init(d, ts_loop_new());
+    d->fds_before = fds;
+    *state = d;
+    return 0;
+}
+
+int ts_duo_teardown(void **state) {
+    ts_duo *d = *state;
+    ts_finish(d->loop, d->fds_before);
+    ts_duo_free(d);
+    free(d);
+    return 0;
+}
 
 uint64_t ts_fnv1a(const void *data, size_t len, uint64_t h) {
     const unsigned char *p = data;

@@ -1,5 +1,6 @@
-/* Shared test support: a bounded, event-driven run-until, descriptor counting, and a
- * recording protocol that checks asyncio's callback order as it goes.
+/* Shared test support: a bounded, event-driven run-until, descriptor counting, a
+ * recording protocol that checks asyncio's callback order as it goes, and a fixture of
+ * two recorders for the two ends of one connection.
  * Include after <setjmp.h>, <stdarg.h>, <stddef.h> and <cmocka.h>. */
 #ifndef TIDE_TEST_SUPPORT_H
 #define TIDE_TEST_SUPPORT_H
@@ -26,8 +27,16 @@ void ts_run_until(tide_loop_t *loop, bool (*pred)(void *arg), void *arg, double 
 /* Runs until *flag becomes non-zero (a common predicate). */
 void ts_run_until_flag(tide_loop_t *loop, const int *flag, double seconds);
 
+/* Runs n non-blocking loop iterations: anything already due would be delivered, so
+ * this shows that nothing is (paused reading, a deferred call not yet made). */
+void ts_spin(tide_loop_t *loop, int n);
+
 /* Number of open descriptors of this process. */
 int ts_count_fds(void);
+
+/* The end of every fixture: restores the system-call table (tide__sys), closes the loop
+ * asserting it closed cleanly, and asserts the descriptor count is back at fds_before. */
+void ts_finish(tide_loop_t *loop, int fds_before);
 
 /* ---- recording protocol ---------------------------------------------------------- */
 
@@ -76,6 +85,29 @@ tide_protocol_factory_cb ts_recorder_factory(void);
 bool ts_pred_made(void *recorder);
 bool ts_pred_lost(void *recorder);
 bool ts_pred_eof(void *recorder);
+
+/* ---- two recorders on the two ends of one connection ------------------------------ */
+
+typedef struct ts_duo {
+    tide_loop_t *loop;
+    int fds_before;
+    ts_recorder a, b;          /* a: the client (first) side; b: the server (second) side */
+    tide_transport_t *ta, *tb; /* their transports, once the test connected them */
+} ts_duo;
+
+/* Zeroes d and makes a and b plain recorders (adjust them before connecting). */
+void ts_duo_init(ts_duo *d, tide_loop_t *loop);
+/* Asserts that neither recorder saw an order violation, then frees both. */
+void ts_duo_free(ts_duo *d);
+/* Predicates for ts_run_until on a ts_duo *: both connection_made / both lost ran. */
+bool ts_pred_duo_made(void *duo);
+bool ts_pred_duo_lost(void *duo);
+
+/* A cmocka fixture: *state becomes a ts_duo on a new loop, not connected. The
+ * teardown is ts_finish (clean close, no descriptor leaked) then ts_duo_free. */
+int ts_duo_setup(void **state);
+int ts_duo_teardown(void **state);
+#define TS_DUO_TEST(fn) cmocka_unit_test_setup_teardown(fn, ts_duo_setup, ts_duo_teardown)
 
 /* A simple checksum (FNV-1a 64) for comparing large transfers. */
 uint64_t ts_fnv1a(const void *data, size_t len, uint64_t seed);

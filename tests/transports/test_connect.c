@@ -48,141 +48,118 @@ static void record_connects(bool refuse) {
     tide__sys.connect = recording_connect;
 }
 
-/* ---- fixture ------------------------------------------------------------------------ */
+/* ---- helpers ------------------------------------------------------------------------ */
 
-typedef struct fixture {
-    tide_loop_t *loop;
-    int fds;
-} fixture;
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof(*f));
-    f->fds = ts_count_fds();
-    f->loop = ts_loop_new();
-    nt_fake_clear();
-    *state = f;
-    return 0;
+/* Client 0 connects to host:port with options o; runs until the callback. */
+static nt_conn *attempt(nt_fixture *f, const char *host, uint16_t port,
+                        const tide_connect_options_t *o) {
+    nt_conn *c = &f->conn[0];
+    nt_connect(f->loop, host, port, o, &f->cli[0], c);
+    ts_run_until(f->loop, nt_pred_conn, c, 20);
+    return c;
 }
 
-static int teardown(void **state) {
-    fixture *f = *state;
-    tide__sys_reset();
-    ts_loop_close(f->loop);
-    assert_int_equal(ts_count_fds(), f->fds);
-    free(f);
-    return 0;
+/* The end of a connection to f->server: the client closes, the server side sees it,
+ * the server closes. */
+static void hang_up(nt_fixture *f, nt_conn *c) {
+    tide_transport_close(c->transport);
+    ts_run_until(f->loop, ts_pred_lost, &f->srv[0], 5);
+    tide_server_close(f->server);
+    nt_run_for(f->loop, 0.01);
 }
 
 /* A server on host with one recorder, a client connecting to it by `target`; checks
  * a round trip and orderly shutdown on both sides. */
-static void round_trip(tide_loop_t *loop, const char *server_host, const char *target) {
-    ts_recorder srv, cli;
-    ts_recorder_init(&srv);
-    ts_recorder_init(&cli);
-    srv.echo = true;
-    ts_recorder_pool pool = {&srv, 1, 0};
-    tide_server_t *s = nt_server(loop, server_host, &pool, NULL);
-    uint16_t port = nt_server_port(s, 0);
+static void round_trip(nt_fixture *f, const char *server_host, const char *target) {
+    ts_recorder *srv = &f->srv[0], *cli = &f->cli[0];
+    srv->echo = true;
+    f->server = nt_server(f->loop, server_host, &f->pool, NULL);
+    uint16_t port = nt_server_port(f->server, 0);
 
-    nt_conn c;
-    nt_connect_ok(loop, target, port, &cli, &c);
-    assert_int_equal(tide_transport_write(c.transport, "ping", 4), 0);
-    ts_run_until(loop, ts_pred_made, &srv, 5);
-    while (cli.len < 4)
-        tide_loop_run(loop, TIDE_RUN_ONCE);
-    assert_memory_equal(cli.data, "ping", 4);
-    assert_int_equal(tide_transport_get_fd(c.transport) >= 0, 1);
+    nt_conn *c = &f->conn[0];
+    nt_connect_ok(f->loop, target, port, cli, c);
+    assert_int_equal(tide_transport_write(c->transport, "ping", 4), 0);
+    ts_run_until(f->loop, ts_pred_made, srv, 5);
+    while (cli->len < 4)
+        tide_loop_run(f->loop, TIDE_RUN_ONCE);
+    assert_memory_equal(cli->data, "ping", 4);
+    assert_int_equal(tide_transport_get_fd(c->transport) >= 0, 1);
 
-    tide_transport_close(c.transport);
-    ts_run_until(loop, ts_pred_lost, &cli, 5);
-    ts_run_until(loop, ts_pred_lost, &srv, 5);
-    assert_int_equal(cli.lost_status, 0);
-    assert_int_equal(srv.lost_status, 0);
-    assert_string_equal(cli.events, "MDL");
-    assert_int_equal(cli.violations, 0);
-    assert_int_equal(srv.violations, 0);
-    tide_server_close(s);
-    tide_loop_run(loop, TIDE_RUN_NOWAIT);
-    ts_recorder_free(&srv);
-    ts_recorder_free(&cli);
+    tide_transport_close(c->transport);
+    ts_run_until(f->loop, ts_pred_lost, cli, 5);
+    ts_run_until(f->loop, ts_pred_lost, srv, 5);
+    assert_int_equal(cli->lost_status, 0);
+    assert_int_equal(srv->lost_status, 0);
+    assert_string_equal(cli->events, "MDL");
+    tide_server_close(f->server);
+    tide_loop_run(f->loop, TIDE_RUN_NOWAIT);
 }
 
 static void test_connect_ipv4(void **state) {
-    round_trip(((fixture *)*state)->loop, "127.0.0.1", "127.0.0.1");
+    round_trip(*state, "127.0.0.1", "127.0.0.1");
 }
 
 static void test_connect_ipv6(void **state) {
     if (!nt_ipv6_available())
         skip();
-    round_trip(((fixture *)*state)->loop, "::1", "::1");
+    round_trip(*state, "::1", "::1");
 }
 
 /* "localhost" is not a literal: the client resolves it on a worker thread. */
 static void test_connect_localhost(void **state) {
-    round_trip(((fixture *)*state)->loop, "localhost", "localhost");
+    round_trip(*state, "localhost", "localhost");
 }
 
 static void test_connect_refused(void **state) {
-    fixture *f = *state;
+    nt_fixture *f = *state;
     int hold;
     uint16_t port = nt_refusing_port(&hold);
-    ts_recorder r;
-    ts_recorder_init(&r);
-    nt_conn c;
-    nt_connect(f->loop, "127.0.0.1", port, NULL, &r, &c);
-    ts_run_until(f->loop, nt_pred_conn, &c, 5);
+    nt_conn *c = attempt(f, "127.0.0.1", port, NULL);
     nt_run_for(f->loop, 0.05); /* nothing more may arrive */
-    assert_int_equal(c.calls, 1);
-    assert_int_equal(c.status, TIDE_ECONNREFUSED);
-    assert_null(c.transport);
-    assert_null(c.protocol);
-    assert_int_equal(c.pool.used, 0); /* the factory was not called */
-    assert_int_equal(r.made, 0);
+    assert_int_equal(c->calls, 1);
+    assert_int_equal(c->status, TIDE_ECONNREFUSED);
+    assert_null(c->transport);
+    assert_null(c->protocol);
+    assert_int_equal(c->pool.used, 0); /* the factory was not called */
+    assert_int_equal(f->cli[0].made, 0);
     close(hold);
 }
 
 static void test_connect_unresolvable(void **state) {
-    fixture *f = *state;
-    ts_recorder r;
-    ts_recorder_init(&r);
-    nt_conn c;
-    nt_connect(f->loop, "no-such-host.invalid", 80, NULL, &r, &c);
-    ts_run_until(f->loop, nt_pred_conn, &c, 20);
-    assert_int_equal(c.calls, 1);
-    assert_true(c.status <= TIDE_EAI_AGAIN && c.status >= TIDE_EAI_OTHER);
-    assert_int_equal(c.pool.used, 0);
+    nt_conn *c = attempt(*state, "no-such-host.invalid", 80, NULL);
+    assert_int_equal(c->calls, 1);
+    assert_true(c->status <= TIDE_EAI_AGAIN && c->status >= TIDE_EAI_OTHER);
+    assert_int_equal(c->pool.used, 0);
 }
 
 static void test_connect_bad_arguments(void **state) {
-    fixture *f = *state;
-    ts_recorder r;
-    ts_recorder_init(&r);
-    ts_recorder_pool pool = {&r, 1, 0};
-    nt_conn c = {0};
+    nt_fixture *f = *state;
+    ts_recorder_pool pool = {&f->cli[0], 1, 0};
+    nt_conn *c = &f->conn[0];
     tide_connect_t *req = NULL;
     tide_protocol_factory_cb fac = ts_recorder_factory();
     assert_int_equal(tide_loop_create_connection(f->loop, NULL, 1, fac, &pool, NULL,
-                                                 nt_conn_cb, &c, &req),
+                                                 nt_conn_cb, c, &req),
                      TIDE_EINVAL);
     assert_int_equal(tide_loop_create_connection(f->loop, "127.0.0.1", 1, NULL, &pool, NULL,
-                                                 nt_conn_cb, &c, &req),
+                                                 nt_conn_cb, c, &req),
                      TIDE_EINVAL);
     assert_int_equal(tide_loop_create_connection(f->loop, "127.0.0.1", 1, fac, &pool, NULL,
-                                                 NULL, &c, &req),
+                                                 NULL, c, &req),
                      TIDE_EINVAL);
     tide_connect_options_t o = {.family = AF_UNIX};
     assert_int_equal(tide_loop_create_connection(f->loop, "127.0.0.1", 1, fac, &pool, &o,
-                                                 nt_conn_cb, &c, &req),
+                                                 nt_conn_cb, c, &req),
                      TIDE_EINVAL);
     char longpath[200];
     memset(longpath, 'x', sizeof(longpath) - 1);
     longpath[sizeof(longpath) - 1] = '\0';
     assert_int_equal(tide_loop_create_unix_connection(f->loop, longpath, fac, &pool,
-                                                      nt_conn_cb, &c, &req),
+                                                      nt_conn_cb, c, &req),
                      TIDE_ENAMETOOLONG);
     tide_connect_cancel(NULL);
     nt_run_for(f->loop, 0.01);
-    assert_int_equal(c.calls, 0);
+    assert_int_equal(c->calls, 0);
 }
 
 /* ---- cancellation ------------------------------------------------------------------- */
@@ -196,28 +173,24 @@ static void expect_cancelled(tide_loop_t *loop, nt_conn *c) {
 }
 
 static void test_cancel_while_resolving(void **state) {
-    fixture *f = *state;
-    ts_recorder r;
-    ts_recorder_init(&r);
-    nt_conn c;
-    tide_connect_t *req = nt_connect(f->loop, "localhost", 9, NULL, &r, &c);
+    nt_fixture *f = *state;
+    nt_conn *c = &f->conn[0];
+    tide_connect_t *req = nt_connect(f->loop, "localhost", 9, NULL, &f->cli[0], c);
     tide_connect_cancel(req);
-    assert_int_equal(c.calls, 0); /* deferred, even for cancel */
-    expect_cancelled(f->loop, &c);
-    assert_int_equal(c.pool.used, 0);
+    assert_int_equal(c->calls, 0); /* deferred, even for cancel */
+    expect_cancelled(f->loop, c);
+    assert_int_equal(c->pool.used, 0);
 }
 
 static bool fds_above(void *arg) { return ts_count_fds() > *(int *)arg; }
 
 static void test_cancel_while_connecting(void **state) {
-    fixture *f = *state;
+    nt_fixture *f = *state;
     int bh[8], n;
     uint16_t port = nt_blackhole(bh, &n);
     int before = ts_count_fds();
-    ts_recorder r;
-    ts_recorder_init(&r);
-    nt_conn c;
-    tide_connect_t *req = nt_connect(f->loop, "127.0.0.1", port, NULL, &r, &c);
+    nt_conn *c = &f->conn[0];
+    tide_connect_t *req = nt_connect(f->loop, "127.0.0.1", port, NULL, &f->cli[0], c);
     ts_run_until(f->loop, fds_above, &before, 5); /* the attempt's socket exists */
     /* While it is pending the loop refuses to close and names it. */
     nt_capture_log(f->loop, "still open");
@@ -225,9 +198,9 @@ static void test_cancel_while_connecting(void **state) {
     assert_non_null(strstr(nt_log_text, "connect request to 127.0.0.1:"));
     assert_non_null(strstr(nt_log_text, "(connecting, 1 attempt(s) in flight)"));
     tide_connect_cancel(req);
-    expect_cancelled(f->loop, &c);
+    expect_cancelled(f->loop, c);
     assert_int_equal(ts_count_fds(), before);
-    assert_int_equal(c.pool.used, 0);
+    assert_int_equal(c->pool.used, 0);
     nt_close_all(bh, n);
 }
 
@@ -236,38 +209,28 @@ static void test_cancel_while_connecting(void **state) {
 static void fresh_time(tide_loop_t *loop) { tide_loop_run(loop, TIDE_RUN_NOWAIT); }
 
 static void test_connect_timeout(void **state) {
-    fixture *f = *state;
+    nt_fixture *f = *state;
     int bh[8], n;
     uint16_t port = nt_blackhole(bh, &n);
     int before = ts_count_fds();
-    ts_recorder r;
-    ts_recorder_init(&r);
-    nt_conn c;
     tide_connect_options_t o = {.timeout = 0.1};
     record_connects(false);
     fresh_time(f->loop);
-    nt_connect(f->loop, "127.0.0.1", port, &o, &r, &c);
-    ts_run_until(f->loop, nt_pred_conn, &c, 5);
-    assert_int_equal(c.status, TIDE_ETIMEDOUT);
+    nt_conn *c = attempt(f, "127.0.0.1", port, &o);
+    assert_int_equal(c->status, TIDE_ETIMEDOUT);
     assert_int_equal(tried, 1); /* it did try, and gave up */
     assert_int_equal(ts_count_fds(), before);
     nt_close_all(bh, n);
 }
 
 static void test_cancel_unix_before_start(void **state) {
-    fixture *f = *state;
-    ts_recorder r;
-    ts_recorder_init(&r);
-    ts_recorder_pool pool = {&r, 1, 0};
-    nt_conn c = {0};
+    nt_fixture *f = *state;
+    nt_conn *c = &f->conn[0];
     tide_connect_t *req = NULL;
-    assert_int_equal(tide_loop_create_unix_connection(f->loop, "@tide-no-such-socket",
-                                                      ts_recorder_factory(), &pool,
-                                                      nt_conn_cb, &c, &req),
-                     0);
+    nt_connect_unix(f->loop, "@tide-no-such-socket", &f->cli[0], c, &req);
     tide_connect_cancel(req);
-    expect_cancelled(f->loop, &c);
-    assert_int_equal(pool.used, 0);
+    expect_cancelled(f->loop, c);
+    assert_int_equal(c->pool.used, 0);
 }
 
 /* Cancels from inside the factory, or from a callback queued by the factory (which
@@ -290,32 +253,27 @@ static tide_protocol_t *cancelling_factory(void *arg) {
     return &hook_rec->base;
 }
 
-static void cancel_from_factory(fixture *f, bool inside) {
-    ts_recorder srv, cli;
-    ts_recorder_init(&srv);
-    ts_recorder_init(&cli);
-    ts_recorder_pool pool = {&srv, 1, 0};
-    tide_server_t *s = nt_server(f->loop, "127.0.0.1", &pool, NULL);
-    hook_rec = &cli;
+static void cancel_from_factory(nt_fixture *f, bool inside) {
+    ts_recorder *cli = &f->cli[0];
+    nt_listen(f, NULL);
+    hook_rec = cli;
     hook_loop = f->loop;
-    nt_conn c = {0};
-    assert_int_equal(tide_loop_create_connection(f->loop, "127.0.0.1", nt_server_port(s, 0),
-                                                 cancelling_factory, inside ? &c : NULL, NULL,
-                                                 nt_conn_cb, &c, &hook_req),
+    nt_conn *c = &f->conn[0];
+    assert_int_equal(tide_loop_create_connection(f->loop, "127.0.0.1", f->port,
+                                                 cancelling_factory, inside ? c : NULL, NULL,
+                                                 nt_conn_cb, c, &hook_req),
                      0);
-    expect_cancelled(f->loop, &c);
+    expect_cancelled(f->loop, c);
     if (inside) {
-        assert_int_equal(cli.made, 0); /* never handed to a transport */
+        assert_int_equal(cli->made, 0); /* never handed to a transport */
     } else {
         /* The transport existed: its protocol sees a complete, ordered life. */
-        ts_run_until(f->loop, ts_pred_lost, &cli, 5);
-        assert_string_equal(cli.events, "ML");
-        assert_int_equal(cli.violations, 0);
+        ts_run_until(f->loop, ts_pred_lost, cli, 5);
+        assert_string_equal(cli->events, "ML");
     }
-    tide_server_close(s);
-    tide_server_abort_clients(s);
+    tide_server_close(f->server);
+    tide_server_abort_clients(f->server);
     nt_run_for(f->loop, 0.02);
-    ts_recorder_free(&srv);
 }
 
 static void test_cancel_inside_factory(void **state) { cancel_from_factory(*state, true); }
@@ -327,73 +285,52 @@ static void test_cancel_before_connection_made(void **state) {
 /* ---- several addresses -------------------------------------------------------------- */
 
 static void test_happy_eyeballs_refused_then_working(void **state) {
-    fixture *f = *state;
-    ts_recorder srv, cli;
-    ts_recorder_init(&srv);
-    ts_recorder_init(&cli);
-    ts_recorder_pool pool = {&srv, 1, 0};
-    tide_server_t *s = nt_server(f->loop, "127.0.0.1", &pool, NULL);
+    nt_fixture *f = *state;
+    nt_listen(f, NULL);
     int hold;
     uint16_t refused = nt_refusing_port(&hold);
-    uint16_t good = nt_server_port(s, 0);
     nt_fake_set(0, AF_INET, "127.0.0.1", refused);
-    nt_fake_set(1, AF_INET, "127.0.0.1", good);
+    nt_fake_set(1, AF_INET, "127.0.0.1", f->port);
     record_connects(false);
     /* A long delay: the refusal must start the next attempt at once (RFC 8305). */
     tide_connect_options_t o = {.happy_eyeballs_delay = 30};
-    nt_conn c;
-    nt_connect(f->loop, NT_FAKE_NAME, 1, &o, &cli, &c);
-    ts_run_until(f->loop, nt_pred_conn, &c, 5);
-    assert_int_equal(c.status, 0);
+    nt_conn *c = attempt(f, NT_FAKE_NAME, 1, &o);
+    assert_int_equal(c->status, 0);
     assert_int_equal(tried, 2);
     assert_int_equal(tried_port[0], refused);
-    assert_int_equal(tried_port[1], good);
-    ts_run_until(f->loop, ts_pred_made, &srv, 5);
-    tide_transport_close(c.transport);
-    ts_run_until(f->loop, ts_pred_lost, &srv, 5);
-    assert_int_equal(cli.violations + srv.violations, 0);
-    tide_server_close(s);
-    nt_run_for(f->loop, 0.01);
+    assert_int_equal(tried_port[1], f->port);
+    ts_run_until(f->loop, ts_pred_made, &f->srv[0], 5);
+    hang_up(f, c);
     close(hold);
 }
 
 /* The first address never answers; after the delay the second is tried and wins,
  * and the first attempt is closed. */
 static void test_happy_eyeballs_race(void **state) {
-    fixture *f = *state;
+    nt_fixture *f = *state;
     int bh[8], n;
     uint16_t hole = nt_blackhole(bh, &n);
-    ts_recorder srv, cli;
-    ts_recorder_init(&srv);
-    ts_recorder_init(&cli);
-    ts_recorder_pool pool = {&srv, 1, 0};
-    tide_server_t *s = nt_server(f->loop, "127.0.0.1", &pool, NULL);
-    uint16_t good = nt_server_port(s, 0);
+    nt_listen(f, NULL);
     nt_fake_set(0, AF_INET, "127.0.0.1", hole);
-    nt_fake_set(1, AF_INET, "127.0.0.1", good);
+    nt_fake_set(1, AF_INET, "127.0.0.1", f->port);
     record_connects(false);
     int before = ts_count_fds();
     tide_connect_options_t o = {.happy_eyeballs_delay = 0.05};
-    nt_conn c;
-    nt_connect(f->loop, NT_FAKE_NAME, 1, &o, &cli, &c);
-    ts_run_until(f->loop, nt_pred_conn, &c, 5);
-    assert_int_equal(c.status, 0);
+    nt_conn *c = attempt(f, NT_FAKE_NAME, 1, &o);
+    assert_int_equal(c->status, 0);
     assert_int_equal(tried, 2);
-    assert_int_equal(tried_port[1], good);
-    ts_run_until(f->loop, ts_pred_made, &srv, 5);
+    assert_int_equal(tried_port[1], f->port);
+    ts_run_until(f->loop, ts_pred_made, &f->srv[0], 5);
     /* Two new sockets: our transport and the server's client; the loser is gone. */
     assert_int_equal(ts_count_fds(), before + 2);
-    tide_transport_close(c.transport);
-    ts_run_until(f->loop, ts_pred_lost, &srv, 5);
-    tide_server_close(s);
-    nt_run_for(f->loop, 0.01);
+    hang_up(f, c);
     nt_close_all(bh, n);
 }
 
 /* Without happy eyeballs, the blackhole address holds the connect until the overall
  * timeout: attempts are sequential. */
 static void test_sequential_does_not_race(void **state) {
-    fixture *f = *state;
+    nt_fixture *f = *state;
     int bh[8], n;
     uint16_t hole = nt_blackhole(bh, &n);
     int hold;
@@ -401,14 +338,10 @@ static void test_sequential_does_not_race(void **state) {
     nt_fake_set(0, AF_INET, "127.0.0.1", hole);
     nt_fake_set(1, AF_INET, "127.0.0.1", refused);
     record_connects(false);
-    ts_recorder r;
-    ts_recorder_init(&r);
     tide_connect_options_t o = {.timeout = 0.2};
-    nt_conn c;
     fresh_time(f->loop);
-    nt_connect(f->loop, NT_FAKE_NAME, 1, &o, &r, &c);
-    ts_run_until(f->loop, nt_pred_conn, &c, 5);
-    assert_int_equal(c.status, TIDE_ETIMEDOUT);
+    nt_conn *c = attempt(f, NT_FAKE_NAME, 1, &o);
+    assert_int_equal(c->status, TIDE_ETIMEDOUT);
     assert_int_equal(tried, 1);
     close(hold);
     nt_close_all(bh, n);
@@ -455,181 +388,123 @@ static void test_interleave(void **state) {
 
 
 static void test_local_bind(void **state) {
-    fixture *f = *state;
-    ts_recorder srv, cli;
-    ts_recorder_init(&srv);
-    ts_recorder_init(&cli);
-    ts_recorder_pool pool = {&srv, 1, 0};
-    tide_server_t *s = nt_server(f->loop, "127.0.0.1", &pool, NULL);
+    nt_fixture *f = *state;
+    nt_listen(f, NULL);
     /* A port free a moment ago may be taken by the time we bind it (another
      * process, a connection in TIME_WAIT): a few tries with fresh ports. */
     uint16_t local_port = 0;
-    nt_conn c;
-    for (int attempt = 0; attempt < 5; attempt++) {
+    nt_conn *c = NULL;
+    for (int i = 0; i < 5 && (c == NULL || c->status == TIDE_EADDRINUSE); i++) {
         int fd;
         local_port = nt_refusing_port(&fd);
         close(fd);
         tide_connect_options_t o = {.local_host = "127.0.0.2", .local_port = local_port};
-        nt_connect(f->loop, "127.0.0.1", nt_server_port(s, 0), &o, &cli, &c);
-        ts_run_until(f->loop, nt_pred_conn, &c, 5);
-        if (c.status != TIDE_EADDRINUSE)
-            break;
+        c = attempt(f, "127.0.0.1", f->port, &o);
     }
-    assert_int_equal(c.status, 0);
-    ts_run_until(f->loop, ts_pred_made, &srv, 5);
+    assert_int_equal(c->status, 0);
+    ts_run_until(f->loop, ts_pred_made, &f->srv[0], 5);
     struct sockaddr_storage peer;
     socklen_t len = sizeof(peer);
-    assert_int_equal(tide_transport_get_peername(srv.transport, (struct sockaddr *)&peer, &len), 0);
+    assert_int_equal(
+        tide_transport_get_peername(f->srv[0].transport, (struct sockaddr *)&peer, &len), 0);
     char text[64];
     char expect[64];
     snprintf(expect, sizeof(expect), "127.0.0.2:%u", (unsigned)local_port);
     assert_string_equal(tide_format_address((struct sockaddr *)&peer, len, text, sizeof(text)),
                         expect);
-    tide_transport_close(c.transport);
-    ts_run_until(f->loop, ts_pred_lost, &srv, 5);
-    tide_server_close(s);
-    nt_run_for(f->loop, 0.01);
+    hang_up(f, c);
 }
 
 static void test_local_bind_family_mismatch(void **state) {
-    fixture *f = *state;
+    nt_fixture *f = *state;
     int hold;
     uint16_t port = nt_refusing_port(&hold);
-    ts_recorder r;
-    ts_recorder_init(&r);
     tide_connect_options_t o = {.local_host = "::1"};
-    nt_conn c;
-    nt_connect(f->loop, "127.0.0.1", port, &o, &r, &c);
-    ts_run_until(f->loop, nt_pred_conn, &c, 5);
-    assert_int_equal(c.status, TIDE_EADDRNOTAVAIL);
+    assert_int_equal(attempt(f, "127.0.0.1", port, &o)->status, TIDE_EADDRNOTAVAIL);
     close(hold);
 }
 
 /* ---- Unix connections and existing sockets ------------------------------------------ */
 
 static void test_unix_connection_abstract(void **state) {
-    fixture *f = *state;
+    nt_fixture *f = *state;
     char name[64];
     snprintf(name, sizeof(name), "@tide-test-connect-%d", (int)getpid());
-    ts_recorder srv, cli;
-    ts_recorder_init(&srv);
-    ts_recorder_init(&cli);
-    srv.echo = true;
-    ts_recorder_pool pool = {&srv, 1, 0};
-    tide_server_t *s = NULL;
-    assert_int_equal(tide_loop_create_unix_server(f->loop, name, ts_recorder_factory(), &pool,
-                                                  NULL, &s),
-                     0);
-    char text[80];
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    assert_int_equal(tide_server_get_sockname(s, 0, (struct sockaddr *)&ss, &len), 0);
-    assert_string_equal(tide_format_address((struct sockaddr *)&ss, len, text, sizeof(text)), name);
+    f->srv[0].echo = true;
+    nt_listen_unix(f, name);
+    nt_expect_server_address(f->server, name);
 
-    ts_recorder_pool cpool = {&cli, 1, 0};
-    nt_conn c = {0};
-    assert_int_equal(tide_loop_create_unix_connection(f->loop, name, ts_recorder_factory(),
-                                                      &cpool, nt_conn_cb, &c, NULL),
-                     0);
-    assert_int_equal(c.calls, 0);
-    ts_run_until(f->loop, nt_pred_conn, &c, 5);
-    assert_int_equal(c.status, 0);
-    assert_int_equal(c.made_before_cb, 1);
-    assert_string_equal(tide_transport_kind(c.transport), "unix");
-    assert_int_equal(tide_transport_write(c.transport, "abc", 3), 0);
-    while (cli.len < 3)
+    nt_conn *c = &f->conn[0];
+    nt_connect_unix(f->loop, name, &f->cli[0], c, NULL);
+    ts_run_until(f->loop, nt_pred_conn, c, 5);
+    assert_int_equal(c->status, 0);
+    assert_int_equal(c->made_before_cb, 1);
+    assert_string_equal(tide_transport_kind(c->transport), "unix");
+    assert_int_equal(tide_transport_write(c->transport, "abc", 3), 0);
+    while (f->cli[0].len < 3)
         tide_loop_run(f->loop, TIDE_RUN_ONCE);
-    tide_transport_close(c.transport);
-    ts_run_until(f->loop, ts_pred_lost, &srv, 5);
-    assert_int_equal(cli.violations + srv.violations, 0);
-    tide_server_close(s);
-    nt_run_for(f->loop, 0.01);
-    ts_recorder_free(&srv);
-    ts_recorder_free(&cli);
+    hang_up(f, c);
 }
 
 static void test_unix_connection_refused(void **state) {
-    fixture *f = *state;
-    ts_recorder r;
-    ts_recorder_init(&r);
-    ts_recorder_pool pool = {&r, 1, 0};
-    nt_conn c = {0};
-    assert_int_equal(tide_loop_create_unix_connection(f->loop, "/nonexistent/tide.sock",
-                                                      ts_recorder_factory(), &pool,
-                                                      nt_conn_cb, &c, NULL),
-                     0);
-    ts_run_until(f->loop, nt_pred_conn, &c, 5);
-    assert_int_equal(c.status, TIDE_ENOENT);
-    assert_int_equal(pool.used, 0);
+    nt_fixture *f = *state;
+    nt_conn *c = &f->conn[0];
+    nt_connect_unix(f->loop, "/nonexistent/tide.sock", &f->cli[0], c, NULL);
+    ts_run_until(f->loop, nt_pred_conn, c, 5);
+    assert_int_equal(c->status, TIDE_ENOENT);
+    assert_int_equal(c->pool.used, 0);
+}
+
+/* A socketpair whose end sv[0] (accepted: sv[1]) client 0 adopts; runs until the
+ * callback, which must succeed. */
+static nt_conn *adopt_pair(nt_fixture *f, int sv[2], bool accepted) {
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    nt_conn *c = &f->conn[0];
+    assert_int_equal(nt_adopt(f->loop, sv[accepted ? 1 : 0], accepted, &f->cli[0], c), 0);
+    ts_run_until(f->loop, nt_pred_conn, c, 5);
+    assert_int_equal(c->status, 0);
+    return c;
 }
 
 static void test_connect_socketpair(void **state) {
-    fixture *f = *state;
+    nt_fixture *f = *state;
     int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    ts_recorder r;
-    ts_recorder_init(&r);
-    ts_recorder_pool pool = {&r, 1, 0};
-    nt_conn c = {0};
-    assert_int_equal(tide_loop_connect_socket(f->loop, sv[0], ts_recorder_factory(), &pool,
-                                              nt_conn_cb, &c),
-                     0);
-    assert_int_equal(c.calls + r.made, 0);
-    ts_run_until(f->loop, nt_pred_conn, &c, 5);
-    assert_int_equal(c.status, 0);
-    assert_int_equal(c.made_before_cb, 1);
-    assert_int_equal(tide_transport_get_fd(c.transport), sv[0]);
-    assert_false(c.transport->state & TIDE__T_SERVER_SIDE);
+    nt_conn *c = adopt_pair(f, sv, false);
+    ts_recorder *r = &f->cli[0];
+    assert_int_equal(c->made_before_cb, 1);
+    assert_int_equal(tide_transport_get_fd(c->transport), sv[0]);
+    assert_false(c->transport->state & TIDE__T_SERVER_SIDE);
     assert_int_equal(write(sv[1], "xyz", 3), 3);
-    while (r.len < 3)
+    while (r->len < 3)
         tide_loop_run(f->loop, TIDE_RUN_ONCE);
     close(sv[1]);
-    ts_run_until(f->loop, ts_pred_lost, &r, 5); /* EOF closes it */
-    assert_string_equal(r.events, "MDEL");
-    assert_int_equal(r.violations, 0);
-    ts_recorder_free(&r);
+    ts_run_until(f->loop, ts_pred_lost, r, 5); /* EOF closes it */
+    assert_string_equal(r->events, "MDEL");
 }
 
 static void test_connect_accepted_socket(void **state) {
-    fixture *f = *state;
+    nt_fixture *f = *state;
     int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    ts_recorder r;
-    ts_recorder_init(&r);
-    ts_recorder_pool pool = {&r, 1, 0};
-    nt_conn c = {0};
-    assert_int_equal(tide_loop_connect_accepted_socket(f->loop, sv[1], ts_recorder_factory(),
-                                                       &pool, nt_conn_cb, &c),
-                     0);
-    ts_run_until(f->loop, nt_pred_conn, &c, 5);
-    assert_int_equal(c.status, 0);
-    assert_true(c.transport->state & TIDE__T_SERVER_SIDE);
-    tide_transport_abort(c.transport);
-    ts_run_until(f->loop, ts_pred_lost, &r, 5);
+    nt_conn *c = adopt_pair(f, sv, true);
+    assert_true(c->transport->state & TIDE__T_SERVER_SIDE);
+    tide_transport_abort(c->transport);
+    ts_run_until(f->loop, ts_pred_lost, &f->cli[0], 5);
     close(sv[0]);
 }
 
 static void test_connect_socket_rejects_datagram(void **state) {
-    fixture *f = *state;
+    nt_fixture *f = *state;
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_DGRAM, 0, sv), 0);
-    ts_recorder r;
-    ts_recorder_init(&r);
-    ts_recorder_pool pool = {&r, 1, 0};
-    nt_conn c = {0};
-    assert_int_equal(tide_loop_connect_socket(f->loop, sv[0], ts_recorder_factory(), &pool,
-                                              nt_conn_cb, &c),
-                     TIDE_EINVAL);
-    assert_int_equal(tide_loop_connect_accepted_socket(f->loop, sv[0], ts_recorder_factory(),
-                                                       &pool, nt_conn_cb, &c),
-                     TIDE_EINVAL);
+    ts_recorder *r = &f->cli[0];
+    nt_conn *c = &f->conn[0];
+    assert_int_equal(nt_adopt(f->loop, sv[0], false, r, c), TIDE_EINVAL);
+    assert_int_equal(nt_adopt(f->loop, sv[0], true, r, c), TIDE_EINVAL);
     int pfd[2];
     assert_int_equal(pipe(pfd), 0);
-    assert_int_equal(tide_loop_connect_socket(f->loop, pfd[0], ts_recorder_factory(), &pool,
-                                              nt_conn_cb, &c),
-                     TIDE_EINVAL);
+    assert_int_equal(nt_adopt(f->loop, pfd[0], false, r, c), TIDE_EINVAL);
     nt_run_for(f->loop, 0.01);
-    assert_int_equal(c.calls, 0);
+    assert_int_equal(c->calls, 0);
     /* The caller still owns the descriptors after an error. */
     close(sv[0]);
     close(sv[1]);
@@ -643,16 +518,16 @@ static tide_protocol_t *null_factory(void *arg) {
 }
 
 static void test_factory_refuses(void **state) {
-    fixture *f = *state;
+    nt_fixture *f = *state;
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     int calls = 0;
-    nt_conn c = {0};
-    assert_int_equal(tide_loop_connect_socket(f->loop, sv[0], null_factory, &calls, nt_conn_cb, &c),
+    nt_conn *c = &f->conn[0];
+    assert_int_equal(tide_loop_connect_socket(f->loop, sv[0], null_factory, &calls, nt_conn_cb, c),
                      0);
-    ts_run_until(f->loop, nt_pred_conn, &c, 5);
+    ts_run_until(f->loop, nt_pred_conn, c, 5);
     assert_int_equal(calls, 1);
-    assert_int_equal(c.status, TIDE_ECONNABORTED);
+    assert_int_equal(c->status, TIDE_ECONNABORTED);
     /* Our end was closed: the peer sees EOF. */
     char b;
     assert_int_equal(read(sv[1], &b, 1), 0);
@@ -660,26 +535,18 @@ static void test_factory_refuses(void **state) {
 }
 
 /* A pending request keeps TIDE_RUN_DEFAULT running until its callback. */
-static void close_on_connect(tide_loop_t *loop, int status, tide_transport_t *t,
-                             tide_protocol_t *p, void *arg) {
-    nt_conn_cb(loop, status, t, p, arg);
-    tide_transport_close(t);
-}
+static void close_transport(nt_conn *c) { tide_transport_close(c->transport); }
 
 static void test_run_default_waits_for_connect(void **state) {
-    fixture *f = *state;
+    nt_fixture *f = *state;
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    ts_recorder r;
-    ts_recorder_init(&r);
-    ts_recorder_pool pool = {&r, 1, 0};
-    nt_conn c = {0};
-    assert_int_equal(tide_loop_connect_socket(f->loop, sv[0], ts_recorder_factory(), &pool,
-                                              close_on_connect, &c),
-                     0);
+    nt_conn *c = &f->conn[0];
+    assert_int_equal(nt_adopt(f->loop, sv[0], false, &f->cli[0], c), 0);
+    c->then = close_transport;
     assert_int_equal(tide_loop_run(f->loop, TIDE_RUN_DEFAULT), 0);
-    assert_int_equal(c.calls, 1);
-    assert_int_equal(r.lost, 1);
+    assert_int_equal(c->calls, 1);
+    assert_int_equal(f->cli[0].lost, 1);
     close(sv[1]);
 }
 
@@ -716,31 +583,31 @@ static void test_format_address(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_connect_ipv4, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_connect_ipv6, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_connect_localhost, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_connect_unresolvable, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_connect_bad_arguments, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_while_resolving, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_while_connecting, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_unix_before_start, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_inside_factory, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_before_connection_made, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_happy_eyeballs_refused_then_working, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_happy_eyeballs_race, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sequential_does_not_race, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_interleave, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_local_bind, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_local_bind_family_mismatch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unix_connection_abstract, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unix_connection_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_connect_socketpair, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_connect_accepted_socket, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_connect_socket_rejects_datagram, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_factory_refuses, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_default_waits_for_connect, setup, teardown),
+        NT_TEST(test_connect_ipv4),
+        NT_TEST(test_connect_ipv6),
+        NT_TEST(test_connect_localhost),
+        NT_TEST(test_connect_refused),
+        NT_TEST(test_connect_unresolvable),
+        NT_TEST(test_connect_bad_arguments),
+        NT_TEST(test_cancel_while_resolving),
+        NT_TEST(test_cancel_while_connecting),
+        NT_TEST(test_connect_timeout),
+        NT_TEST(test_cancel_unix_before_start),
+        NT_TEST(test_cancel_inside_factory),
+        NT_TEST(test_cancel_before_connection_made),
+        NT_TEST(test_happy_eyeballs_refused_then_working),
+        NT_TEST(test_happy_eyeballs_race),
+        NT_TEST(test_sequential_does_not_race),
+        NT_TEST(test_interleave),
+        NT_TEST(test_local_bind),
+        NT_TEST(test_local_bind_family_mismatch),
+        NT_TEST(test_unix_connection_abstract),
+        NT_TEST(test_unix_connection_refused),
+        NT_TEST(test_connect_socketpair),
+        NT_TEST(test_connect_accepted_socket),
+        NT_TEST(test_connect_socket_rejects_datagram),
+        NT_TEST(test_factory_refuses),
+        NT_TEST(test_run_default_waits_for_connect),
         cmocka_unit_test(test_format_address),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -102,79 +102,41 @@ static void restore(void) {
     limited = false;
 }
 
-/* A raw client connected (in the kernel's backlog) to 127.0.0.1:port. */
-static int raw_client(uint16_t port) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    return fd;
-}
-
 /* ---- fixture ------------------------------------------------------------------------ */
 
-#define NREC 8
-
-typedef struct fixture {
-    tide_loop_t *loop;
-    int fds;
-    ts_recorder srv[NREC];
-    ts_recorder_pool pool;
-    err_rec err;
-    tide_server_t *server;
-    uint16_t port;
-} fixture;
+/* The fixture is nt_fixture; err records on_error. */
+static err_rec err;
 
 static int setup(void **state) {
-    fixture *f = calloc(1, sizeof(*f));
-    f->fds = ts_count_fds();
-    if (f->fds < 0 || f->fds > 48) {
-        free(f);
+    int fds = ts_count_fds();
+    if (fds < 0 || fds > 48)
         return -1; /* the test needs headroom under its lowered limit */
-    }
-    f->loop = ts_loop_new();
+    nt_setup(state);
+    nt_fixture *f = *state;
     tide_loop_set_log_handler(f->loop, count_warnings, NULL);
-    for (int i = 0; i < NREC; i++)
-        ts_recorder_init(&f->srv[i]);
-    f->pool.items = f->srv;
-    f->pool.count = NREC;
+    memset(&err, 0, sizeof(err));
     accept_calls = 0;
     warnings = errors = 0;
     inject_left = 0;
-    *state = f;
     return 0;
 }
 
 static int teardown(void **state) {
-    fixture *f = *state;
     restore(); /* in case the test failed while the table was full */
-    tide__sys_reset();
-    ts_loop_close(f->loop);
-    for (int i = 0; i < NREC; i++) {
-        assert_int_equal(f->srv[i].violations, 0);
-        ts_recorder_free(&f->srv[i]);
-    }
-    assert_int_equal(ts_count_fds(), f->fds);
-    free(f);
-    return 0;
+    return nt_teardown(state);
 }
 
-static void start_server(fixture *f, double retry_delay) {
+static void start_server(nt_fixture *f, double retry_delay) {
     tide_server_options_t o = {
-        .accept_retry_delay = retry_delay, .on_error = on_error, .on_error_arg = &f->err};
-    f->server = nt_server(f->loop, "127.0.0.1", &f->pool, &o);
-    f->port = nt_server_port(f->server, 0);
+        .accept_retry_delay = retry_delay, .on_error = on_error, .on_error_arg = &err};
+    nt_listen(f, &o);
     tide__sys.accept4 = counting_accept4;
 }
 
-static void stop_server(fixture *f) {
+static void stop_server(nt_fixture *f) {
     tide_server_close(f->server);
     tide_server_abort_clients(f->server);
-    for (int i = 0; i < NREC; i++)
+    for (int i = 0; i < NT_MAX; i++)
         if (f->srv[i].made)
             ts_run_until(f->loop, ts_pred_lost, &f->srv[i], 5);
     nt_run_for(f->loop, 0.01);
@@ -183,21 +145,21 @@ static void stop_server(fixture *f) {
 /* Out of descriptors: back off, retry every accept_retry_delay without spinning,
  * and serve the client once descriptors are free. */
 static void test_emfile_backs_off_then_serves(void **state) {
-    fixture *f = *state;
+    nt_fixture *f = *state;
     start_server(f, 0.05);
-    int client = raw_client(f->port);
+    int client = nt_raw_client(f->port);
     exhaust();
-    ts_run_until(f->loop, pred_error, &f->err, 5);
-    assert_int_equal(f->err.status, TIDE_EMFILE);
-    assert_true(f->err.retry > 0.049 && f->err.retry < 0.051);
-    assert_ptr_equal(f->err.server, f->server);
+    ts_run_until(f->loop, pred_error, &err, 5);
+    assert_int_equal(err.status, TIDE_EMFILE);
+    assert_true(err.retry > 0.049 && err.retry < 0.051);
+    assert_ptr_equal(err.server, f->server);
     assert_int_equal(warnings, 1);
 
     /* 0.3 s at one try per 0.05 s: about 7 accept calls, not thousands. */
     nt_run_for(f->loop, 0.3);
     assert_true(accept_calls >= 2); /* it does retry */
     assert_true(accept_calls <= 12);
-    assert_int_equal(f->err.calls, accept_calls);
+    assert_int_equal(err.calls, accept_calls);
     assert_int_equal(warnings, accept_calls);
     assert_int_equal(f->srv[0].made, 0);
     assert_true(tide_server_is_serving(f->server));
@@ -214,14 +176,14 @@ static void test_emfile_backs_off_then_serves(void **state) {
 /* With a long retry delay, a client of this server closing (which frees its
  * descriptor) ends the back-off at once. */
 static void test_emfile_resumes_when_client_closes(void **state) {
-    fixture *f = *state;
+    nt_fixture *f = *state;
     start_server(f, 30);
-    int first = raw_client(f->port);
+    int first = nt_raw_client(f->port);
     ts_run_until(f->loop, ts_pred_made, &f->srv[0], 5);
-    int second = raw_client(f->port);
+    int second = nt_raw_client(f->port);
     exhaust();
-    ts_run_until(f->loop, pred_error, &f->err, 5);
-    assert_int_equal(f->err.status, TIDE_EMFILE);
+    ts_run_until(f->loop, pred_error, &err, 5);
+    assert_int_equal(err.status, TIDE_EMFILE);
     int calls = accept_calls;
     nt_run_for(f->loop, 0.1);
     assert_int_equal(accept_calls, calls); /* stopped, waiting */
@@ -235,7 +197,7 @@ static void test_emfile_resumes_when_client_closes(void **state) {
     /* The accept loop goes on after serving it and, with the table full again, may
      * hit EMFILE once more (accept4 takes the descriptor before looking at the
      * queue): that is a second back-off, not a spin. */
-    assert_true(f->err.calls == 1 || f->err.calls == 2);
+    assert_true(err.calls == 1 || err.calls == 2);
     assert_true(accept_calls <= calls + 2);
     restore();
     close(first);
@@ -253,7 +215,7 @@ typedef struct accept_case {
 } accept_case;
 
 static void test_accept_errors(void **state) {
-    fixture *f = *state;
+    nt_fixture *f = *state;
     static const accept_case cases[] = {
         {ECONNABORTED, 0, 0}, /* stop; the next readiness event serves it */
         {EINTR, 0, 0},
@@ -266,18 +228,18 @@ static void test_accept_errors(void **state) {
     int clients[N];
     for (size_t i = 0; i < N; i++) {
         const accept_case *c = &cases[i];
-        f->err.calls = 0;
+        err.calls = 0;
         warnings = errors = 0;
         accept_calls = 0;
         inject_errno = c->err;
         inject_left = 1;
-        clients[i] = raw_client(f->port);
+        clients[i] = nt_raw_client(f->port);
         ts_run_until(f->loop, ts_pred_made, &f->srv[i], 5);
         assert_int_equal(inject_left, 0);
         assert_true(accept_calls >= 2); /* the failure, then the client */
-        assert_int_equal(f->err.calls, c->on_error);
+        assert_int_equal(err.calls, c->on_error);
         if (c->on_error)
-            assert_int_equal(f->err.status, tide_err_from_errno(c->err));
+            assert_int_equal(err.status, tide_err_from_errno(c->err));
         assert_int_equal(warnings + errors, c->logged);
     }
     for (size_t i = 0; i < N; i++)

@@ -1,7 +1,8 @@
 /* Injected system-call faults under the socket transport (reliability D1-D3): EAGAIN
  * on every second send with 1-byte partial writes, EINTR on recv and send, a reset
  * reported by recv, and no busy loop while the kernel is full or the queue is empty.
- * The faults replace entries of tide__sys; sk_teardown restores them. */
+ * The faults replace entries of tide__sys; finish() and the teardown (ts_finish)
+ * restore them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,8 +16,6 @@
 #include "support/sock.h"
 #include "support/support.h"
 #include "transports/transport_int.h"
-
-#define LOOP(state) (((sk_fixture *)*(state))->loop)
 
 static struct {
     long sends; /* send + sendmsg calls */
@@ -52,14 +51,20 @@ static ssize_t counting_sendmsg(int fd, const struct msghdr *msg, int flags) {
     return sendmsg(fd, msg, flags);
 }
 
+/* Call number n fails when it is even: errno is set to err and *injected counted. */
+static bool fails(long n, long *injected, int err) {
+    if (n % 2 != 0)
+        return false;
+    (*injected)++;
+    errno = err;
+    return true;
+}
+
 /* Every second call would block; the others move one byte. */
 static ssize_t stingy_send(int fd, const void *buf, size_t len, int flags) {
     count_send(flags);
-    if (shim.sends % 2 == 0) {
-        shim.injected_eagain++;
-        errno = EAGAIN;
+    if (fails(shim.sends, &shim.injected_eagain, EAGAIN))
         return -1;
-    }
     return send(fd, buf, len > 0 ? 1 : 0, flags);
 }
 
@@ -71,30 +76,21 @@ static ssize_t stingy_sendmsg(int fd, const struct msghdr *msg, int flags) {
 
 static ssize_t eintr_send(int fd, const void *buf, size_t len, int flags) {
     count_send(flags);
-    if (shim.sends % 2 == 0) {
-        shim.injected_eintr_send++;
-        errno = EINTR;
+    if (fails(shim.sends, &shim.injected_eintr_send, EINTR))
         return -1;
-    }
     return send(fd, buf, len, flags);
 }
 
 static ssize_t eintr_sendmsg(int fd, const struct msghdr *msg, int flags) {
     count_send(flags);
-    if (shim.sends % 2 == 0) {
-        shim.injected_eintr_send++;
-        errno = EINTR;
+    if (fails(shim.sends, &shim.injected_eintr_send, EINTR))
         return -1;
-    }
     return sendmsg(fd, msg, flags);
 }
 
 static ssize_t eintr_recv(int fd, void *buf, size_t len, int flags) {
-    if (++shim.recvs % 2 == 0) {
-        shim.injected_eintr_recv++;
-        errno = EINTR;
+    if (fails(++shim.recvs, &shim.injected_eintr_recv, EINTR))
         return -1;
-    }
     return recv(fd, buf, len, flags);
 }
 
@@ -125,14 +121,13 @@ static unsigned iterations_while_idle(tide_loop_t *loop, double seconds) {
     return ev_iteration(ev) - before;
 }
 
-static void finish(tide_loop_t *loop, ts_recorder *a, ts_recorder *b) {
+/* The faults stop; a closes and both ends see connection_lost (the teardown checks
+ * their order). */
+static void finish(ts_duo *d) {
     tide__sys_reset();
-    tide_transport_close(a->transport);
-    ts_run_until(loop, ts_pred_lost, a, 5);
-    ts_run_until(loop, ts_pred_lost, b, 5);
-    assert_int_equal(a->violations + b->violations, 0);
-    ts_recorder_free(a);
-    ts_recorder_free(b);
+    tide_transport_close(d->ta);
+    ts_run_until(d->loop, ts_pred_lost, &d->a, 5);
+    ts_run_until(d->loop, ts_pred_lost, &d->b, 5);
 }
 
 /* ---- tests ------------------------------------------------------------------------- */
@@ -141,13 +136,8 @@ static void finish(tide_loop_t *loop, ts_recorder *a, ts_recorder *b) {
  * reordered, flow control still pauses and resumes, and the number of send calls is
  * bounded by the bytes (two per byte: no spinning on EAGAIN). */
 static void stingy_kernel(void **state, sk_kind kind) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder a, b;
-    tide_transport_t *ta, *tb;
-    ts_recorder_init(&a);
-    ts_recorder_init(&b);
-    assert_true(sk_pair(loop, kind, &a.base, &b.base, &ta, &tb));
-    assert_int_equal(tide_transport_set_write_buffer_limits(ta, 4096, 1024), 0);
+    ts_duo *d = sk_open(state, kind);
+    assert_int_equal(tide_transport_set_write_buffer_limits(d->ta, 4096, 1024), 0);
     shim_reset();
     tide__sys.send = stingy_send;
     tide__sys.sendmsg = stingy_sendmsg;
@@ -155,22 +145,22 @@ static void stingy_kernel(void **state, sk_kind kind) {
     enum { P1 = 24 * 1024, N = P1 + 10000 };
     static unsigned char buf[N];
     sk_pattern(buf, N, 0);
-    assert_int_equal(tide_transport_write(ta, buf, 1000), 0);
-    assert_int_equal(tide_transport_write(ta, buf + 1000, 3000), 0);
-    assert_int_equal(a.pauses, 0);
-    assert_int_equal(tide_transport_write(ta, buf + 4000, P1 - 4000), 0);
-    assert_int_equal(a.pauses, 1);
+    assert_int_equal(tide_transport_write(d->ta, buf, 1000), 0);
+    assert_int_equal(tide_transport_write(d->ta, buf + 1000, 3000), 0);
+    assert_int_equal(d->a.pauses, 0);
+    assert_int_equal(tide_transport_write(d->ta, buf + 4000, P1 - 4000), 0);
+    assert_int_equal(d->a.pauses, 1);
     /* Appending while the queue drains wraps it around the end of the ring, so the
      * flush sends two pieces with sendmsg. */
-    sk_run_until_count(loop, &a.resumes, 1);
-    assert_int_equal(tide_transport_write(ta, buf + P1, N - P1), 0);
-    assert_int_equal(a.pauses, 2);
-    sk_run_until_len(loop, &b, N);
-    assert_int_equal(b.len, N);
-    assert_memory_equal(b.data, buf, N);
-    assert_int_equal(a.resumes, 2);
+    sk_run_until_count(d->loop, &d->a.resumes, 1);
+    assert_int_equal(tide_transport_write(d->ta, buf + P1, N - P1), 0);
+    assert_int_equal(d->a.pauses, 2);
+    sk_run_until_len(d->loop, &d->b, N);
+    assert_int_equal(d->b.len, N);
+    assert_memory_equal(d->b.data, buf, N);
+    assert_int_equal(d->a.resumes, 2);
     assert_true(shim.sendmsgs > 0);
-    assert_int_equal(tide_transport_get_write_buffer_size(ta), 0);
+    assert_int_equal(tide_transport_get_write_buffer_size(d->ta), 0);
     assert_true(shim.sends >= N);
     assert_true(shim.sends <= 2 * N + 16);
     assert_true(shim.injected_eagain > 0);
@@ -178,9 +168,9 @@ static void stingy_kernel(void **state, sk_kind kind) {
 
     /* Drained: the write watcher is off, so waiting costs no sends and no spinning. */
     long sends = shim.sends;
-    assert_true(iterations_while_idle(loop, 0.05) <= 10);
+    assert_true(iterations_while_idle(d->loop, 0.05) <= 10);
     assert_int_equal(shim.sends, sends);
-    finish(loop, &a, &b);
+    finish(d);
 }
 
 static void test_stingy_kernel_unix(void **state) { stingy_kernel(state, SK_SOCKETPAIR); }
@@ -189,13 +179,9 @@ static void test_stingy_kernel_tcp4(void **state) { stingy_kernel(state, SK_TCP4
 /* D3: EINTR on every second recv and send, both directions of a 2 MiB echo: retried
  * transparently, no error reaches the protocol, the bytes match. */
 static void test_eintr_everywhere(void **state) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder a, b;
-    tide_transport_t *ta, *tb;
-    ts_recorder_init(&a);
-    ts_recorder_init(&b);
-    b.echo = true;
-    assert_true(sk_pair(loop, SK_TCP4, &a.base, &b.base, &ta, &tb));
+    ts_duo *d = *state;
+    d->b.echo = true;
+    assert_true(sk_connect(d, SK_TCP4));
     shim_reset();
     tide__sys.send = eintr_send;
     tide__sys.sendmsg = eintr_sendmsg;
@@ -206,83 +192,70 @@ static void test_eintr_everywhere(void **state) {
     sk_pattern(buf, len, 0);
     for (size_t off = 0; off < len; off += 100000) {
         size_t n = len - off < 100000 ? len - off : 100000;
-        assert_int_equal(tide_transport_write(ta, buf + off, n), 0);
+        assert_int_equal(tide_transport_write(d->ta, buf + off, n), 0);
     }
-    sk_run_until_len(loop, &a, len);
-    assert_int_equal(a.len, len);
-    assert_memory_equal(a.data, buf, len);
+    sk_run_until_len(d->loop, &d->a, len);
+    assert_int_equal(d->a.len, len);
+    assert_memory_equal(d->a.data, buf, len);
     free(buf);
     assert_true(shim.injected_eintr_send > 0);
     assert_true(shim.injected_eintr_recv > 0);
     assert_int_equal(shim.without_nosignal, 0);
-    assert_int_equal(a.lost + b.lost, 0);
-    assert_string_equal(b.events, "MD");
-    finish(loop, &a, &b);
+    assert_int_equal(d->a.lost + d->b.lost, 0);
+    assert_string_equal(d->b.events, "MD");
+    finish(d);
 }
 
 /* D1's read side: recv failing with ECONNRESET is connection_lost(ECONNRESET) after
  * the bytes that came before it, never eof_received. */
 static void test_recv_reset(void **state) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder a, b;
-    tide_transport_t *ta, *tb;
-    ts_recorder_init(&a);
-    ts_recorder_init(&b);
-    assert_true(sk_pair(loop, SK_SOCKETPAIR, &a.base, &b.base, &ta, &tb));
+    ts_duo *d = sk_open(state, SK_SOCKETPAIR);
     shim_reset();
     tide__sys.recv = resetting_recv;
-    assert_int_equal(tide_transport_write(tb, "abc", 3), 0);
-    sk_run_until_len(loop, &a, 3);
-    shim.reset_fd = tide_transport_get_fd(ta);
-    assert_int_equal(tide_transport_write(tb, "def", 3), 0);
-    ts_run_until(loop, ts_pred_lost, &a, 5);
-    assert_string_equal(a.events, "MDL");
-    assert_int_equal(a.eofs, 0);
-    assert_int_equal(a.lost_status, TIDE_ECONNRESET);
-    assert_int_equal(a.len, 3);
+    assert_int_equal(tide_transport_write(d->tb, "abc", 3), 0);
+    sk_run_until_len(d->loop, &d->a, 3);
+    shim.reset_fd = tide_transport_get_fd(d->ta);
+    assert_int_equal(tide_transport_write(d->tb, "def", 3), 0);
+    ts_run_until(d->loop, ts_pred_lost, &d->a, 5);
+    assert_string_equal(d->a.events, "MDL");
+    assert_int_equal(d->a.eofs, 0);
+    assert_int_equal(d->a.lost_status, TIDE_ECONNRESET);
+    assert_int_equal(d->a.len, 3);
     /* The failed side closed its socket with "def" unread, which resets the peer. */
-    ts_run_until(loop, ts_pred_lost, &b, 5);
-    assert_string_equal(b.events, "ML");
-    assert_int_equal(b.lost_status, TIDE_ECONNRESET);
-    assert_int_equal(a.violations + b.violations, 0);
-    ts_recorder_free(&a);
-    ts_recorder_free(&b);
+    ts_run_until(d->loop, ts_pred_lost, &d->b, 5);
+    assert_string_equal(d->b.events, "ML");
+    assert_int_equal(d->b.lost_status, TIDE_ECONNRESET);
 }
 
 /* No busy loop while the kernel's buffers are full: the write watcher waits for
  * writability, so a blocked writer makes (almost) no send calls and the loop sleeps.
  * Once the peer reads, everything arrives. */
 static void test_no_spin_when_full(void **state) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder a, b;
-    tide_transport_t *ta, *tb;
-    ts_recorder_init(&a);
-    ts_recorder_init(&b);
-    assert_true(sk_pair(loop, SK_TCP4, &a.base, &b.base, &ta, &tb));
+    ts_duo *d = sk_open(state, SK_TCP4);
     shim_reset();
     tide__sys.send = counting_send;
     tide__sys.sendmsg = counting_sendmsg;
-    tide_transport_pause_reading(tb);
+    tide_transport_pause_reading(d->tb);
     uint64_t off = 0;
-    size_t written = sk_fill(ta, 65536, &off);
+    size_t written = sk_fill(d->ta, 65536, &off);
     long sends = shim.sends;
-    assert_true(iterations_while_idle(loop, 0.05) <= 10);
+    assert_true(iterations_while_idle(d->loop, 0.05) <= 10);
     assert_true(shim.sends - sends <= 2);
-    assert_true(tide_transport_get_write_buffer_size(ta) > 0);
-    tide_transport_resume_reading(tb);
-    sk_run_until_len(loop, &b, written);
-    assert_true(ts_fnv1a(b.data, b.len, TS_FNV_SEED) == sk_pattern_sum(0, written, TS_FNV_SEED));
+    assert_true(tide_transport_get_write_buffer_size(d->ta) > 0);
+    tide_transport_resume_reading(d->tb);
+    sk_run_until_len(d->loop, &d->b, written);
+    sk_expect_pattern(&d->b, written);
     assert_int_equal(shim.without_nosignal, 0);
-    finish(loop, &a, &b);
+    finish(d);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_stingy_kernel_unix, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_stingy_kernel_tcp4, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_eintr_everywhere, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_recv_reset, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_no_spin_when_full, sk_setup, sk_teardown),
+        TS_DUO_TEST(test_stingy_kernel_unix),
+        TS_DUO_TEST(test_stingy_kernel_tcp4),
+        TS_DUO_TEST(test_eintr_everywhere),
+        TS_DUO_TEST(test_recv_reset),
+        TS_DUO_TEST(test_no_spin_when_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,8 +13,6 @@
 #include "support/support.h"
 #include "transports/transport_int.h"
 
-#define LOOP(state) (((sk_fixture *)*(state))->loop)
-
 #define CHUNK (64 * 1024)
 
 /* ---- the 64 MiB echo ------------------------------------------------------------ */
@@ -253,11 +251,11 @@ static void echo_through_slow_reader(tide_loop_t *loop, sk_kind kind, uint64_t t
 }
 
 static void test_echo_64mib_tcp(void **state) {
-    echo_through_slow_reader(LOOP(state), SK_TCP4, 64u << 20);
+    echo_through_slow_reader(SK_LOOP(state), SK_TCP4, 64u << 20);
 }
 
 static void test_echo_8mib_unix(void **state) {
-    echo_through_slow_reader(LOOP(state), SK_SOCKETPAIR, 8u << 20);
+    echo_through_slow_reader(SK_LOOP(state), SK_SOCKETPAIR, 8u << 20);
 }
 
 /* ---- watermarks ----------------------------------------------------------------- */
@@ -271,108 +269,83 @@ static void expect_limits(tide_transport_t *t, size_t low, size_t high) {
 
 /* Checklist 10 and reliability B1's limit rules. */
 static void test_watermark_rules(void **state) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder a, b;
-    tide_transport_t *ta, *tb;
-    ts_recorder_init(&a);
-    ts_recorder_init(&b);
-    assert_true(sk_pair(loop, SK_SOCKETPAIR, &a.base, &b.base, &ta, &tb));
-    expect_limits(ta, 16384, 65536);
-    assert_int_equal(tide_transport_set_write_buffer_limits(ta, 100, -1), 0);
-    expect_limits(ta, 25, 100);
-    assert_int_equal(tide_transport_set_write_buffer_limits(ta, -1, 10), 0);
-    expect_limits(ta, 10, 40);
-    assert_int_equal(tide_transport_set_write_buffer_limits(ta, 10, 20), TIDE_EINVAL);
-    expect_limits(ta, 10, 40); /* unchanged */
-    assert_int_equal(tide_transport_set_write_buffer_limits(ta, 0, -1), 0);
-    expect_limits(ta, 0, 0);
-    assert_int_equal(tide_transport_set_write_buffer_limits(ta, -1, -1), 0);
-    expect_limits(ta, 16384, 65536);
-    assert_int_equal(a.pauses, 0);
-    tide_transport_close(ta);
-    ts_run_until(loop, ts_pred_lost, &b, 5);
-    ts_run_until(loop, ts_pred_lost, &a, 5);
-    assert_int_equal(a.violations + b.violations, 0);
-    ts_recorder_free(&a);
-    ts_recorder_free(&b);
+    ts_duo *d = sk_open(state, SK_SOCKETPAIR);
+    expect_limits(d->ta, 16384, 65536);
+    assert_int_equal(tide_transport_set_write_buffer_limits(d->ta, 100, -1), 0);
+    expect_limits(d->ta, 25, 100);
+    assert_int_equal(tide_transport_set_write_buffer_limits(d->ta, -1, 10), 0);
+    expect_limits(d->ta, 10, 40);
+    assert_int_equal(tide_transport_set_write_buffer_limits(d->ta, 10, 20), TIDE_EINVAL);
+    expect_limits(d->ta, 10, 40); /* unchanged */
+    assert_int_equal(tide_transport_set_write_buffer_limits(d->ta, 0, -1), 0);
+    expect_limits(d->ta, 0, 0);
+    assert_int_equal(tide_transport_set_write_buffer_limits(d->ta, -1, -1), 0);
+    expect_limits(d->ta, 16384, 65536);
+    assert_int_equal(d->a.pauses, 0);
+    tide_transport_close(d->ta);
+    ts_run_until(d->loop, ts_pred_lost, &d->b, 5);
+    ts_run_until(d->loop, ts_pred_lost, &d->a, 5);
 }
 
 /* Lowering high below what is queued pauses at once, inside the call; raising it
  * again never resumes from there (asyncio's socket rule): only draining does. */
 static void test_lower_high_pauses_at_once(void **state) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder a, b;
-    tide_transport_t *ta, *tb;
-    ts_recorder_init(&a);
-    ts_recorder_init(&b);
-    assert_true(sk_pair(loop, SK_TCP4, &a.base, &b.base, &ta, &tb));
-    tide_transport_pause_reading(tb);
+    ts_duo *d = sk_open(state, SK_TCP4);
+    tide_transport_pause_reading(d->tb);
     uint64_t off = 0;
-    size_t written = sk_fill(ta, 4096, &off);
-    size_t queued = tide_transport_get_write_buffer_size(ta);
+    size_t written = sk_fill(d->ta, 4096, &off);
+    size_t queued = tide_transport_get_write_buffer_size(d->ta);
     assert_true(queued > 0 && queued <= 4096);
-    assert_int_equal(a.pauses, 0);
-    assert_int_equal(tide_transport_set_write_buffer_limits(ta, (long)queued, 0), 0);
-    assert_int_equal(a.pauses, 0); /* size == high is not above it */
-    assert_int_equal(tide_transport_set_write_buffer_limits(ta, (long)queued - 1, 0), 0);
-    assert_int_equal(a.pauses, 1);
-    assert_int_equal(tide_transport_set_write_buffer_limits(ta, 1 << 20, -1), 0);
-    assert_int_equal(a.resumes, 0);
-    assert_int_equal(tide_transport_set_write_buffer_limits(ta, 1 << 20, 0), 0);
-    tide_transport_resume_reading(tb);
-    sk_run_until_count(loop, &a.resumes, 1);
-    assert_int_equal(a.resumes, 1);
-    assert_int_equal(tide_transport_get_write_buffer_size(ta), 0); /* low was 0 */
-    tide_transport_close(ta);
-    ts_run_until(loop, ts_pred_lost, &b, 5);
-    assert_int_equal(b.len, written);
-    assert_string_equal(a.events, "MPRL");
-    assert_int_equal(a.violations + b.violations, 0);
-    ts_recorder_free(&a);
-    ts_recorder_free(&b);
+    assert_int_equal(d->a.pauses, 0);
+    assert_int_equal(tide_transport_set_write_buffer_limits(d->ta, (long)queued, 0), 0);
+    assert_int_equal(d->a.pauses, 0); /* size == high is not above it */
+    assert_int_equal(tide_transport_set_write_buffer_limits(d->ta, (long)queued - 1, 0), 0);
+    assert_int_equal(d->a.pauses, 1);
+    assert_int_equal(tide_transport_set_write_buffer_limits(d->ta, 1 << 20, -1), 0);
+    assert_int_equal(d->a.resumes, 0);
+    assert_int_equal(tide_transport_set_write_buffer_limits(d->ta, 1 << 20, 0), 0);
+    tide_transport_resume_reading(d->tb);
+    sk_run_until_count(d->loop, &d->a.resumes, 1);
+    assert_int_equal(d->a.resumes, 1);
+    assert_int_equal(tide_transport_get_write_buffer_size(d->ta), 0); /* low was 0 */
+    tide_transport_close(d->ta);
+    ts_run_until(d->loop, ts_pred_lost, &d->b, 5);
+    assert_int_equal(d->b.len, written);
+    assert_string_equal(d->a.events, "MPRL");
 }
 
 /* The hard cap: a write that would queue beyond it is refused whole with ENOBUFS and
  * leaves the queue as it was; what was accepted still arrives, byte for byte. */
 static void test_max_write_buffer(void **state) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder a, b;
-    tide_transport_t *ta, *tb;
-    ts_recorder_init(&a);
-    ts_recorder_init(&b);
-    assert_true(sk_pair(loop, SK_SOCKETPAIR, &a.base, &b.base, &ta, &tb));
-    tide_transport_pause_reading(tb);
+    ts_duo *d = sk_open(state, SK_SOCKETPAIR);
+    tide_transport_pause_reading(d->tb);
     const size_t cap = 100000;
-    tide_transport_set_max_write_buffer_size(ta, cap);
+    tide_transport_set_max_write_buffer_size(d->ta, cap);
     uint64_t off = 0;
-    size_t written = sk_fill(ta, 4096, &off);
-    size_t queued = tide_transport_get_write_buffer_size(ta);
+    size_t written = sk_fill(d->ta, 4096, &off);
+    size_t queued = tide_transport_get_write_buffer_size(d->ta);
     unsigned char *buf = malloc(cap);
     assert_non_null(buf);
     size_t room = cap - queued;
     sk_pattern(buf, room + 1, off);
-    assert_int_equal(tide_transport_write(ta, buf, room + 1), TIDE_ENOBUFS);
-    assert_int_equal(tide_transport_get_write_buffer_size(ta), queued);
+    assert_int_equal(tide_transport_write(d->ta, buf, room + 1), TIDE_ENOBUFS);
+    assert_int_equal(tide_transport_get_write_buffer_size(d->ta), queued);
     tide_iovec_t v[2] = {{buf, room}, {buf + room, 1}};
-    assert_int_equal(tide_transport_writelines(ta, v, 2), TIDE_ENOBUFS);
-    assert_int_equal(tide_transport_get_write_buffer_size(ta), queued);
-    assert_int_equal(tide_transport_write(ta, buf, room), 0);
+    assert_int_equal(tide_transport_writelines(d->ta, v, 2), TIDE_ENOBUFS);
+    assert_int_equal(tide_transport_get_write_buffer_size(d->ta), queued);
+    assert_int_equal(tide_transport_write(d->ta, buf, room), 0);
     off += room;
     written += room;
-    assert_int_equal(tide_transport_get_write_buffer_size(ta), cap);
-    assert_int_equal(tide_transport_write(ta, "x", 1), TIDE_ENOBUFS);
-    assert_int_equal(a.pauses, 1); /* cap above high: pause_writing came first */
+    assert_int_equal(tide_transport_get_write_buffer_size(d->ta), cap);
+    assert_int_equal(tide_transport_write(d->ta, "x", 1), TIDE_ENOBUFS);
+    assert_int_equal(d->a.pauses, 1); /* cap above high: pause_writing came first */
     free(buf);
-    tide_transport_close(ta);
-    tide_transport_resume_reading(tb);
-    ts_run_until(loop, ts_pred_lost, &b, 5);
-    assert_int_equal(b.len, written);
-    assert_true(ts_fnv1a(b.data, b.len, TS_FNV_SEED) == sk_pattern_sum(0, written, TS_FNV_SEED));
-    ts_run_until(loop, ts_pred_lost, &a, 5);
-    assert_int_equal(a.lost_status, 0);
-    assert_int_equal(a.violations + b.violations, 0);
-    ts_recorder_free(&a);
-    ts_recorder_free(&b);
+    tide_transport_close(d->ta);
+    tide_transport_resume_reading(d->tb);
+    ts_run_until(d->loop, ts_pred_lost, &d->b, 5);
+    sk_expect_pattern(&d->b, written);
+    ts_run_until(d->loop, ts_pred_lost, &d->a, 5);
+    assert_int_equal(d->a.lost_status, 0);
 }
 
 /* ---- writelines ------------------------------------------------------------------ */
@@ -393,55 +366,46 @@ static size_t make_pieces(unsigned char *store, tide_iovec_t *v, uint64_t off) {
 }
 
 static void test_writelines_many_small(void **state) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder a, b;
-    tide_transport_t *ta, *tb;
-    ts_recorder_init(&a);
-    ts_recorder_init(&b);
-    assert_true(sk_pair(loop, SK_TCP4, &a.base, &b.base, &ta, &tb));
+    ts_duo *d = sk_open(state, SK_TCP4);
     static unsigned char store[NBUFS * 37];
     static tide_iovec_t v[NBUFS];
     uint64_t off = 0;
 
     /* Nothing queued: straight to the socket, in IOV_MAX batches. */
     size_t n = make_pieces(store, v, off);
-    assert_int_equal(tide_transport_writelines(ta, v, NBUFS), 0);
+    assert_int_equal(tide_transport_writelines(d->ta, v, NBUFS), 0);
     off += n;
-    assert_int_equal(tide_transport_get_write_buffer_size(ta), 0);
+    assert_int_equal(tide_transport_get_write_buffer_size(d->ta), 0);
 
     /* Only empty pieces: nothing to do. */
     tide_iovec_t empty[3] = {{"", 0}, {NULL, 0}, {"", 0}};
-    assert_int_equal(tide_transport_writelines(ta, empty, 3), 0);
-    assert_int_equal(tide_transport_writelines(ta, NULL, 0), 0);
+    assert_int_equal(tide_transport_writelines(d->ta, empty, 3), 0);
+    assert_int_equal(tide_transport_writelines(d->ta, NULL, 0), 0);
 
     /* With the peer not reading: the rest is copied into the queue, in order. */
-    tide_transport_pause_reading(tb);
-    sk_fill(ta, 8192, &off);
-    size_t before = tide_transport_get_write_buffer_size(ta);
+    tide_transport_pause_reading(d->tb);
+    sk_fill(d->ta, 8192, &off);
+    size_t before = tide_transport_get_write_buffer_size(d->ta);
     n = make_pieces(store, v, off);
-    assert_int_equal(tide_transport_writelines(ta, v, NBUFS), 0);
+    assert_int_equal(tide_transport_writelines(d->ta, v, NBUFS), 0);
     off += n;
-    assert_int_equal(tide_transport_get_write_buffer_size(ta), before + n);
+    assert_int_equal(tide_transport_get_write_buffer_size(d->ta), before + n);
 
-    tide_transport_resume_reading(tb);
-    tide_transport_close(ta);
-    ts_run_until(loop, ts_pred_lost, &b, 10);
-    assert_int_equal(b.len, off);
-    assert_true(ts_fnv1a(b.data, b.len, TS_FNV_SEED) == sk_pattern_sum(0, off, TS_FNV_SEED));
-    ts_run_until(loop, ts_pred_lost, &a, 5);
-    assert_int_equal(a.violations + b.violations, 0);
-    ts_recorder_free(&a);
-    ts_recorder_free(&b);
+    tide_transport_resume_reading(d->tb);
+    tide_transport_close(d->ta);
+    ts_run_until(d->loop, ts_pred_lost, &d->b, 10);
+    sk_expect_pattern(&d->b, off);
+    ts_run_until(d->loop, ts_pred_lost, &d->a, 5);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_echo_64mib_tcp, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_echo_8mib_unix, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_watermark_rules, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_lower_high_pauses_at_once, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_max_write_buffer, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_writelines_many_small, sk_setup, sk_teardown),
+        TS_DUO_TEST(test_echo_64mib_tcp),
+        TS_DUO_TEST(test_echo_8mib_unix),
+        TS_DUO_TEST(test_watermark_rules),
+        TS_DUO_TEST(test_lower_high_pauses_at_once),
+        TS_DUO_TEST(test_max_write_buffer),
+        TS_DUO_TEST(test_writelines_many_small),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

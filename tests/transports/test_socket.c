@@ -2,7 +2,7 @@
  * callback order, half-close, tide's strict write rules, pause/resume reading,
  * resets and broken pipes, and closing or aborting from inside every callback.
  * Every test ends with the loop closed cleanly and the descriptor count back at its
- * starting value (sk_teardown). */
+ * starting value, and no recorder saw an order violation (ts_duo_teardown). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,22 +22,7 @@
 #include "support/support.h"
 #include "transports/transport_int.h"
 
-#define LOOP(state) (((sk_fixture *)*(state))->loop)
-
-typedef struct two {
-    ts_recorder *a;
-    ts_recorder *b;
-} two;
-
-static bool both_lost(void *arg) {
-    two *w = arg;
-    return w->a->lost && w->b->lost;
-}
-
-static void run_until_both_lost(tide_loop_t *loop, ts_recorder *a, ts_recorder *b) {
-    two w = {a, b};
-    ts_run_until(loop, both_lost, &w, 10);
-}
+static void run_until_both_lost(ts_duo *d) { ts_run_until(d->loop, ts_pred_duo_lost, d, 10); }
 
 static uint16_t port_of(const struct sockaddr_storage *ss) {
     if (ss->ss_family == AF_INET)
@@ -107,22 +92,18 @@ static const char *strip_flow(const char *events, char *buf) {
 }
 
 static void exchange(void **state, sk_kind kind, bool buffered) {
-    tide_loop_t *loop = LOOP(state);
-    char ev[sizeof(((ts_recorder *)0)->events)];
-    ts_recorder a, b;
-    tide_transport_t *ta, *tb;
-    ts_recorder_init(&a);
+    ts_duo *d = *state;
+    char ev[sizeof(d->a.events)];
     if (buffered)
-        ts_recorder_init_buffered(&b);
-    else
-        ts_recorder_init(&b);
-    b.echo = true;
-    if (!sk_pair(loop, kind, &a.base, &b.base, &ta, &tb))
+        ts_recorder_init_buffered(&d->b);
+    d->b.echo = true;
+    if (!sk_connect(d, kind))
         skip();
-    assert_ptr_equal(a.transport, ta);
-    assert_ptr_equal(b.transport, tb);
-    assert_string_equal(a.events, "M");
-    assert_string_equal(b.events, "M");
+    tide_transport_t *ta = d->ta, *tb = d->tb;
+    assert_ptr_equal(d->a.transport, ta);
+    assert_ptr_equal(d->b.transport, tb);
+    assert_string_equal(d->a.events, "M");
+    assert_string_equal(d->b.events, "M");
     const char *kind_name = kind == SK_TCP4 || kind == SK_TCP6 ? "tcp" : "unix";
     assert_string_equal(tide_transport_kind(ta), kind_name);
     assert_string_equal(tide_transport_kind(tb), kind_name);
@@ -138,27 +119,23 @@ static void exchange(void **state, sk_kind kind, bool buffered) {
     assert_non_null(data);
     sk_pattern(data, len, 0);
     assert_int_equal(tide_transport_write(ta, data, len), 0);
-    sk_run_until_len(loop, &a, len);
-    assert_int_equal(a.len, len);
-    assert_memory_equal(a.data, data, len);
-    assert_int_equal(b.len, len);
+    sk_run_until_len(d->loop, &d->a, len);
+    assert_int_equal(d->a.len, len);
+    assert_memory_equal(d->a.data, data, len);
+    assert_int_equal(d->b.len, len);
     free(data);
 
     tide_transport_close(ta);
     assert_true(tide_transport_is_closing(ta));
-    assert_int_equal(a.lost, 0); /* never from inside close() */
-    run_until_both_lost(loop, &a, &b);
+    assert_int_equal(d->a.lost, 0); /* never from inside close() */
+    run_until_both_lost(d);
     /* The peer's echo may fill the socket: the writers' own pauses are fine here. */
-    assert_string_equal(strip_flow(a.events, ev), "MDL");
-    assert_int_equal(a.pauses, a.resumes);
-    assert_string_equal(strip_flow(b.events, ev), "MDEL");
-    assert_int_equal(b.pauses, b.resumes);
-    assert_int_equal(a.lost_status, 0);
-    assert_int_equal(b.lost_status, 0);
-    assert_int_equal(a.violations, 0);
-    assert_int_equal(b.violations, 0);
-    ts_recorder_free(&a);
-    ts_recorder_free(&b);
+    assert_string_equal(strip_flow(d->a.events, ev), "MDL");
+    assert_int_equal(d->a.pauses, d->a.resumes);
+    assert_string_equal(strip_flow(d->b.events, ev), "MDEL");
+    assert_int_equal(d->b.pauses, d->b.resumes);
+    assert_int_equal(d->a.lost_status, 0);
+    assert_int_equal(d->b.lost_status, 0);
 }
 
 static void test_exchange_socketpair(void **state) { exchange(state, SK_SOCKETPAIR, false); }
@@ -180,14 +157,11 @@ static bool reply_then_close(ts_recorder *r) {
  * replies and closes; A gets the reply, then EOF, then closes itself. Also checklist 9:
  * write after write_eof fails, reading continues. */
 static void half_close(void **state, sk_kind kind) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder a, b;
-    tide_transport_t *ta, *tb;
-    ts_recorder_init(&a);
-    ts_recorder_init(&b);
-    b.on_eof = reply_then_close;
-    if (!sk_pair(loop, kind, &a.base, &b.base, &ta, &tb))
+    ts_duo *d = *state;
+    d->b.on_eof = reply_then_close;
+    if (!sk_connect(d, kind))
         skip();
+    tide_transport_t *ta = d->ta;
     assert_int_equal(tide_transport_write(ta, "hello", 5), 0);
     assert_int_equal(tide_transport_write_eof(ta), 0);
     assert_int_equal(tide_transport_write_eof(ta), 0); /* again: a no-op */
@@ -196,18 +170,15 @@ static void half_close(void **state, sk_kind kind) {
     assert_int_equal(tide_transport_writelines(ta, v, 2), TIDE_EPIPE);
     assert_false(tide_transport_is_closing(ta));
     assert_true(tide_transport_is_reading(ta));
-    run_until_both_lost(loop, &a, &b);
-    assert_string_equal(b.events, "MDEL");
-    assert_int_equal(b.len, 5);
-    assert_memory_equal(b.data, "hello", 5);
-    assert_string_equal(a.events, "MDEL");
-    assert_int_equal(a.len, 5);
-    assert_memory_equal(a.data, "reply", 5);
-    assert_int_equal(a.lost_status, 0);
-    assert_int_equal(b.lost_status, 0);
-    assert_int_equal(a.violations + b.violations, 0);
-    ts_recorder_free(&a);
-    ts_recorder_free(&b);
+    run_until_both_lost(d);
+    assert_string_equal(d->b.events, "MDEL");
+    assert_int_equal(d->b.len, 5);
+    assert_memory_equal(d->b.data, "hello", 5);
+    assert_string_equal(d->a.events, "MDEL");
+    assert_int_equal(d->a.len, 5);
+    assert_memory_equal(d->a.data, "reply", 5);
+    assert_int_equal(d->a.lost_status, 0);
+    assert_int_equal(d->b.lost_status, 0);
 }
 
 static void test_half_close_tcp4(void **state) { half_close(state, SK_TCP4); }
@@ -216,108 +187,80 @@ static void test_half_close_unix(void **state) { half_close(state, SK_SOCKETPAIR
 /* Reliability C2: write_eof with a large queue half-closes only after the queue is
  * flushed; the peer gets every byte, then EOF; reading goes on meanwhile. */
 static void test_write_eof_after_flush(void **state) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder a, b;
-    tide_transport_t *ta, *tb;
-    ts_recorder_init(&a);
-    ts_recorder_init(&b);
-    b.keep_open_on_eof = true;
-    assert_true(sk_pair(loop, SK_TCP4, &a.base, &b.base, &ta, &tb));
-    tide_transport_pause_reading(tb);
+    ts_duo *d = sk_open(state, SK_TCP4);
+    d->b.keep_open_on_eof = true;
+    tide_transport_pause_reading(d->tb);
     uint64_t off = 0;
-    size_t written = sk_fill(ta, 65536, &off);
-    assert_true(tide_transport_get_write_buffer_size(ta) > 0);
-    assert_int_equal(tide_transport_write_eof(ta), 0);
-    assert_int_equal(tide_transport_write(ta, "z", 1), TIDE_EPIPE);
-    assert_int_equal(tide_transport_write_eof(ta), 0);
-    tide_transport_resume_reading(tb);
-    ts_run_until(loop, ts_pred_eof, &b, 10);
+    size_t written = sk_fill(d->ta, 65536, &off);
+    assert_true(tide_transport_get_write_buffer_size(d->ta) > 0);
+    assert_int_equal(tide_transport_write_eof(d->ta), 0);
+    assert_int_equal(tide_transport_write(d->ta, "z", 1), TIDE_EPIPE);
+    assert_int_equal(tide_transport_write_eof(d->ta), 0);
+    tide_transport_resume_reading(d->tb);
+    ts_run_until(d->loop, ts_pred_eof, &d->b, 10);
     /* The recorder counts data after EOF as a violation: EOF came last. */
-    assert_int_equal(b.len, written);
-    assert_true(ts_fnv1a(b.data, b.len, TS_FNV_SEED) == sk_pattern_sum(0, written, TS_FNV_SEED));
-    assert_int_equal(tide_transport_get_write_buffer_size(ta), 0);
-    assert_int_equal(tide_transport_write(tb, "after", 5), 0);
-    sk_run_until_len(loop, &a, 5);
-    assert_memory_equal(a.data, "after", 5);
-    tide_transport_close(tb);
-    run_until_both_lost(loop, &a, &b);
-    char ev[sizeof(a.events)];
-    assert_string_equal(strip_flow(a.events, ev), "MDEL");
-    assert_string_equal(b.events, "MDEL");
-    assert_int_equal(a.lost_status, 0);
-    assert_int_equal(b.lost_status, 0);
-    assert_int_equal(a.violations + b.violations, 0);
-    ts_recorder_free(&a);
-    ts_recorder_free(&b);
+    sk_expect_pattern(&d->b, written);
+    assert_int_equal(tide_transport_get_write_buffer_size(d->ta), 0);
+    assert_int_equal(tide_transport_write(d->tb, "after", 5), 0);
+    sk_run_until_len(d->loop, &d->a, 5);
+    assert_memory_equal(d->a.data, "after", 5);
+    tide_transport_close(d->tb);
+    run_until_both_lost(d);
+    char ev[sizeof(d->a.events)];
+    assert_string_equal(strip_flow(d->a.events, ev), "MDEL");
+    assert_string_equal(d->b.events, "MDEL");
+    assert_int_equal(d->a.lost_status, 0);
+    assert_int_equal(d->b.lost_status, 0);
 }
 
 /* Checklist 4, falsy: eof_received returning false closes the transport. The side
  * that half-closed keeps its transport open until the peer's close reaches it. */
 static void test_eof_false_closes(void **state) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder a, b;
-    tide_transport_t *ta, *tb;
-    ts_recorder_init(&a);
-    ts_recorder_init(&b);
-    assert_true(sk_pair(loop, SK_TCP4, &a.base, &b.base, &ta, &tb));
-    assert_int_equal(tide_transport_write_eof(ta), 0);
-    ts_run_until(loop, ts_pred_lost, &b, 5);
-    assert_string_equal(b.events, "MEL");
-    assert_int_equal(b.lost_status, 0);
-    ts_run_until(loop, ts_pred_lost, &a, 5);
-    assert_string_equal(a.events, "MEL");
-    assert_int_equal(a.lost_status, 0);
-    assert_int_equal(a.violations + b.violations, 0);
-    ts_recorder_free(&a);
-    ts_recorder_free(&b);
+    ts_duo *d = sk_open(state, SK_TCP4);
+    assert_int_equal(tide_transport_write_eof(d->ta), 0);
+    ts_run_until(d->loop, ts_pred_lost, &d->b, 5);
+    assert_string_equal(d->b.events, "MEL");
+    assert_int_equal(d->b.lost_status, 0);
+    ts_run_until(d->loop, ts_pred_lost, &d->a, 5);
+    assert_string_equal(d->a.events, "MEL");
+    assert_int_equal(d->a.lost_status, 0);
 }
 
 /* ---- close, abort and tide's write rules ----------------------------------------- */
 
 /* Checklist 3: connection_lost exactly once, never from inside close/abort/write. */
 static void test_lost_once_never_synchronous(void **state) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder a, b;
-    tide_transport_t *ta, *tb;
-    ts_recorder_init(&a);
-    ts_recorder_init(&b);
-    assert_true(sk_pair(loop, SK_SOCKETPAIR, &a.base, &b.base, &ta, &tb));
+    ts_duo *d = sk_open(state, SK_SOCKETPAIR);
+    tide_transport_t *ta = d->ta;
     assert_int_equal(tide_transport_write(ta, "x", 1), 0);
-    assert_int_equal(a.lost, 0);
+    assert_int_equal(d->a.lost, 0);
     tide_transport_close(ta);
-    assert_int_equal(a.lost, 0);
+    assert_int_equal(d->a.lost, 0);
     tide_transport_close(ta);
     tide_transport_abort(ta);
-    assert_int_equal(a.lost, 0);
+    assert_int_equal(d->a.lost, 0);
     assert_int_equal(tide_transport_write(ta, "y", 1), TIDE_ECLOSED);
     assert_int_equal(tide_transport_write_eof(ta), TIDE_ECLOSED);
     assert_false(tide_transport_is_reading(ta));
-    tide_transport_abort(tb);
-    tide_transport_abort(tb);
-    assert_int_equal(b.lost, 0);
-    run_until_both_lost(loop, &a, &b);
-    sk_spin(loop, 10);
-    assert_int_equal(a.lost, 1);
-    assert_int_equal(b.lost, 1);
-    assert_int_equal(a.lost_status, 0);
-    assert_int_equal(b.lost_status, 0);
-    assert_int_equal(a.violations + b.violations, 0);
+    tide_transport_abort(d->tb);
+    tide_transport_abort(d->tb);
+    assert_int_equal(d->b.lost, 0);
+    run_until_both_lost(d);
+    ts_spin(d->loop, 10);
+    assert_int_equal(d->a.lost, 1);
+    assert_int_equal(d->b.lost, 1);
+    assert_int_equal(d->a.lost_status, 0);
+    assert_int_equal(d->b.lost_status, 0);
     tide_transport_close(NULL);
     tide_transport_abort(NULL);
-    ts_recorder_free(&a);
-    ts_recorder_free(&b);
 }
 
 /* Checklist 8, stricter: write after close returns TIDE_ECLOSED (never a silent
  * drop), and what was queued before close still reaches the peer, then EOF. */
 static void write_after_close(void **state, sk_kind kind) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder a, b;
-    tide_transport_t *ta, *tb;
-    ts_recorder_init(&a);
-    ts_recorder_init(&b);
-    assert_true(sk_pair(loop, kind, &a.base, &b.base, &ta, &tb));
-    tide_transport_pause_reading(tb);
+    ts_duo *d = sk_open(state, kind);
+    tide_transport_t *ta = d->ta;
+    tide_transport_pause_reading(d->tb);
     uint64_t off = 0;
     size_t written = sk_fill(ta, 16 * 1024, &off);
     size_t queued = tide_transport_get_write_buffer_size(ta);
@@ -328,18 +271,14 @@ static void write_after_close(void **state, sk_kind kind) {
     assert_int_equal(tide_transport_writelines(ta, v, 1), TIDE_ECLOSED);
     assert_int_equal(tide_transport_write_eof(ta), TIDE_ECLOSED);
     assert_int_equal(tide_transport_get_write_buffer_size(ta), queued);
-    sk_spin(loop, 5);
-    assert_int_equal(a.lost, 0); /* still flushing: the peer is not reading */
-    tide_transport_resume_reading(tb);
-    run_until_both_lost(loop, &a, &b);
-    assert_int_equal(b.len, written);
-    assert_true(ts_fnv1a(b.data, b.len, TS_FNV_SEED) == sk_pattern_sum(0, written, TS_FNV_SEED));
-    assert_string_equal(b.events, "MDEL");
-    assert_int_equal(a.lost_status, 0);
-    assert_int_equal(a.resumes, a.pauses);
-    assert_int_equal(a.violations + b.violations, 0);
-    ts_recorder_free(&a);
-    ts_recorder_free(&b);
+    ts_spin(d->loop, 5);
+    assert_int_equal(d->a.lost, 0); /* still flushing: the peer is not reading */
+    tide_transport_resume_reading(d->tb);
+    run_until_both_lost(d);
+    sk_expect_pattern(&d->b, written);
+    assert_string_equal(d->b.events, "MDEL");
+    assert_int_equal(d->a.lost_status, 0);
+    assert_int_equal(d->a.resumes, d->a.pauses);
 }
 
 static void test_write_after_close_tcp4(void **state) { write_after_close(state, SK_TCP4); }
@@ -364,72 +303,56 @@ static void note_resume(ts_recorder *r) {
  * low from the loop, and abort discards the queue with connection_lost(0) and no
  * resume_writing. What the kernel had already taken still arrives, and nothing else. */
 static void pause_resume_abort(void **state, sk_kind kind) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder a, b;
-    tide_transport_t *ta, *tb;
+    ts_duo *d = *state;
+    tide_loop_t *loop = d->loop;
+    ts_recorder *a = &d->a, *b = &d->b;
     flow_seen seen = {0};
-    ts_recorder_init(&a);
-    ts_recorder_init(&b);
-    a.user = &seen;
-    a.on_pause = note_pause;
-    a.on_resume = note_resume;
-    assert_true(sk_pair(loop, kind, &a.base, &b.base, &ta, &tb));
+    a->user = &seen;
+    a->on_pause = note_pause;
+    a->on_resume = note_resume;
+    assert_true(sk_connect(d, kind));
+    tide_transport_t *ta = d->ta, *tb = d->tb;
     assert_int_equal(tide_transport_set_write_buffer_limits(ta, 8192, 2048), 0);
     tide_transport_pause_reading(tb);
     uint64_t off = 0;
     size_t written = sk_fill(ta, 1024, &off);
-    assert_int_equal(a.pauses, 0);
-    unsigned char chunk[4096];
-    while (tide_transport_get_write_buffer_size(ta) + sizeof(chunk) <= 8192) {
-        sk_pattern(chunk, sizeof(chunk), off);
-        assert_int_equal(tide_transport_write(ta, chunk, sizeof(chunk)), 0);
-        off += sizeof(chunk);
-        written += sizeof(chunk);
-    }
-    assert_int_equal(a.pauses, 0);
-    sk_pattern(chunk, sizeof(chunk), off);
-    assert_int_equal(tide_transport_write(ta, chunk, sizeof(chunk)), 0);
-    off += sizeof(chunk);
-    written += sizeof(chunk);
-    assert_int_equal(a.pauses, 1); /* synchronously, inside write() */
+    assert_int_equal(a->pauses, 0);
+    enum { CHUNK = 4096 };
+    while (tide_transport_get_write_buffer_size(ta) + CHUNK <= 8192)
+        written += sk_write_pattern(ta, CHUNK, &off);
+    assert_int_equal(a->pauses, 0);
+    written += sk_write_pattern(ta, CHUNK, &off);
+    assert_int_equal(a->pauses, 1); /* synchronously, inside write() */
     assert_true(seen.at_pause > 8192);
-    assert_true(seen.at_pause <= 8192 + sizeof(chunk));
+    assert_true(seen.at_pause <= 8192 + CHUNK);
 
     tide_transport_resume_reading(tb);
-    sk_run_until_count(loop, &a.resumes, 1);
+    sk_run_until_count(loop, &a->resumes, 1);
     assert_true(seen.at_resume <= 2048);
-    sk_run_until_len(loop, &b, written);
+    sk_run_until_len(loop, b, written);
 
     /* Pause again, then abort while paused: the queue is dropped, no resume. */
     tide_transport_pause_reading(tb);
-    sk_spin(loop, 5);
-    size_t before = b.len;
+    ts_spin(loop, 5);
+    size_t before = b->len;
     written += sk_fill(ta, 4096, &off);
-    while (a.pauses < 2) {
-        sk_pattern(chunk, sizeof(chunk), off);
-        assert_int_equal(tide_transport_write(ta, chunk, sizeof(chunk)), 0);
-        off += sizeof(chunk);
-        written += sizeof(chunk);
-    }
+    while (a->pauses < 2)
+        written += sk_write_pattern(ta, CHUNK, &off);
     size_t dropped = tide_transport_get_write_buffer_size(ta);
     assert_true(dropped > 8192);
     tide_transport_abort(ta);
     assert_int_equal(tide_transport_get_write_buffer_size(ta), 0);
     assert_int_equal(tide_transport_write(ta, "q", 1), TIDE_ECLOSED);
-    assert_int_equal(a.lost, 0);
+    assert_int_equal(a->lost, 0);
     tide_transport_resume_reading(tb);
-    run_until_both_lost(loop, &a, &b);
-    assert_int_equal(a.lost_status, 0);
-    assert_int_equal(a.pauses, 2);
-    assert_int_equal(a.resumes, 1);
+    run_until_both_lost(d);
+    assert_int_equal(a->lost_status, 0);
+    assert_int_equal(a->pauses, 2);
+    assert_int_equal(a->resumes, 1);
     /* Exactly the bytes the kernel took arrived; the queue was discarded. */
-    assert_int_equal(b.len, written - dropped);
-    assert_true(b.len > before);
-    assert_true(ts_fnv1a(b.data, b.len, TS_FNV_SEED) == sk_pattern_sum(0, b.len, TS_FNV_SEED));
-    assert_string_equal(b.events, "MDEL");
-    assert_int_equal(a.violations + b.violations, 0);
-    ts_recorder_free(&a);
-    ts_recorder_free(&b);
+    sk_expect_pattern(b, written - dropped);
+    assert_true(b->len > before);
+    assert_string_equal(b->events, "MDEL");
 }
 
 static void test_pause_resume_abort_tcp4(void **state) { pause_resume_abort(state, SK_TCP4); }
@@ -445,31 +368,27 @@ static void pause_in_made(ts_recorder *r) {
 /* Checklist 2: pause_reading inside connection_made holds back data that was already
  * waiting in the socket until resume_reading. */
 static void pause_in_connection_made(void **state, bool buffered) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder r;
+    ts_duo *d = *state;
+    ts_recorder *r = &d->a;
     int c, s;
     if (buffered)
-        ts_recorder_init_buffered(&r);
-    else
-        ts_recorder_init(&r);
-    r.on_made = pause_in_made;
+        ts_recorder_init_buffered(r);
+    r->on_made = pause_in_made;
     assert_true(sk_raw_pair(SK_TCP4, &c, &s));
     assert_int_equal(write(c, "early", 5), 5);
-    tide_transport_t *t = sk_wrap(loop, s, &r.base, true);
-    sk_spin(loop, 20);
-    assert_string_equal(r.events, "M");
-    assert_int_equal(r.len, 0);
+    tide_transport_t *t = sk_wrap(d->loop, s, &r->base, true);
+    ts_spin(d->loop, 20);
+    assert_string_equal(r->events, "M");
+    assert_int_equal(r->len, 0);
     assert_false(tide_transport_is_reading(t));
     tide_transport_resume_reading(t);
     tide_transport_resume_reading(t); /* idempotent */
     assert_true(tide_transport_is_reading(t));
-    sk_run_until_len(loop, &r, 5);
-    assert_memory_equal(r.data, "early", 5);
+    sk_run_until_len(d->loop, r, 5);
+    assert_memory_equal(r->data, "early", 5);
     close(c);
-    ts_run_until(loop, ts_pred_lost, &r, 5);
-    assert_string_equal(r.events, "MDEL");
-    assert_int_equal(r.violations, 0);
-    ts_recorder_free(&r);
+    ts_run_until(d->loop, ts_pred_lost, r, 5);
+    assert_string_equal(r->events, "MDEL");
 }
 
 static void test_pause_in_connection_made(void **state) { pause_in_connection_made(state, false); }
@@ -485,33 +404,30 @@ static void pause_on_data(ts_recorder *r, const void *data, size_t len) {
 
 /* pause_reading stops data_received; resume_reading delivers what waited meanwhile. */
 static void test_pause_reading_stops_data(void **state) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder r;
+    tide_loop_t *loop = SK_LOOP(state);
+    ts_recorder *r = SK_RECORDER(state);
     int c, s;
-    ts_recorder_init(&r);
-    r.on_data = pause_on_data;
+    r->on_data = pause_on_data;
     assert_true(sk_raw_pair(SK_SOCKETPAIR, &c, &s));
-    tide_transport_t *t = sk_wrap(loop, s, &r.base, false);
+    tide_transport_t *t = sk_wrap(loop, s, &r->base, false);
     assert_int_equal(write(c, "one", 3), 3);
-    sk_run_until_len(loop, &r, 3);
+    sk_run_until_len(loop, r, 3);
     assert_false(tide_transport_is_reading(t));
     assert_int_equal(write(c, "two", 3), 3);
-    sk_spin(loop, 20);
-    assert_int_equal(r.len, 3);
-    r.on_data = NULL;
+    ts_spin(loop, 20);
+    assert_int_equal(r->len, 3);
+    r->on_data = NULL;
     tide_transport_resume_reading(t);
-    sk_run_until_len(loop, &r, 6);
-    assert_memory_equal(r.data, "onetwo", 6);
+    sk_run_until_len(loop, r, 6);
+    assert_memory_equal(r->data, "onetwo", 6);
     /* EOF while paused is held back too, and comes after resume. */
     tide_transport_pause_reading(t);
     close(c);
-    sk_spin(loop, 20);
-    assert_int_equal(r.eofs, 0);
+    ts_spin(loop, 20);
+    assert_int_equal(r->eofs, 0);
     tide_transport_resume_reading(t);
-    ts_run_until(loop, ts_pred_lost, &r, 5);
-    assert_string_equal(r.events, "MDEL");
-    assert_int_equal(r.violations, 0);
-    ts_recorder_free(&r);
+    ts_run_until(loop, ts_pred_lost, r, 5);
+    assert_string_equal(r->events, "MDEL");
 }
 
 /* ---- resets and broken pipes ----------------------------------------------------- */
@@ -532,29 +448,26 @@ static void write_when_dead(ts_recorder *r, int status) {
  * bytes that came before it are delivered first; once the connection is known dead,
  * writes fail with its error. */
 static void test_peer_reset(void **state) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder r;
+    tide_loop_t *loop = SK_LOOP(state);
+    ts_recorder *r = SK_RECORDER(state);
     dead_writes d = {1, 1};
     int c, s;
-    ts_recorder_init(&r);
-    r.user = &d;
-    r.on_lost = write_when_dead;
+    r->user = &d;
+    r->on_lost = write_when_dead;
     assert_true(sk_raw_pair(SK_TCP4, &c, &s));
-    tide_transport_t *t = sk_wrap(loop, s, &r.base, true);
+    tide_transport_t *t = sk_wrap(loop, s, &r->base, true);
     (void)t;
     /* The bytes and the reset arrive together: the bytes still come first. */
     assert_int_equal(write(c, "bye", 3), 3);
     sk_close_with_reset(c);
-    ts_run_until(loop, ts_pred_lost, &r, 5);
-    assert_string_equal(r.events, "MDL");
-    assert_int_equal(r.len, 3);
-    assert_memory_equal(r.data, "bye", 3);
-    assert_int_equal(r.eofs, 0);
-    assert_int_equal(r.lost_status, TIDE_ECONNRESET);
+    ts_run_until(loop, ts_pred_lost, r, 5);
+    assert_string_equal(r->events, "MDL");
+    assert_int_equal(r->len, 3);
+    assert_memory_equal(r->data, "bye", 3);
+    assert_int_equal(r->eofs, 0);
+    assert_int_equal(r->lost_status, TIDE_ECONNRESET);
     assert_int_equal(d.write_rc, TIDE_ECONNRESET);
     assert_int_equal(d.write_eof_rc, TIDE_ECONNRESET);
-    assert_int_equal(r.violations, 0);
-    ts_recorder_free(&r);
 }
 
 typedef struct pinger {
@@ -585,24 +498,21 @@ static void pause_reading_made(ts_recorder *r) { tide_transport_pause_reading(r-
  * that failure return the error. Reading is paused so the peer's FIN is not seen
  * first. */
 static void write_to_closed_peer(void **state, sk_kind kind) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder r;
-    pinger p = {&r, NULL, 0};
+    tide_loop_t *loop = SK_LOOP(state);
+    ts_recorder *r = SK_RECORDER(state);
+    pinger p = {r, NULL, 0};
     int c, s;
     signal(SIGPIPE, SIG_DFL);
-    ts_recorder_init(&r);
-    r.on_made = pause_reading_made;
+    r->on_made = pause_reading_made;
     assert_true(sk_raw_pair(kind, &c, &s));
-    sk_wrap(loop, c, &r.base, false);
+    sk_wrap(loop, c, &r->base, false);
     close(s);
     ping(loop, &p);
-    ts_run_until(loop, ts_pred_lost, &r, 5);
+    ts_run_until(loop, ts_pred_lost, r, 5);
     tide_handle_cancel(p.next);
-    assert_true(r.lost_status == TIDE_EPIPE || r.lost_status == TIDE_ECONNRESET);
-    assert_string_equal(r.events, "ML");
-    assert_true(p.first_error == 0 || p.first_error == r.lost_status);
-    assert_int_equal(r.violations, 0);
-    ts_recorder_free(&r);
+    assert_true(r->lost_status == TIDE_EPIPE || r->lost_status == TIDE_ECONNRESET);
+    assert_string_equal(r->events, "ML");
+    assert_true(p.first_error == 0 || p.first_error == r->lost_status);
 }
 
 static void test_write_to_closed_peer_tcp4(void **state) { write_to_closed_peer(state, SK_TCP4); }
@@ -613,13 +523,12 @@ static void test_write_to_closed_peer_unix(void **state) {
 /* The peer resets while a large write is queued (reliability D1): the flush fails,
  * the process survives, and connection_lost carries the error exactly once. */
 static void test_reset_during_large_write(void **state) {
-    tide_loop_t *loop = LOOP(state);
-    ts_recorder r;
+    tide_loop_t *loop = SK_LOOP(state);
+    ts_recorder *r = SK_RECORDER(state);
     int c, s;
     signal(SIGPIPE, SIG_DFL);
-    ts_recorder_init(&r);
     assert_true(sk_raw_pair(SK_TCP4, &c, &s));
-    tide_transport_t *t = sk_wrap(loop, c, &r.base, false);
+    tide_transport_t *t = sk_wrap(loop, c, &r->base, false);
     size_t len = 32u << 20;
     unsigned char *big = malloc(len);
     assert_non_null(big);
@@ -628,11 +537,9 @@ static void test_reset_during_large_write(void **state) {
     free(big);
     assert_true(tide_transport_get_write_buffer_size(t) > 0);
     sk_close_with_reset(s);
-    ts_run_until(loop, ts_pred_lost, &r, 10);
-    assert_true(r.lost_status == TIDE_EPIPE || r.lost_status == TIDE_ECONNRESET);
-    assert_int_equal(r.eofs, 0);
-    assert_int_equal(r.violations, 0);
-    ts_recorder_free(&r);
+    ts_run_until(loop, ts_pred_lost, r, 10);
+    assert_true(r->lost_status == TIDE_EPIPE || r->lost_status == TIDE_ECONNRESET);
+    assert_int_equal(r->eofs, 0);
 }
 
 /* ---- closing and aborting from inside every callback ---------------------------- */
@@ -742,7 +649,6 @@ static void reentrant(tide_loop_t *loop, sk_kind kind, when at, what action) {
     assert_true(sk_raw_pair(kind, &c, &s));
     tide_transport_t *tp = sk_wrap(loop, s, &peer.base, true);
     sk_wrap(loop, c, &v->base, false);
-    unsigned char chunk[4096];
     uint64_t off = 0;
     switch (at) {
     case AT_MADE:
@@ -760,18 +666,15 @@ static void reentrant(tide_loop_t *loop, sk_kind kind, when at, what action) {
     case AT_RESUME:
         assert_int_equal(tide_transport_set_write_buffer_limits(out.t, 4096, 1024), 0);
         tide_transport_pause_reading(tp);
-        sk_fill(out.t, sizeof(chunk), &off);
-        while (!out.pauses) {
-            sk_pattern(chunk, sizeof(chunk), off);
-            off += sizeof(chunk);
-            /* The pause (and, at AT_PAUSE, the close or abort) fires inside this. */
-            assert_int_equal(tide_transport_write(out.t, chunk, sizeof(chunk)), 0);
-        }
+        sk_fill(out.t, 4096, &off);
+        /* The pause (and, at AT_PAUSE, the close or abort) fires inside these. */
+        while (!out.pauses)
+            sk_write_pattern(out.t, 4096, &off);
         tide_transport_resume_reading(tp);
         break;
     }
     ts_run_until(loop, outcome_lost, &out, 10);
-    sk_spin(loop, 10);
+    ts_spin(loop, 10);
     assert_int_equal(out.acted, 1);
     assert_int_equal(out.lost, 1);
     assert_int_equal(out.status, 0);
@@ -793,7 +696,7 @@ static void reentrant(tide_loop_t *loop, sk_kind kind, when at, what action) {
 }
 
 static void test_reentrant_close_and_abort(void **state) {
-    tide_loop_t *loop = LOOP(state);
+    tide_loop_t *loop = SK_LOOP(state);
     static const sk_kind kinds[] = {SK_SOCKETPAIR, SK_TCP4};
     for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++)
         for (int at = AT_MADE; at <= AT_RESUME; at++)
@@ -803,30 +706,29 @@ static void test_reentrant_close_and_abort(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_exchange_socketpair, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_exchange_tcp4, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_exchange_tcp6, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_exchange_unix_path, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_exchange_tcp4_buffered, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_exchange_unix_buffered, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_half_close_tcp4, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_half_close_unix, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_write_eof_after_flush, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_eof_false_closes, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_lost_once_never_synchronous, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_write_after_close_tcp4, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_write_after_close_unix, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_pause_resume_abort_tcp4, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_pause_resume_abort_unix, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_pause_in_connection_made, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_pause_in_connection_made_buffered, sk_setup,
-                                        sk_teardown),
-        cmocka_unit_test_setup_teardown(test_pause_reading_stops_data, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_peer_reset, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_write_to_closed_peer_tcp4, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_write_to_closed_peer_unix, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_reset_during_large_write, sk_setup, sk_teardown),
-        cmocka_unit_test_setup_teardown(test_reentrant_close_and_abort, sk_setup, sk_teardown),
+        TS_DUO_TEST(test_exchange_socketpair),
+        TS_DUO_TEST(test_exchange_tcp4),
+        TS_DUO_TEST(test_exchange_tcp6),
+        TS_DUO_TEST(test_exchange_unix_path),
+        TS_DUO_TEST(test_exchange_tcp4_buffered),
+        TS_DUO_TEST(test_exchange_unix_buffered),
+        TS_DUO_TEST(test_half_close_tcp4),
+        TS_DUO_TEST(test_half_close_unix),
+        TS_DUO_TEST(test_write_eof_after_flush),
+        TS_DUO_TEST(test_eof_false_closes),
+        TS_DUO_TEST(test_lost_once_never_synchronous),
+        TS_DUO_TEST(test_write_after_close_tcp4),
+        TS_DUO_TEST(test_write_after_close_unix),
+        TS_DUO_TEST(test_pause_resume_abort_tcp4),
+        TS_DUO_TEST(test_pause_resume_abort_unix),
+        TS_DUO_TEST(test_pause_in_connection_made),
+        TS_DUO_TEST(test_pause_in_connection_made_buffered),
+        TS_DUO_TEST(test_pause_reading_stops_data),
+        TS_DUO_TEST(test_peer_reset),
+        TS_DUO_TEST(test_write_to_closed_peer_tcp4),
+        TS_DUO_TEST(test_write_to_closed_peer_unix),
+        TS_DUO_TEST(test_reset_during_large_write),
+        TS_DUO_TEST(test_reentrant_close_and_abort),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
