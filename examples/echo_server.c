@@ -1,7 +1,10 @@
-/* echo_server: a TCP or Unix echo server written with a protocol, as asyncio's
- * loop.create_server(EchoProtocol, host, port).
+/* echo_server: a TCP or Unix echo server, written in one of three styles:
+ * - protocol (default): asyncio's loop.create_server(EchoProtocol, host, port);
+ * - streams: asyncio's start_server(handle_echo, host, port), a task per connection
+ *   that reads, writes and drains with the _await calls;
+ * - callbacks: the same streams with completion callbacks instead of a task.
  *
- *   echo_server [--host HOST] [--port PORT] [--unix PATH] [--style protocol]
+ *   echo_server [--host HOST] [--port PORT] [--unix PATH] [--style STYLE]
  *
  * The first line it prints is "listening on ADDRESS" (port 0 picks a free port, and the
  * real one is printed). It echoes every byte back, with flow control: when a client
@@ -23,7 +26,7 @@ typedef struct options {
     const char *host;
     unsigned port;
     const char *unix_path;
-    const char *style; /* only "protocol" for now; a streams style comes later */
+    const char *style; /* "protocol", "streams" or "callbacks" */
     unsigned workers;  /* only 1 for now; one loop per thread with reuse_port later */
 } options;
 
@@ -46,16 +49,30 @@ static echo_conn *conn_of(tide_protocol_t *self) {
     return TIDE_CONTAINER_OF(self, echo_conn, base);
 }
 
+/* Formats the peer's address and announces the connection (every style). */
+static void greet(tide_transport_t *transport, char *peer, size_t size) {
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof addr;
+    if (transport != NULL &&
+        tide_transport_get_peername(transport, (struct sockaddr *)&addr, &len) == 0)
+        tide_format_address((struct sockaddr *)&addr, len, peer, size);
+    else
+        snprintf(peer, size, "unknown peer");
+    printf("connection from %s\n", peer);
+}
+
+/* Announces the end of a connection with its status (every style). */
+static void farewell(const char *peer, int status) {
+    if (status == 0)
+        printf("connection from %s closed\n", peer);
+    else
+        printf("connection from %s lost: %s\n", peer, tide_strerror(status));
+}
+
 static void echo_connection_made(tide_protocol_t *self, tide_transport_t *transport) {
     echo_conn *c = conn_of(self);
     c->transport = transport;
-    struct sockaddr_storage addr;
-    socklen_t len = sizeof addr;
-    if (tide_transport_get_peername(transport, (struct sockaddr *)&addr, &len) == 0)
-        tide_format_address((struct sockaddr *)&addr, len, c->peer, sizeof c->peer);
-    else
-        snprintf(c->peer, sizeof c->peer, "unknown peer");
-    printf("connection from %s\n", c->peer);
+    greet(transport, c->peer, sizeof c->peer);
 }
 
 static void echo_data_received(tide_protocol_t *self, const void *data, size_t len) {
@@ -86,10 +103,7 @@ static void echo_resume_writing(tide_protocol_t *self) {
 
 static void echo_connection_lost(tide_protocol_t *self, int status) {
     echo_conn *c = conn_of(self);
-    if (status == 0)
-        printf("connection from %s closed\n", c->peer);
-    else
-        printf("connection from %s lost: %s\n", c->peer, tide_strerror(status));
+    farewell(c->peer, status);
     free(c);
 }
 
@@ -110,6 +124,111 @@ static tide_protocol_t *echo_factory(void *arg) {
         return NULL; /* refuses this connection only */
     c->base.ops = &echo_ops;
     return &c->base;
+}
+
+/* ---- the streams style: a task per connection (asyncio's handle_echo) ------------------ */
+
+/* Read what has arrived, write it back, wait for the write queue to drain (which
+ * stops reading from a client that does not read), until the client's EOF. */
+static int handle_echo(void *arg) {
+    tide_writer_t *writer = arg;
+    tide_reader_t *reader = tide_writer_get_reader(writer);
+    char peer[128];
+    greet(tide_writer_get_transport(writer), peer, sizeof peer);
+    char buf[16 * 1024];
+    size_t n;
+    int rc;
+    while ((rc = tide_reader_read_await(reader, buf, sizeof buf, &n)) == 0) {
+        rc = tide_writer_write(writer, buf, n);
+        if (rc == 0)
+            rc = tide_writer_drain_await(writer);
+        if (rc != 0)
+            break;
+    }
+    tide_writer_close(writer);
+    int status = tide_writer_wait_closed_await(writer);
+    farewell(peer, status != 0 ? status : (rc == TIDE_EOF ? 0 : rc));
+    return 0;
+}
+
+static void on_stream_client(tide_reader_t *reader, tide_writer_t *writer, void *arg) {
+    (void)reader;
+    server_app *app = arg;
+    /* Detached: the task frees itself when it ends; the loop runs until it has. */
+    int rc = tide_task_spawn(app->loop, handle_echo, writer, NULL, NULL);
+    if (rc != 0) {
+        fprintf(stderr, "echo_server: task: %s\n", tide_strerror(rc));
+        tide_writer_abort(writer);
+    }
+}
+
+/* ---- the callbacks style: the same streams, completion by completion ------------------ */
+
+typedef struct cb_conn {
+    tide_reader_t *reader;
+    tide_writer_t *writer;
+    char peer[128];
+} cb_conn;
+
+static void cb_read_more(cb_conn *c);
+
+static void cb_closed(tide_writer_t *writer, int status, void *arg) {
+    (void)writer;
+    cb_conn *c = arg;
+    farewell(c->peer, status);
+    free(c);
+}
+
+/* Ends the conversation; err is reported when the connection itself ended cleanly. */
+static void cb_finish(cb_conn *c, int err) {
+    tide_writer_close(c->writer);
+    int rc = tide_writer_wait_closed(c->writer, cb_closed, c);
+    if (rc != 0) {
+        farewell(c->peer, err != 0 ? err : rc);
+        free(c);
+    }
+}
+
+static void cb_drained(tide_writer_t *writer, int status, void *arg) {
+    (void)writer;
+    if (status == 0)
+        cb_read_more(arg);
+    else
+        cb_finish(arg, status);
+}
+
+static void cb_read(tide_reader_t *reader, int status, const void *data, size_t len, void *arg) {
+    (void)reader;
+    cb_conn *c = arg;
+    if (status != 0) {
+        cb_finish(c, status == TIDE_EOF ? 0 : status);
+        return;
+    }
+    /* data is lent for this call only: write copies what it cannot send at once. */
+    int rc = tide_writer_write(c->writer, data, len);
+    if (rc == 0)
+        rc = tide_writer_drain(c->writer, cb_drained, c);
+    if (rc != 0)
+        cb_finish(c, rc);
+}
+
+static void cb_read_more(cb_conn *c) {
+    int rc = tide_reader_read(c->reader, 16 * 1024, cb_read, c);
+    if (rc != 0)
+        cb_finish(c, rc);
+}
+
+static void on_callback_client(tide_reader_t *reader, tide_writer_t *writer, void *arg) {
+    (void)arg;
+    cb_conn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        tide_writer_abort(writer);
+        return;
+    }
+    c->reader = reader;
+    c->writer = writer;
+    greet(tide_writer_get_transport(writer), c->peer, sizeof c->peer);
+    cb_read_more(c);
 }
 
 /* ---- shutdown ----------------------------------------------------------------------- */
@@ -153,11 +272,12 @@ static void on_signal(tide_loop_t *loop, int signum, void *arg) {
 
 static void usage(FILE *out) {
     fprintf(out, "usage: echo_server [--host HOST] [--port PORT] [--unix PATH]\n"
-                 "                   [--style protocol] [--workers 1]\n"
+                 "                   [--style protocol|streams|callbacks] [--workers 1]\n"
                  "  --host HOST   address or name to listen on (default 127.0.0.1)\n"
                  "  --port PORT   TCP port; 0 picks a free one (default 0)\n"
                  "  --unix PATH   listen on a Unix socket instead of TCP\n"
-                 "  --style S     how the server is written: protocol (default)\n"
+                 "  --style S     how the server is written: protocol (default),\n"
+                 "                streams (a task per connection) or callbacks\n"
                  "  --workers N   event loops serving the port (only 1 for now)\n");
 }
 
@@ -207,8 +327,10 @@ static int parse_args(int argc, char **argv, options *o) {
             return 2;
         }
     }
-    if (strcmp(o->style, "protocol") != 0) {
-        fprintf(stderr, "echo_server: unknown style '%s' (available: protocol)\n", o->style);
+    if (strcmp(o->style, "protocol") != 0 && strcmp(o->style, "streams") != 0 &&
+        strcmp(o->style, "callbacks") != 0) {
+        fprintf(stderr, "echo_server: unknown style '%s' (available: protocol, streams, callbacks)\n",
+                o->style);
         return 2;
     }
     if (o->workers != 1) {
@@ -223,12 +345,20 @@ static int parse_args(int argc, char **argv, options *o) {
 
 static int start_server(server_app *app, const options *o) {
     int rc;
-    if (o->unix_path != NULL)
+    tide_client_connected_cb on_client =
+        strcmp(o->style, "streams") == 0 ? on_stream_client : on_callback_client;
+    if (strcmp(o->style, "protocol") == 0 && o->unix_path != NULL)
         rc = tide_loop_create_unix_server(app->loop, o->unix_path, echo_factory, app, NULL,
                                           &app->server);
-    else
+    else if (strcmp(o->style, "protocol") == 0)
         rc = tide_loop_create_server(app->loop, o->host, (uint16_t)o->port, echo_factory, app, NULL,
                                      &app->server);
+    else if (o->unix_path != NULL)
+        rc = tide_loop_start_unix_server(app->loop, o->unix_path, TIDE_STREAM_DEFAULT_LIMIT, NULL,
+                                         on_client, app, &app->server);
+    else
+        rc = tide_loop_start_server(app->loop, o->host, (uint16_t)o->port,
+                                    TIDE_STREAM_DEFAULT_LIMIT, NULL, on_client, app, &app->server);
     if (rc != 0) {
         fprintf(stderr, "echo_server: cannot listen on %s: %s\n",
                 o->unix_path != NULL ? o->unix_path : o->host, tide_strerror(rc));

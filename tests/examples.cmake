@@ -1,11 +1,13 @@
 # Example smoke tests (label "examples"): the echo demo (server, protocol client,
-# SIGTERM shutdown) and simple_echo_protocol with one client. Both scripts bound every
+# SIGTERM shutdown), simple_echo_protocol with one client, and the stream examples
+# against each echo_server style. The scripts bound every
 # wait themselves; CTest's timeout is the backstop.
 #
 # Also builds the C code of README.md, so that the front page stays in step with the
 # API: each ```c block with a main() is built as a program; a block defining cmocka
-# tests (static void test_NAME(void **state)) is compiled after the preceding
-# program's code (up to its main), given a main, and run as examples.readme_<n>.
+# tests (static void test_NAME(void **state)) is compiled after the first program's
+# code (the protocol example, up to its main), given a main, and run as
+# examples.readme_<n>.
 if(NOT TIDE_BUILD_EXAMPLES)
   return()
 endif()
@@ -18,6 +20,15 @@ if(TIDE_BASH)
             "$<TARGET_FILE:simple_echo_protocol>")
   set_tests_properties(examples.demo examples.simple_echo_protocol PROPERTIES
     LABELS examples TIMEOUT ${TIDE_TEST_TIMEOUT})
+  # The stream examples (echo_client, line_client, wait_for_data) against echo_server
+  # in each of its styles.
+  foreach(_style protocol streams callbacks)
+    add_test(NAME examples.streams_${_style}
+      COMMAND ${TIDE_BASH} "${CMAKE_CURRENT_SOURCE_DIR}/examples/streams.sh"
+              "$<TARGET_FILE_DIR:echo_server>" ${_style})
+    set_tests_properties(examples.streams_${_style} PROPERTIES
+      LABELS examples TIMEOUT ${TIDE_TEST_TIMEOUT})
+  endforeach()
 endif()
 
 set(_tide_readme "${PROJECT_SOURCE_DIR}/README.md")
@@ -58,7 +69,7 @@ if(EXISTS "${_tide_readme}")
         string(APPEND _cases "        cmocka_unit_test(${_t}),\n")
       endforeach()
       set(_code "#include <setjmp.h>\n#include <stdarg.h>\n#include <stddef.h>\n#include <string.h>\n#include <cmocka.h>\n${_program_head}${_code}\n\nint main(void) {\n    const struct CMUnitTest tests[] = {\n${_cases}    };\n    return cmocka_run_group_tests(tests, NULL, NULL);\n}")
-    else()
+    elseif(NOT DEFINED _program_head)
       string(SUBSTRING "${_code}" 0 ${_main_at} _program_head)
     endif()
     file(WRITE "${_src}.tmp" "${_code}\n")

@@ -257,6 +257,75 @@ TIDE_EXTERN tide_loop_t *tide_writer_get_loop(const tide_writer_t *writer);
 /* True for streams from start_server and open_accepted_socket (start_tls needs it). */
 TIDE_EXTERN bool tide_writer_is_server_side(const tide_writer_t *writer);
 
+/* ---- task style: the _await forms ----------------------------------------------------
+ *
+ * Each callback-form call above has a form that suspends only the calling task (see
+ * tide/task.h) and returns the completion's status; results come back through
+ * out-parameters. Outside a task they return TIDE_ENOTASK with nothing started, and
+ * TIDE_EINVAL when the object belongs to another loop than the task. Besides the
+ * callback form's codes they return TIDE_ECANCELLED (the task was cancelled) or
+ * TIDE_ETIMEOUT (its deadline passed): the operation is then withdrawn with nothing
+ * consumed, so the reader or writer can be used again at once.
+ *
+ * Read results are copied into the caller's buffer before the task resumes (a read
+ * callback's data is lent only for the call), so they stay valid as long as the
+ * buffer does. *len may be NULL; it receives the byte count also for the partial
+ * results of TIDE_EINCOMPLETE and connection errors, and for TIDE_ELIMIT the length
+ * of the record beyond the limit (nothing copied), else 0. */
+
+/* Reads up to n bytes into buf (asyncio's read(n); read to EOF by looping until
+ * TIDE_EOF). TIDE_EINVAL for n == TIDE_READ_ALL. */
+TIDE_EXTERN int tide_reader_read_await(tide_reader_t *reader, void *buf, size_t n, size_t *len);
+
+/* Reads exactly n bytes into buf (which holds n). */
+TIDE_EXTERN int tide_reader_readexactly_await(tide_reader_t *reader, void *buf, size_t n,
+                                              size_t *len);
+
+/* Reads through the separator into buf. cap must be at least the reader's limit plus
+ * seplen (the longest record the reader accepts), else TIDE_EINVAL: no record is ever
+ * cut. */
+TIDE_EXTERN int tide_reader_readuntil_await(tide_reader_t *reader, const void *sep, size_t seplen,
+                                            void *buf, size_t cap, size_t *len);
+
+/* readuntil_await with several separators; cap is at least limit + the longest one. */
+TIDE_EXTERN int tide_reader_readuntil_any_await(tide_reader_t *reader, const tide_iovec_t *seps,
+                                                size_t n, void *buf, size_t cap, size_t *len);
+
+/* Reads a line into buf (cap at least limit + 1): with its newline, or the last one
+ * without it at EOF; then TIDE_EOF. */
+TIDE_EXTERN int tide_reader_readline_await(tide_reader_t *reader, void *buf, size_t cap,
+                                           size_t *len);
+
+/* Drops bytes through the separator; *len receives how many were dropped. */
+TIDE_EXTERN int tide_reader_discard_until_await(tide_reader_t *reader, const void *sep,
+                                                size_t seplen, size_t *len);
+
+/* Waits until the write queue is at or below its low-water mark (asyncio's drain). */
+TIDE_EXTERN int tide_writer_drain_await(tide_writer_t *writer);
+
+/* Waits until the connection is gone; returns its status (0 for a clean end). */
+TIDE_EXTERN int tide_writer_wait_closed_await(tide_writer_t *writer);
+
+/* asyncio's open_connection and its variants: on success (0) *reader and *writer are
+ * the caller's stream (close it with tide_writer_close); otherwise both are NULL. A
+ * cancelled or timed-out open leaves nothing open: the connect is cancelled, or a
+ * stream made meanwhile is aborted. open_socket owns fd once it was started (any
+ * status except TIDE_ENOTASK, TIDE_EINVAL and TIDE_ENOMEM). */
+TIDE_EXTERN int tide_loop_open_connection_await(tide_loop_t *loop, const char *host,
+                                                uint16_t port, size_t limit,
+                                                const tide_connect_options_t *options,
+                                                tide_reader_t **reader, tide_writer_t **writer);
+TIDE_EXTERN int tide_loop_open_unix_connection_await(tide_loop_t *loop, const char *path,
+                                                     size_t limit, tide_reader_t **reader,
+                                                     tide_writer_t **writer);
+TIDE_EXTERN int tide_loop_open_socket_await(tide_loop_t *loop, int fd, size_t limit,
+                                            tide_reader_t **reader, tide_writer_t **writer);
+TIDE_EXTERN int tide_loop_open_accepted_socket_await(tide_loop_t *loop, int fd, size_t limit,
+                                                     tide_reader_t **reader,
+                                                     tide_writer_t **writer);
+
+/* ---- end of the task style ------------------------------------------------------------ */
+
 #ifdef __cplusplus
 }
 #endif
