@@ -557,3 +557,40 @@ void tide_task_deadline_pop(void) {
     if (t != NULL && t->ndeadlines > 0)
         t->ndeadlines--;
 }
+
+/* ---- run_until_complete ------------------------------------------------------------ */
+
+typedef struct completion {
+    bool done;
+    int result;
+} completion;
+
+static void completion_joined(tide_task_t *task, int result, void *arg) {
+    (void)task;
+    completion *c = arg;
+    c->done = true;
+    c->result = result;
+    tide_loop_stop(tide_task_get_loop(task));
+}
+
+int tide_loop_run_until_complete(tide_loop_t *loop, tide_task_fn fn, void *arg,
+                                 const tide_task_options_t *options, int *result) {
+    if (loop == NULL || fn == NULL)
+        return TIDE_EINVAL;
+    if (tide_loop_is_running(loop))
+        return TIDE_EBUSY;
+    tide_task_t *task;
+    int rc = tide_task_spawn(loop, fn, arg, options, &task);
+    if (rc != 0)
+        return rc;
+    completion c = {false, 0};
+    rc = tide_task_join(task, completion_joined, &c);
+    if (rc != 0)
+        return rc; /* cannot happen for a task just spawned and not joined */
+    /* FOREVER: the task may be waiting on nothing the loop counts as pending yet. */
+    while (!c.done && rc == 0)
+        rc = tide_loop_run(loop, TIDE_RUN_FOREVER);
+    if (result)
+        *result = c.result;
+    return rc;
+}

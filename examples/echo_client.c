@@ -155,11 +155,6 @@ static int parse_args(int argc, char **argv, client *c) {
     return 0;
 }
 
-static void on_done(tide_task_t *task, int result, void *arg) {
-    (void)task;
-    *(int *)arg = result;
-}
-
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     client c;
@@ -170,13 +165,8 @@ int main(int argc, char **argv) {
     if (rc != 0)
         return fail("loop", rc);
     /* asyncio.run(tcp_echo_client(...)): the loop runs until the task is done. */
-    tide_task_t *task;
     status = 1;
-    rc = tide_task_spawn(c.loop, echo_client, &c, NULL, &task);
-    if (rc == 0)
-        rc = tide_task_join(task, on_done, &status);
-    if (rc == 0)
-        rc = tide_loop_run(c.loop, TIDE_RUN_DEFAULT);
+    rc = tide_loop_run_until_complete(c.loop, echo_client, &c, NULL, &status);
     if (rc != 0)
         status = fail("run", rc);
     if ((rc = tide_loop_close(c.loop)) != 0)

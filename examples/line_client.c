@@ -93,11 +93,6 @@ static int parse_args(int argc, char **argv, client *c) {
     return 0;
 }
 
-static void on_done(tide_task_t *task, int result, void *arg) {
-    (void)task;
-    *(int *)arg = result;
-}
-
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     client c;
@@ -107,13 +102,8 @@ int main(int argc, char **argv) {
     int rc = tide_loop_new(&c.loop);
     if (rc != 0)
         return fail("loop", rc);
-    tide_task_t *task;
     status = 1;
-    rc = tide_task_spawn(c.loop, line_client, &c, NULL, &task);
-    if (rc == 0)
-        rc = tide_task_join(task, on_done, &status);
-    if (rc == 0)
-        rc = tide_loop_run(c.loop, TIDE_RUN_DEFAULT);
+    rc = tide_loop_run_until_complete(c.loop, line_client, &c, NULL, &status);
     if (rc != 0)
         status = fail("run", rc);
     if ((rc = tide_loop_close(c.loop)) != 0)

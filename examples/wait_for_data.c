@@ -67,11 +67,6 @@ static int wait_for_data(void *arg) {
     return closed != 0 ? fail("close", closed) : 0;
 }
 
-static void on_done(tide_task_t *task, int result, void *arg) {
-    (void)task;
-    *(int *)arg = result;
-}
-
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     tide_loop_t *loop;
@@ -79,12 +74,7 @@ int main(void) {
     if (rc != 0)
         return fail("loop", rc);
     int status = 1;
-    tide_task_t *task;
-    rc = tide_task_spawn(loop, wait_for_data, loop, NULL, &task);
-    if (rc == 0)
-        rc = tide_task_join(task, on_done, &status);
-    if (rc == 0)
-        rc = tide_loop_run(loop, TIDE_RUN_DEFAULT);
+    rc = tide_loop_run_until_complete(loop, wait_for_data, loop, NULL, &status);
     if (rc != 0)
         status = fail("run", rc);
     if ((rc = tide_loop_close(loop)) != 0)

@@ -111,6 +111,13 @@ TIDE_EXTERN int tide_task_deadline_push(double seconds);
  * or outside a task). */
 TIDE_EXTERN void tide_task_deadline_pop(void);
 
+/* asyncio's run_until_complete: spawns fn(arg) as a task, runs the loop until the
+ * task has finished, and stores its result in *result (may be NULL). Other work on
+ * the loop keeps running meanwhile and may still be open afterwards. Returns 0, or
+ * TIDE_EBUSY (called from a callback of the same loop), TIDE_ENOMEM, TIDE_EINVAL. */
+TIDE_EXTERN int tide_loop_run_until_complete(tide_loop_t *loop, tide_task_fn fn, void *arg,
+                                             const tide_task_options_t *options, int *result);
+
 #ifdef __cplusplus
 }
 #endif

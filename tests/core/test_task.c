@@ -1011,9 +1011,36 @@ static void test_loop_close_with_tasks(void **state) {
     ts_loop_close(loop);
 }
 
+/* run_until_complete returns the task's result once it finished, even when the task
+ * sleeps on a timer, and leaves other loop work alone. */
+static int sleepy_double(void *arg) {
+    int rc = tide_task_sleep(0.01);
+    return rc != 0 ? rc : 2 * *(int *)arg;
+}
+
+static void bump(tide_loop_t *loop, void *arg) {
+    (void)loop;
+    (*(int *)arg)++;
+}
+
+static void test_run_until_complete(void **state) {
+    (void)state;
+    tide_loop_t *loop = ts_loop_new();
+    int in = 21, out = 0, ticks = 0;
+    tide_handle_t *later = tide_loop_call_later(loop, 60, bump, &ticks);
+    assert_non_null(later);
+    assert_int_equal(tide_loop_run_until_complete(loop, sleepy_double, &in, NULL, &out), 0);
+    assert_int_equal(out, 42);
+    assert_int_equal(ticks, 0); /* stopped as soon as the task finished */
+    assert_int_equal(tide_loop_run_until_complete(NULL, sleepy_double, &in, NULL, &out), TIDE_EINVAL);
+    tide_handle_cancel(later);
+    ts_loop_close(loop);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_raw_switch),
+        cmocka_unit_test(test_run_until_complete),
         cmocka_unit_test(test_spawn_join_results),
         cmocka_unit_test(test_detach),
         cmocka_unit_test(test_join_await),
