@@ -296,7 +296,9 @@ TIDE_EXTERN int tide_reader_readuntil_any_await(tide_reader_t *reader, const tid
 TIDE_EXTERN int tide_reader_readline_await(tide_reader_t *reader, void *buf, size_t cap,
                                            size_t *len);
 
-/* Drops bytes through the separator; *len receives how many were dropped. */
+/* Drops bytes through the separator; *len receives how many were dropped. The one
+ * exception to "withdrawn with nothing consumed": when cancelled or timed out, the
+ * bytes it already dropped while waiting stay dropped (*len is then 0). */
 TIDE_EXTERN int tide_reader_discard_until_await(tide_reader_t *reader, const void *sep,
                                                 size_t seplen, size_t *len);
 
