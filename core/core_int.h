@@ -71,15 +71,16 @@ struct tide__resource {
     tide__queue node;
     /* Writes a one-line description ("tcp transport fd 7 to 127.0.0.1:4000"). */
     void (*describe)(const tide__resource *res, char *buf, size_t size);
+    bool keeps_alive; /* holds a loop reference while registered */
 };
 
 void tide__loop_register(tide_loop_t *loop, tide__resource *res,
                          void (*describe)(const tide__resource *, char *, size_t));
+/* Registers a resource that tide_loop_close reports but that does not keep
+ * TIDE_RUN_DEFAULT running (nothing can happen to it until the user acts). */
+void tide__loop_register_passive(tide_loop_t *loop, tide__resource *res,
+                                 void (*describe)(const tide__resource *, char *, size_t));
 void tide__loop_unregister(tide_loop_t *loop, tide__resource *res);
-
-/* Keeps TIDE_RUN_DEFAULT from returning while the count is above zero. */
-void tide__loop_ref(tide_loop_t *loop);
-void tide__loop_unref(tide_loop_t *loop);
 
 /* The libev loop, for layers that watch descriptors. */
 struct ev_loop *tide__loop_ev(tide_loop_t *loop);

@@ -74,7 +74,6 @@ struct tide_loop {
     tide__queue ready;
     tide__queue handles; /* every live public handle, for cleanup at close */
     tide__queue resources;
-    size_t refs;
 
     tide__timer **heap;
     size_t heap_len, heap_cap;
@@ -174,28 +173,26 @@ void tide_free(void *ptr) { free(ptr); }
 
 /* ---- references and resources ---------------------------------------------------- */
 
-void tide__loop_ref(tide_loop_t *loop) {
-    loop->refs++;
-    ev_ref(loop->ev);
-}
-
-void tide__loop_unref(tide_loop_t *loop) {
-    loop->refs--;
-    ev_unref(loop->ev);
+void tide__loop_register_passive(tide_loop_t *loop, tide__resource *res,
+                                 void (*describe)(const tide__resource *, char *, size_t)) {
+    res->describe = describe;
+    res->keeps_alive = false;
+    tide__queue_insert_tail(&loop->resources, &res->node);
 }
 
 void tide__loop_register(tide_loop_t *loop, tide__resource *res,
                          void (*describe)(const tide__resource *, char *, size_t)) {
-    res->describe = describe;
-    tide__queue_insert_tail(&loop->resources, &res->node);
-    tide__loop_ref(loop);
+    tide__loop_register_passive(loop, res, describe);
+    res->keeps_alive = true;
+    ev_ref(loop->ev); /* keeps TIDE_RUN_DEFAULT running while registered */
 }
 
 void tide__loop_unregister(tide_loop_t *loop, tide__resource *res) {
     if (!tide__queue_linked(&res->node))
         return;
     tide__queue_remove(&res->node);
-    tide__loop_unref(loop);
+    if (res->keeps_alive)
+        ev_unref(loop->ev);
 }
 
 struct ev_loop *tide__loop_ev(tide_loop_t *loop) { return loop->ev; }

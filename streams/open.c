@@ -10,8 +10,7 @@
  *
  * Server side: a context per server holds the limit and the client-connected
  * callback, which each stream copies, so the context is only needed while the server
- * may still call the factory. It is freed by a wait_closed registered on the server,
- * together with any stream the server dropped before its connection was made.
+ * may still call the factory. It is freed by a wait_closed registered on the server.
  *
  * Everything runs on the loop's thread, from the transports' callbacks. */
 #include <stdlib.h>
@@ -58,25 +57,23 @@ static void open_done(tide_loop_t *loop, int status, tide_transport_t *t, tide_p
     cb(loop, status, NULL, NULL, cb_arg);
 }
 
-static open_req *open_req_new(tide_loop_t *loop, size_t limit, tide_open_cb cb, void *arg) {
+/* Validates the arguments and makes the request: 0, TIDE_EINVAL or TIDE_ENOMEM. */
+static int open_req_new(tide_loop_t *loop, size_t limit, tide_open_cb cb, void *arg,
+                        open_req **out) {
     if (loop == NULL || cb == NULL || !tide__stream_limit_ok(limit))
-        return NULL;
+        return TIDE_EINVAL;
     open_req *o = calloc(1, sizeof(*o));
     if (o == NULL)
-        return NULL;
+        return TIDE_ENOMEM;
     o->loop = loop;
     o->limit = limit;
     o->cb = cb;
     o->arg = arg;
-    return o;
+    *out = o;
+    return 0;
 }
 
-/* The error for a failed open_req_new. */
-static int open_req_error(tide_loop_t *loop, size_t limit, tide_open_cb cb) {
-    return (loop == NULL || cb == NULL || !tide__stream_limit_ok(limit)) ? TIDE_EINVAL
-                                                                         : TIDE_ENOMEM;
-}
-
+/* Frees the request when the connect did not start (its completion will not come). */
 static int finish_start(open_req *o, int rc) {
     if (rc < 0)
         free(o);
@@ -86,34 +83,38 @@ static int finish_start(open_req *o, int rc) {
 int tide_loop_open_connection(tide_loop_t *loop, const char *host, uint16_t port, size_t limit,
                               const tide_connect_options_t *options, tide_open_cb cb, void *arg,
                               tide_connect_t **req) {
-    open_req *o = open_req_new(loop, limit, cb, arg);
-    if (o == NULL)
-        return open_req_error(loop, limit, cb);
+    open_req *o;
+    int rc = open_req_new(loop, limit, cb, arg, &o);
+    if (rc != 0)
+        return rc;
     return finish_start(o, tide_loop_create_connection(loop, host, port, open_factory, o, options,
                                                        open_done, o, req));
 }
 
 int tide_loop_open_unix_connection(tide_loop_t *loop, const char *path, size_t limit,
                                    tide_open_cb cb, void *arg, tide_connect_t **req) {
-    open_req *o = open_req_new(loop, limit, cb, arg);
-    if (o == NULL)
-        return open_req_error(loop, limit, cb);
+    open_req *o;
+    int rc = open_req_new(loop, limit, cb, arg, &o);
+    if (rc != 0)
+        return rc;
     return finish_start(
         o, tide_loop_create_unix_connection(loop, path, open_factory, o, open_done, o, req));
 }
 
 int tide_loop_open_socket(tide_loop_t *loop, int fd, size_t limit, tide_open_cb cb, void *arg) {
-    open_req *o = open_req_new(loop, limit, cb, arg);
-    if (o == NULL)
-        return open_req_error(loop, limit, cb);
+    open_req *o;
+    int rc = open_req_new(loop, limit, cb, arg, &o);
+    if (rc != 0)
+        return rc;
     return finish_start(o, tide_loop_connect_socket(loop, fd, open_factory, o, open_done, o));
 }
 
 int tide_loop_open_accepted_socket(tide_loop_t *loop, int fd, size_t limit, tide_open_cb cb,
                                    void *arg) {
-    open_req *o = open_req_new(loop, limit, cb, arg);
-    if (o == NULL)
-        return open_req_error(loop, limit, cb);
+    open_req *o;
+    int rc = open_req_new(loop, limit, cb, arg, &o);
+    if (rc != 0)
+        return rc;
     return finish_start(o,
                         tide_loop_connect_accepted_socket(loop, fd, open_factory, o, open_done, o));
 }
@@ -125,7 +126,6 @@ typedef struct serve_ctx {
     size_t limit;
     tide_client_connected_cb cb;
     void *arg;
-    tide__queue unmade; /* streams whose connection_made has not run */
 } serve_ctx;
 
 static tide_protocol_t *serve_factory(void *arg) {
@@ -135,22 +135,15 @@ static tide_protocol_t *serve_factory(void *arg) {
         return NULL; /* the server refuses this client */
     s->on_connected = c->cb;
     s->on_connected_arg = c->arg;
-    tide__queue_insert_tail(&c->unmade, &s->pending_node);
+    /* The server makes the transport before calling us, so this stream is certain to
+     * get connection_made (protocol.h). */
     return &s->proto;
-}
-
-static void serve_ctx_free(serve_ctx *c) {
-    /* Streams still unmade here were dropped by the server (no transport took them). */
-    while (!tide__queue_empty(&c->unmade))
-        tide__stream_discard(
-            TIDE__QUEUE_DATA(tide__queue_head(&c->unmade), tide__stream, pending_node));
-    free(c);
 }
 
 static void serve_closed(tide_server_t *server, int status, void *arg) {
     (void)server;
     (void)status;
-    serve_ctx_free(arg);
+    free(arg);
 }
 
 typedef int (*create_fn)(tide_loop_t *loop, const char *where, uint16_t port, serve_ctx *c,
@@ -179,7 +172,6 @@ static int start_server(tide_loop_t *loop, create_fn create, const char *where, 
     c->limit = limit;
     c->cb = cb;
     c->arg = arg;
-    tide__queue_init(&c->unmade);
     tide_server_t *server = NULL;
     int rc = create(loop, where, port, c, options, &server);
     if (rc < 0) {

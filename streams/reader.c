@@ -36,57 +36,24 @@ typedef struct result {
 
 static void deliver(tide__call *call);
 
-static size_t avail(const tide_reader_t *r) { return r->tail - r->head; }
+static size_t avail(const tide_reader_t *r) { return r->buf.len; }
 
-static unsigned char *front(const tide_reader_t *r) { return r->buf + r->head; }
+static unsigned char *front(const tide_reader_t *r) { return tide__buf_begin(&r->buf); }
 
 /* ---- the buffer ---------------------------------------------------------------------- */
 
-/* Makes `want` free bytes at the tail: by sliding the live bytes to the front when
- * that is enough and allowed, else by moving to a larger buffer. */
+/* Makes `want` free bytes at the tail. While a callback holds data from the current
+ * block (and none was kept yet), the bytes must not move: a larger block replaces it
+ * and the old one is kept until the callback returns. */
 static int reserve(tide_reader_t *r, size_t want) {
-    if (r->cap - r->tail >= want)
-        return 0;
-    size_t live = avail(r);
-    /* While a callback holds data from the current buffer, it must not move. */
-    bool may_move = r->lending == 0 || r->lent_buf != NULL;
-    if (may_move && r->cap - live >= want) {
-        memmove(r->buf, r->buf + r->head, live);
-        r->head = 0;
-        r->tail = live;
-        return 0;
-    }
-    if (want > SIZE_MAX / 4 - live)
-        return TIDE_ENOMEM;
-    size_t cap = r->cap ? r->cap : READ_CHUNK;
-    while (cap < live + want)
-        cap *= 2;
-    unsigned char *buf = malloc(cap);
-    if (buf == NULL)
-        return TIDE_ENOMEM;
-    if (live)
-        memcpy(buf, r->buf + r->head, live);
-    if (!may_move)
-        r->lent_buf = r->buf;
-    else
-        free(r->buf);
-    r->buf = buf;
-    r->cap = cap;
-    r->head = 0;
-    r->tail = live;
-    return 0;
+    bool in_use = r->lending > 0 && r->lent_buf == NULL;
+    return tide__buf_reserve(&r->buf, want, READ_CHUNK, in_use ? &r->lent_buf : NULL);
 }
 
 /* An empty buffer starts again at its front (or is released when large). */
 static void settle(tide_reader_t *r) {
-    if (r->lending || r->head != r->tail)
-        return;
-    r->head = r->tail = 0;
-    if (r->cap > KEEP_MAX) {
-        free(r->buf);
-        r->buf = NULL;
-        r->cap = 0;
-    }
+    if (r->lending == 0)
+        tide__buf_settle(&r->buf, KEEP_MAX);
 }
 
 /* ---- evaluating the pending read --------------------------------------------------------- */
@@ -117,6 +84,9 @@ static bool find(tide_reader_t *r, size_t *start, size_t *end) {
     if (best_end != SIZE_MAX) {
         *start = best_end - best_len;
         *end = best_end;
+        /* No match can end earlier from here on, so the completion's re-evaluation
+         * finds this one at once instead of searching the record again. */
+        op->offset = *start;
         return true;
     }
     op->offset = n + 1 > op->max_len ? n + 1 - op->max_len : 0;
@@ -154,7 +124,7 @@ static bool evaluate_sep(tide_reader_t *r, result *res, bool ended) {
     if (op->kind == TIDE__RD_DISCARD) {
         /* Drop now what can hold no separator start, so the buffer stays bounded. */
         size_t drop = ended ? avail(r) : op->offset;
-        r->head += drop;
+        tide__buf_consume(&r->buf, drop);
         op->n += drop;
         op->offset = 0;
         if (!ended)
@@ -276,7 +246,7 @@ static void deliver(tide__call *call) {
     const void *data = res.with_data ? front(r) : NULL;
     /* Finish the bookkeeping first: the callback may start the next read. */
     r->op.kind = TIDE__RD_NONE;
-    r->head += res.consume;
+    tide__buf_consume(&r->buf, res.consume);
     r->lending++;
     cb(r, res.status, data, res.len, arg);
     tide__reader_unhold(r);
@@ -413,7 +383,7 @@ int tide_reader_skip(tide_reader_t *r, size_t n) {
         return TIDE_EBUSY;
     if (n > avail(r))
         return TIDE_EINVAL;
-    r->head += n;
+    tide__buf_consume(&r->buf, n);
     progress(r);
     return 0;
 }
@@ -449,8 +419,7 @@ int tide_reader_feed_data(tide_reader_t *r, const void *data, size_t len) {
     int rc = reserve(r, len);
     if (rc != 0)
         return rc;
-    memcpy(r->buf + r->tail, data, len);
-    r->tail += len;
+    tide__buf_put(&r->buf, data, len);
     progress(r);
     return 0;
 }
@@ -506,13 +475,12 @@ void tide__reader_init(tide_reader_t *r, tide_loop_t *loop, size_t limit, tide__
 void tide__reader_fini(tide_reader_t *r) {
     tide__loop_undefer(&r->call);
     r->op.kind = TIDE__RD_NONE;
-    free(r->buf);
+    tide__buf_free(&r->buf);
     free(r->lent_buf);
     free(r->seps);
     free(r->sepbytes);
-    r->buf = r->lent_buf = r->sepbytes = NULL;
+    r->lent_buf = r->sepbytes = NULL;
     r->seps = NULL;
-    r->cap = r->head = r->tail = 0;
 }
 
 void *tide__reader_get_buffer(tide_reader_t *r, size_t sizehint, size_t *len) {
@@ -520,15 +488,15 @@ void *tide__reader_get_buffer(tide_reader_t *r, size_t sizehint, size_t *len) {
         *len = 0;
         return NULL; /* the transport fails with TIDE_ENOBUFS */
     }
-    r->offered = r->cap - r->tail;
+    r->offered = tide__buf_room(&r->buf);
     *len = r->offered;
-    return r->buf + r->tail;
+    return tide__buf_end(&r->buf);
 }
 
 void tide__reader_buffer_updated(tide_reader_t *r, size_t nbytes) {
     if (nbytes >= r->offered && r->chunk < READ_CHUNK_MAX)
         r->chunk *= 2;
-    r->tail += nbytes;
+    r->buf.len += nbytes;
     progress(r);
 }
 

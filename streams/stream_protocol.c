@@ -31,7 +31,6 @@ static void on_made(tide_protocol_t *p, tide_transport_t *t) {
     s->reader.transport = t;
     if (t->state & TIDE__T_SERVER_SIDE)
         s->flags |= TIDE__S_SERVER_SIDE;
-    tide__queue_remove(&s->pending_node);
     if (s->on_connected)
         s->on_connected(&s->reader, s, s->on_connected_arg);
 }
@@ -98,11 +97,8 @@ static void describe(const tide__resource *res, char *buf, size_t size) {
 }
 
 static void destroy(tide__stream *s) {
-    tide__queue_remove(&s->pending_node);
     tide__loop_undefer(&s->free_call);
     tide__reader_fini(&s->reader);
-    /* Balances the unref made at registration, before unregister unrefs. */
-    tide__loop_ref(s->loop);
     tide__loop_unregister(s->loop, &s->resource);
     free(s);
 }
@@ -134,12 +130,9 @@ tide__stream *tide__stream_new(tide_loop_t *loop, size_t limit) {
     s->loop = loop;
     tide__queue_init(&s->drains);
     tide__queue_init(&s->closers);
-    tide__queue_init(&s->pending_node);
     tide__queue_init(&s->resource.node);
     tide__call_init(&s->free_call, free_run);
     tide__reader_init(&s->reader, loop, limit, s);
-    tide__loop_register(loop, &s->resource, describe);
-    /* Reported by tide_loop_close, but not a reason for the loop to keep running. */
-    tide__loop_unref(loop);
+    tide__loop_register_passive(loop, &s->resource, describe);
     return s;
 }

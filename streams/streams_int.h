@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/buf.h"
 #include "core/core_int.h"
 #include "tide/stream.h"
 #include "transports/transport_int.h"
@@ -51,9 +52,7 @@ struct tide_reader {
     tide__stream *stream;        /* NULL for tide_reader_new */
     tide_transport_t *transport; /* for read flow control; NULL when none or lost */
     size_t limit;
-    /* One contiguous buffer: live bytes at buf[head, tail). */
-    unsigned char *buf;
-    size_t cap, head, tail;
+    tide__buf buf; /* the bytes received and not yet read */
     /* The buffer a callback's data points into, kept when the buffer moved during the
      * callback (a feed from inside it); freed once the callback returns. */
     unsigned char *lent_buf;
@@ -110,8 +109,6 @@ struct tide_writer {
     /* start_server: called from connection_made. */
     tide_client_connected_cb on_connected;
     void *on_connected_arg;
-    /* start_server: the server context's list of streams not yet made. */
-    tide__queue pending_node;
     struct tide_reader reader;
 };
 

@@ -82,24 +82,22 @@ void tide__writer_waiter_cancel(tide__stream_waiter *w) {
     tide__stream_maybe_free(s);
 }
 
-/* Completes the drains still waiting (those already completing keep their status). */
-void tide__writer_complete_drains(tide__stream *s, int status) {
+/* Completes the records of a list still waiting (those already completing keep
+ * their status). */
+static void complete_all(tide__queue *list, int status) {
     tide__queue *n;
-    TIDE__QUEUE_FOREACH(n, &s->drains) {
+    TIDE__QUEUE_FOREACH(n, list) {
         tide__stream_waiter *w = TIDE__QUEUE_DATA(n, tide__stream_waiter, node);
         if (!tide__call_pending(&w->call))
             waiter_finish(w, status);
     }
 }
 
+void tide__writer_complete_drains(tide__stream *s, int status) { complete_all(&s->drains, status); }
+
 void tide__writer_connection_lost(tide__stream *s, int status) {
-    tide__writer_complete_drains(s, write_failure(s));
-    tide__queue *n;
-    TIDE__QUEUE_FOREACH(n, &s->closers) {
-        tide__stream_waiter *w = TIDE__QUEUE_DATA(n, tide__stream_waiter, node);
-        if (!tide__call_pending(&w->call))
-            waiter_finish(w, status);
-    }
+    complete_all(&s->drains, write_failure(s));
+    complete_all(&s->closers, status);
 }
 
 /* ---- public ------------------------------------------------------------------------------ */

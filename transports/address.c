@@ -1,4 +1,5 @@
-/* Socket address formatting for logs, loop-close reports and users.
+/* Socket addresses: formatting for logs, loop-close reports and users, and building
+ * Unix socket addresses from paths.
  * Pure functions: no loop, no state, safe from any thread. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -62,4 +63,23 @@ char *tide_format_address(const struct sockaddr *addr, socklen_t len, char *buf,
         break;
     }
     return buf;
+}
+
+/* Builds the address for a Unix socket path; '@' names the abstract namespace, where
+ * the length, not a NUL, ends the name. */
+int tide__unix_address(const char *path, struct sockaddr_un *sun, socklen_t *len) {
+    size_t n = strlen(path);
+    if (n == 0)
+        return TIDE_EINVAL;
+    if (n >= sizeof(sun->sun_path))
+        return TIDE_ENAMETOOLONG;
+    memset(sun, 0, sizeof(*sun));
+    sun->sun_family = AF_UNIX;
+    memcpy(sun->sun_path, path, n);
+    if (path[0] == '@')
+        sun->sun_path[0] = '\0'; /* abstract */
+    else
+        n++;
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    return 0;
 }

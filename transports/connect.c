@@ -498,12 +498,13 @@ int tide_loop_create_connection(tide_loop_t *loop, const char *host, uint16_t po
 int tide_loop_create_unix_connection(tide_loop_t *loop, const char *path,
                                      tide_protocol_factory_cb factory, void *factory_arg,
                                      tide_connect_cb cb, void *arg, tide_connect_t **out) {
-    if (loop == NULL || path == NULL || path[0] == '\0' || factory == NULL || cb == NULL)
+    if (loop == NULL || path == NULL || factory == NULL || cb == NULL)
         return TIDE_EINVAL;
     struct sockaddr_un sun;
-    size_t n = strlen(path);
-    if (n >= sizeof(sun.sun_path))
-        return TIDE_ENAMETOOLONG;
+    socklen_t len;
+    int rc = tide__unix_address(path, &sun, &len);
+    if (rc != 0)
+        return rc;
     tide_connect_t *req = req_new(loop, factory, factory_arg, cb, arg);
     if (req == NULL || (req->host = strdup(path)) == NULL ||
         (req->addrs = calloc(1, sizeof(*req->addrs))) == NULL) {
@@ -511,14 +512,7 @@ int tide_loop_create_unix_connection(tide_loop_t *loop, const char *path,
             req_free(req);
         return TIDE_ENOMEM;
     }
-    memset(&sun, 0, sizeof(sun));
-    sun.sun_family = AF_UNIX;
-    memcpy(sun.sun_path, path, n);
-    if (path[0] == '@')
-        sun.sun_path[0] = '\0'; /* abstract: the length, not a NUL, ends the name */
-    else
-        n++;
-    req->addrs[0].len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    req->addrs[0].len = len;
     memcpy(&req->addrs[0].ss, &sun, sizeof(sun));
     req->naddrs = 1;
     req->family = AF_UNIX;

@@ -37,17 +37,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "transports/transport_int.h"
 
 #define MEMORY_DEFAULT_WINDOW (256 * 1024)
-
-/* A byte buffer reused for the whole connection: bytes live at data[head, head+len). */
-typedef struct mbuf {
-    unsigned char *data;
-    size_t head;
-    size_t len;
-    size_t cap;
-} mbuf;
 
 typedef struct side side;
 typedef struct pair pair;
@@ -57,21 +50,21 @@ struct side {
     pair *pair;
     side *peer;
     tide__call pump;
-    mbuf in;       /* written by the peer, not yet delivered here */
-    mbuf out;      /* written here, waiting for room in the peer's window */
+    tide__buf in;  /* written by the peer, not yet delivered here */
+    tide__buf out; /* written here, waiting for room in the peer's window */
     size_t window; /* most bytes of ours the peer's inbound buffer may hold */
     int id;        /* 0 or 1, for descriptions */
     /* Set once this side can no longer receive: TIDE_ECONNRESET after abort or a
      * fatal error, TIDE_EPIPE after a graceful end. The peer's writes fail with it. */
     int dead;
-    bool gone;          /* released (dead is set too) */
-    bool eof_wanted;    /* write_eof requested */
-    bool close_wanted;  /* ops->close called */
-    bool end_sent;      /* the peer was given EOF or reset */
-    bool lost_sent;     /* graceful close finished: tide__transport_lost called */
-    bool rx_eof;        /* the peer's EOF follows the inbound bytes */
-    bool rx_eof_done;   /* ... and was delivered */
-    bool rx_reset;      /* the peer's reset follows the inbound bytes */
+    bool gone;         /* released (dead is set too) */
+    bool eof_wanted;   /* write_eof requested */
+    bool close_wanted; /* ops->close called */
+    bool end_sent;     /* the peer was given EOF or reset */
+    bool lost_sent;    /* graceful close finished: tide__transport_lost called */
+    bool rx_eof;       /* the peer's EOF follows the inbound bytes */
+    bool rx_eof_done;  /* ... and was delivered */
+    bool rx_reset;     /* the peer's reset follows the inbound bytes */
 };
 
 struct pair {
@@ -85,52 +78,11 @@ static side *as_side(const tide_transport_t *t) { return (side *)(void *)t; }
 
 /* ---- buffers ---------------------------------------------------------------------- */
 
-static void mbuf_free(mbuf *b) {
-    free(b->data);
-    memset(b, 0, sizeof(*b));
-}
-
-static unsigned char *mbuf_begin(mbuf *b) { return b->data + b->head; }
-
-/* Makes room for `extra` more bytes at the end: first by sliding the live bytes to the
- * front, then by growing. Returns 0 or TIDE_ENOMEM (the buffer is unchanged). */
-static int mbuf_reserve(mbuf *b, size_t extra) {
-    if (b->cap - b->head - b->len >= extra)
-        return 0;
-    if (b->cap - b->len >= extra) {
-        memmove(b->data, b->data + b->head, b->len);
-        b->head = 0;
-        return 0;
-    }
-    if (extra > SIZE_MAX / 2 - b->len)
-        return TIDE_ENOMEM;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + extra)
-        cap *= 2;
-    unsigned char *data = malloc(cap);
-    if (data == NULL)
-        return TIDE_ENOMEM;
-    if (b->len)
-        memcpy(data, b->data + b->head, b->len);
-    free(b->data);
-    b->data = data;
-    b->head = 0;
-    b->cap = cap;
-    return 0;
-}
-
-static void mbuf_consume(mbuf *b, size_t n) {
-    b->head += n;
-    b->len -= n;
-    if (b->len == 0)
-        b->head = 0;
-}
-
 /* Appends count bytes of the iovec array, starting `skip` bytes into it. The room
  * must have been reserved. */
-static void mbuf_append_iov(mbuf *b, const tide_iovec_t *bufs, size_t n, size_t skip,
-                            size_t count) {
-    unsigned char *dst = b->data + b->head + b->len;
+static void append_iov(tide__buf *b, const tide_iovec_t *bufs, size_t n, size_t skip,
+                       size_t count) {
+    unsigned char *dst = tide__buf_end(b);
     for (size_t i = 0; i < n && count > 0; i++) {
         size_t len = bufs[i].len;
         if (skip >= len) {
@@ -145,7 +97,7 @@ static void mbuf_append_iov(mbuf *b, const tide_iovec_t *bufs, size_t n, size_t 
         count -= take;
         skip = 0;
     }
-    b->len = (size_t)(dst - (b->data + b->head));
+    b->len = (size_t)(dst - tide__buf_begin(b));
 }
 
 /* ---- the pump ----------------------------------------------------------------------- */
@@ -212,7 +164,7 @@ static bool flush(side *s) {
         return false;
     }
     if (tide__transport_closing(&p->t)) {
-        mbuf_consume(&s->out, s->out.len);
+        tide__buf_consume(&s->out, s->out.len);
         return true;
     }
     size_t n = room(s);
@@ -220,13 +172,12 @@ static bool flush(side *s) {
         n = s->out.len;
     if (n == 0)
         return true;
-    if (mbuf_reserve(&p->in, n) != 0) {
+    if (tide__buf_reserve(&p->in, n, 0, NULL) != 0) {
         tide__transport_fatal(&s->t, TIDE_ENOMEM);
         return false;
     }
-    memcpy(p->in.data + p->in.head + p->in.len, mbuf_begin(&s->out), n);
-    p->in.len += n;
-    mbuf_consume(&s->out, n);
+    tide__buf_put(&p->in, tide__buf_begin(&s->out), n);
+    tide__buf_consume(&s->out, n);
     kick(p);
     return true;
 }
@@ -245,8 +196,8 @@ static void deliver(side *s) {
             return; /* the base failed the transport */
         if (n > len)
             n = len;
-        memcpy(buf, mbuf_begin(&s->in), n);
-        mbuf_consume(&s->in, n);
+        memcpy(buf, tide__buf_begin(&s->in), n);
+        tide__buf_consume(&s->in, n);
         kick_writer(s->peer);
         tide__transport_buffer_updated(&s->t, n);
         return;
@@ -259,8 +210,8 @@ static void deliver(side *s) {
     }
     if (n > size)
         n = size;
-    memcpy(scratch, mbuf_begin(&s->in), n);
-    mbuf_consume(&s->in, n);
+    memcpy(scratch, tide__buf_begin(&s->in), n);
+    tide__buf_consume(&s->in, n);
     kick_writer(s->peer);
     tide__transport_data(&s->t, scratch, n);
 }
@@ -322,17 +273,17 @@ static int memory_write(tide_transport_t *t, const tide_iovec_t *bufs, size_t n,
             direct = total;
     }
     /* Reserve everything before copying anything, so ENOMEM accepts no byte. */
-    if (direct > 0 && mbuf_reserve(&p->in, direct) != 0)
+    if (direct > 0 && tide__buf_reserve(&p->in, direct, 0, NULL) != 0)
         return TIDE_ENOMEM;
-    if (total > direct && mbuf_reserve(&s->out, total - direct) != 0)
+    if (total > direct && tide__buf_reserve(&s->out, total - direct, 0, NULL) != 0)
         return TIDE_ENOMEM;
     if (direct > 0) {
-        mbuf_append_iov(&p->in, bufs, n, 0, direct);
+        append_iov(&p->in, bufs, n, 0, direct);
         kick(p);
     }
     /* The base checks the high-water mark once this returns. */
     if (total > direct)
-        mbuf_append_iov(&s->out, bufs, n, direct, total - direct);
+        append_iov(&s->out, bufs, n, direct, total - direct);
     return 0;
 }
 
@@ -347,7 +298,7 @@ static void memory_close(tide_transport_t *t) {
     side *s = as_side(t);
     s->close_wanted = true;
     /* Nobody will read what is left inbound. */
-    mbuf_consume(&s->in, s->in.len);
+    tide__buf_consume(&s->in, s->in.len);
     s->rx_eof = s->rx_reset = false;
     if (s->out.len == 0)
         finish_tx(s);
@@ -364,8 +315,8 @@ static void memory_abort(tide_transport_t *t) {
         return;
     }
     tide__loop_undefer(&s->pump);
-    mbuf_consume(&s->in, s->in.len);
-    mbuf_consume(&s->out, s->out.len);
+    tide__buf_consume(&s->in, s->in.len);
+    tide__buf_consume(&s->out, s->out.len);
     s->rx_eof = s->rx_reset = false;
     /* Deferred through the peer's pump: a peer failing in the same call (as in
      * inject_error) keeps its own error. */
@@ -408,8 +359,8 @@ static void memory_release(tide_transport_t *t) {
     s->gone = true;
     if (!s->dead)
         s->dead = TIDE_EPIPE;
-    mbuf_free(&s->in);
-    mbuf_free(&s->out);
+    tide__buf_free(&s->in);
+    tide__buf_free(&s->out);
     /* A peer still waiting to flush into us must learn that it never will. */
     kick_writer(s->peer);
     if (--pr->refs == 0)

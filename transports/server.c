@@ -485,23 +485,6 @@ int tide_loop_create_server(tide_loop_t *loop, const char *host, uint16_t port,
     return 0;
 }
 
-static int unix_address(const char *path, struct sockaddr_un *sun, socklen_t *len) {
-    size_t n = strlen(path);
-    if (n == 0)
-        return TIDE_EINVAL;
-    if (n >= sizeof(sun->sun_path))
-        return TIDE_ENAMETOOLONG;
-    memset(sun, 0, sizeof(*sun));
-    sun->sun_family = AF_UNIX;
-    memcpy(sun->sun_path, path, n);
-    if (path[0] == '@')
-        sun->sun_path[0] = '\0';
-    else
-        n++;
-    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
-    return 0;
-}
-
 /* Remembers which file we bound, so close removes it only if nobody replaced it. */
 static int remember_path(tide_server_t *s, const char *path) {
     struct stat st;
@@ -531,7 +514,7 @@ int tide_loop_create_unix_server(tide_loop_t *loop, const char *path,
         return TIDE_EINVAL;
     struct sockaddr_un sun;
     socklen_t len;
-    int rc = unix_address(path, &sun, &len);
+    int rc = tide__unix_address(path, &sun, &len);
     if (rc < 0)
         return rc;
     /* A socket file left by a dead server would make bind fail; any other kind of

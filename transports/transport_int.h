@@ -170,6 +170,11 @@ void tide__sys_reset(void);
 int tide__socket_transport_new(tide_loop_t *loop, int fd, tide_protocol_t *protocol,
                                tide_transport_t **out);
 
+/* Fills *sun and *len for a Unix socket path ('@' prefix: abstract namespace).
+ * Returns 0, TIDE_EINVAL (empty path) or TIDE_ENAMETOOLONG. */
+struct sockaddr_un;
+int tide__unix_address(const char *path, struct sockaddr_un *sun, socklen_t *len);
+
 /* Makes fd non-blocking and close-on-exec. Returns 0 or a tide code. */
 int tide__fd_set_nonblocking(int fd);
 
