@@ -1,7 +1,8 @@
-# Interop tests with Python's asyncio (label "interop"): asyncio clients against
-# examples/echo_server (TCP and Unix), and examples/echo_client_protocol against an
-# asyncio echo server. Debian's /usr/bin/python3 is preferred over whatever python3
-# comes first on PATH. The scripts bound every wait themselves.
+# Interop tests with Python's asyncio (label "interop"), both ways and in every style:
+# asyncio clients (protocols and streams) against examples/echo_server, and tide's
+# clients (examples/echo_client_protocol, the task-style examples/echo_client) against
+# asyncio servers. Debian's /usr/bin/python3 is preferred over whatever python3 comes
+# first on PATH. The scripts bound every wait themselves (tests/interop/interop.py).
 if(NOT TIDE_BUILD_EXAMPLES)
   return()
 endif()
@@ -13,11 +14,16 @@ if(NOT TIDE_PYTHON3)
 endif()
 
 set(_interop "${CMAKE_CURRENT_SOURCE_DIR}/interop")
-add_test(NAME interop.asyncio_client_tcp
-  COMMAND ${TIDE_PYTHON3} "${_interop}/asyncio_client.py" "$<TARGET_FILE:echo_server>")
-add_test(NAME interop.asyncio_client_unix
-  COMMAND ${TIDE_PYTHON3} "${_interop}/asyncio_client.py" "$<TARGET_FILE:echo_server>" --unix)
-add_test(NAME interop.asyncio_server
-  COMMAND ${TIDE_PYTHON3} "${_interop}/asyncio_server.py" "$<TARGET_FILE:echo_client_protocol>")
-set_tests_properties(interop.asyncio_client_tcp interop.asyncio_client_unix
-  interop.asyncio_server PROPERTIES LABELS interop TIMEOUT ${TIDE_TEST_TIMEOUT})
+function(tide_add_interop name script program)
+  add_test(NAME interop.${name}
+    COMMAND ${TIDE_PYTHON3} "${_interop}/${script}" "$<TARGET_FILE:${program}>" ${ARGN})
+  set_tests_properties(interop.${name} PROPERTIES LABELS interop TIMEOUT ${TIDE_TEST_TIMEOUT})
+endfunction()
+
+tide_add_interop(asyncio_client_tcp asyncio_client.py echo_server)
+tide_add_interop(asyncio_client_unix asyncio_client.py echo_server --unix)
+tide_add_interop(asyncio_server asyncio_server.py echo_client_protocol)
+foreach(_style streams callbacks)
+  tide_add_interop(streams_client_${_style} streams_client.py echo_server ${_style})
+endforeach()
+tide_add_interop(streams_server streams_server.py echo_client)

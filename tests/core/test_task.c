@@ -26,14 +26,7 @@
 #include "core/core_int.h"
 #include "support/support.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-#ifdef TEST_ASAN
+#ifdef TS_ASAN
 #include <sanitizer/asan_interface.h>
 #endif
 
@@ -43,31 +36,9 @@
 
 /* ---- helpers --------------------------------------------------------------------- */
 
-typedef struct join_rec {
-    int calls;
-    int result;
-    tide_task_t *task;
-} join_rec;
-
-static void on_joined(tide_task_t *task, int result, void *arg) {
-    join_rec *j = arg;
-    j->calls++;
-    j->result = result;
-    j->task = task;
-}
-
-static bool pred_joined(void *arg) { return ((join_rec *)arg)->calls > 0; }
+static bool pred_joined(void *arg) { return ((ts_joined *)arg)->calls > 0; }
 
 static bool pred_done(void *arg) { return tide_task_is_done(arg); }
-
-/* Spawns fn(arg) with default options and joins it into *j. */
-static tide_task_t *spawn_joined(tide_loop_t *loop, tide_task_fn fn, void *arg, join_rec *j) {
-    tide_task_t *t = NULL;
-    assert_int_equal(tide_task_spawn(loop, fn, arg, NULL, &t), 0);
-    assert_non_null(t);
-    assert_int_equal(tide_task_join(t, on_joined, j), 0);
-    return t;
-}
 
 /* A manual-clock loop starting at time 0. */
 static tide_loop_t *manual_loop(void) {
@@ -138,7 +109,7 @@ static void test_raw_switch(void **state) {
     }
     assert_true(p.sum == a + b + c + d + e + f);
     assert_true(p.fsum == x + y);
-#ifdef TEST_ASAN
+#ifdef TS_ASAN
     __asan_unpoison_memory_region(stack, size);
 #endif
     munmap(stack, size);
@@ -157,17 +128,17 @@ static void test_spawn_join_results(void **state) {
     (void)state;
     tide_loop_t *loop = ts_loop_new();
     started = 0;
-    join_rec j[3] = {{0}};
-    tide_task_t *t0 = spawn_joined(loop, return_arg, (void *)(intptr_t)7, &j[0]);
-    tide_task_t *t1 = spawn_joined(loop, return_arg, (void *)(intptr_t)-3, &j[1]);
-    tide_task_t *t2 = spawn_joined(loop, return_arg, (void *)(intptr_t)0, &j[2]);
+    ts_joined j[3] = {{0}};
+    tide_task_t *t0 = ts_spawn_joined(loop, return_arg, (void *)(intptr_t)7, &j[0]);
+    tide_task_t *t1 = ts_spawn_joined(loop, return_arg, (void *)(intptr_t)-3, &j[1]);
+    tide_task_t *t2 = ts_spawn_joined(loop, return_arg, (void *)(intptr_t)0, &j[2]);
     /* Nothing runs inside spawn; a task is joined once. */
     assert_int_equal(started, 0);
     assert_false(tide_task_is_done(t0));
     assert_ptr_equal(tide_task_get_loop(t1), loop);
-    assert_int_equal(tide_task_join(t0, on_joined, &j[0]), TIDE_EBUSY);
+    assert_int_equal(tide_task_join(t0, ts_on_joined, &j[0]), TIDE_EBUSY);
     assert_int_equal(tide_task_detach(t1), TIDE_EBUSY);
-    assert_int_equal(tide_task_join(NULL, on_joined, NULL), TIDE_EINVAL);
+    assert_int_equal(tide_task_join(NULL, ts_on_joined, NULL), TIDE_EINVAL);
     assert_int_equal(tide_task_join(t2, NULL, NULL), TIDE_EINVAL);
     ts_run_until(loop, pred_joined, &j[2], 5);
     assert_int_equal(started, 3);
@@ -182,8 +153,8 @@ static void test_spawn_join_results(void **state) {
     tide_task_t *t = NULL;
     assert_int_equal(tide_task_spawn(loop, return_arg, (void *)(intptr_t)11, NULL, &t), 0);
     ts_run_until(loop, pred_done, t, 5);
-    join_rec late = {0};
-    assert_int_equal(tide_task_join(t, on_joined, &late), 0);
+    ts_joined late = {0};
+    assert_int_equal(tide_task_join(t, ts_on_joined, &late), 0);
     assert_int_equal(late.calls, 0);
     ts_run_until(loop, pred_joined, &late, 5);
     assert_int_equal(late.result, 11);
@@ -214,7 +185,7 @@ static void test_detach(void **state) {
     assert_int_equal(tide_task_spawn(loop, yield_then_flag, NULL, NULL, &t), 0);
     assert_int_equal(tide_task_detach(t), 0);
     assert_int_equal(tide_task_detach(t), 0);
-    assert_int_equal(tide_task_join(t, on_joined, NULL), TIDE_EBUSY);
+    assert_int_equal(tide_task_join(t, ts_on_joined, NULL), TIDE_EBUSY);
     /* Detached after it finished: freed at once. */
     tide_task_t *t2 = NULL;
     assert_int_equal(tide_task_spawn(loop, return_arg, NULL, NULL, &t2), 0);
@@ -269,8 +240,8 @@ static void test_join_await(void **state) {
     (void)state;
     tide_loop_t *loop = ts_loop_new();
     awaiter_ctx c = {0};
-    join_rec j = {0};
-    spawn_joined(loop, join_awaiter, &c, &j);
+    ts_joined j = {0};
+    ts_spawn_joined(loop, join_awaiter, &c, &j);
     ts_run_until(loop, pred_joined, &j, 5);
     assert_int_equal(j.result, 1);
     assert_int_equal(c.rc_self, TIDE_EINVAL);
@@ -335,17 +306,17 @@ static void test_yield_fifo(void **state) {
     tide_loop_t *loop = ts_loop_new();
     trace tr = {.loop = loop};
     actor a = {&tr, 'a', 0}, b = {&tr, 'b', 0}, c = {&tr, 'c', 0};
-    join_rec j[3] = {{0}};
-    spawn_joined(loop, yielder, &a, &j[0]);
-    spawn_joined(loop, yielder, &b, &j[1]);
-    spawn_joined(loop, yielder, &c, &j[2]);
+    ts_joined j[3] = {{0}};
+    ts_spawn_joined(loop, yielder, &a, &j[0]);
+    ts_spawn_joined(loop, yielder, &b, &j[1]);
+    ts_spawn_joined(loop, yielder, &c, &j[2]);
     ts_run_until(loop, pred_joined, &j[2], 5);
     assert_string_equal(tr.log, "abcabcabcabc");
 
     /* A yield lets what was scheduled before it run first. */
     tr.n = 0;
-    join_rec k = {0};
-    spawn_joined(loop, yield_after_callback, &a, &k);
+    ts_joined k = {0};
+    ts_spawn_joined(loop, yield_after_callback, &a, &k);
     ts_run_until(loop, pred_joined, &k, 5);
     assert_string_equal(tr.log, "AxB");
     ts_loop_close(loop);
@@ -363,11 +334,11 @@ static void test_sleep_real_clock(void **state) {
     tide_loop_t *loop = ts_loop_new();
     trace tr = {.loop = loop};
     actor a = {&tr, 'a', 0.06}, b = {&tr, 'b', 0.02}, c = {&tr, 'c', 0.04};
-    join_rec j[3] = {{0}};
+    ts_joined j[3] = {{0}};
     double start = tide_loop_time(loop);
-    spawn_joined(loop, sleeper_task, &a, &j[0]);
-    spawn_joined(loop, sleeper_task, &b, &j[1]);
-    spawn_joined(loop, sleeper_task, &c, &j[2]);
+    ts_spawn_joined(loop, sleeper_task, &a, &j[0]);
+    ts_spawn_joined(loop, sleeper_task, &b, &j[1]);
+    ts_spawn_joined(loop, sleeper_task, &c, &j[2]);
     ts_run_until(loop, pred_joined, &j[0], 5);
     assert_string_equal(tr.log, "bca");
     assert_true(tr.at[0] - start >= 0.02);
@@ -383,10 +354,10 @@ static void test_sleep_manual_clock(void **state) {
     tide_loop_t *loop = manual_loop();
     trace tr = {.loop = loop};
     actor a = {&tr, 'a', 3.0}, b = {&tr, 'b', 1.0}, c = {&tr, 'c', 2.0};
-    join_rec j[3] = {{0}};
-    spawn_joined(loop, sleeper_task, &a, &j[0]);
-    spawn_joined(loop, sleeper_task, &b, &j[1]);
-    spawn_joined(loop, sleeper_task, &c, &j[2]);
+    ts_joined j[3] = {{0}};
+    ts_spawn_joined(loop, sleeper_task, &a, &j[0]);
+    ts_spawn_joined(loop, sleeper_task, &b, &j[1]);
+    ts_spawn_joined(loop, sleeper_task, &c, &j[2]);
     assert_int_equal(tide_loop_advance(loop, 0), 0); /* all start and sleep */
     assert_int_equal(tr.n, 0);
     assert_int_equal(tide_loop_advance(loop, 0.999), 0);
@@ -429,8 +400,8 @@ static void test_cancel_sleeping(void **state) {
     (void)state;
     tide_loop_t *loop = manual_loop();
     cancel_ctx c = {0};
-    join_rec j = {0};
-    tide_task_t *t = spawn_joined(loop, sleep_twice, &c, &j);
+    ts_joined j = {0};
+    tide_task_t *t = ts_spawn_joined(loop, sleep_twice, &c, &j);
     assert_int_equal(tide_loop_advance(loop, 0.5), 0);
     assert_int_equal(c.n, 0);
     assert_int_equal(tide_task_cancel(t), 1);
@@ -452,8 +423,8 @@ static void test_cancel_before_start(void **state) {
     (void)state;
     tide_loop_t *loop = ts_loop_new();
     started = 0;
-    join_rec j = {0};
-    tide_task_t *t = spawn_joined(loop, return_arg, (void *)(intptr_t)9, &j);
+    ts_joined j = {0};
+    tide_task_t *t = ts_spawn_joined(loop, return_arg, (void *)(intptr_t)9, &j);
     assert_int_equal(tide_task_cancel(t), 1);
     assert_int_equal(tide_task_cancel(t), 1);
     ts_run_until(loop, pred_joined, &j, 5);
@@ -465,8 +436,8 @@ static void test_cancel_before_start(void **state) {
     assert_int_equal(tide_task_spawn(loop, return_arg, (void *)(intptr_t)4, NULL, &t2), 0);
     ts_run_until(loop, pred_done, t2, 5);
     assert_int_equal(tide_task_cancel(t2), 0);
-    join_rec j2 = {0};
-    assert_int_equal(tide_task_join(t2, on_joined, &j2), 0);
+    ts_joined j2 = {0};
+    assert_int_equal(tide_task_join(t2, ts_on_joined, &j2), 0);
     ts_run_until(loop, pred_joined, &j2, 5);
     assert_int_equal(j2.result, 4);
     assert_int_equal(tide_task_cancel(NULL), TIDE_EINVAL);
@@ -553,8 +524,8 @@ static void test_waiter_protocol(void **state) {
     (void)state;
     tide_loop_t *loop = manual_loop();
     waiter_ctx c = {.loop = loop};
-    join_rec j = {0};
-    tide_task_t *t = spawn_joined(loop, waiter_task, &c, &j);
+    ts_joined j = {0};
+    tide_task_t *t = ts_spawn_joined(loop, waiter_task, &c, &j);
     c.task = t;
     tide_loop_advance(loop, 0);
     assert_int_equal(c.stage, 1);
@@ -602,8 +573,8 @@ static void test_cancel_not_blocked(void **state) {
     (void)state;
     tide_loop_t *loop = manual_loop();
     int rcs[2] = {1, 1};
-    join_rec j = {0};
-    spawn_joined(loop, self_cancel, rcs, &j);
+    ts_joined j = {0};
+    ts_spawn_joined(loop, self_cancel, rcs, &j);
     tide_loop_advance(loop, 0);
     tide_loop_advance(loop, 0);
     assert_int_equal(j.calls, 1);
@@ -658,8 +629,8 @@ static void test_deadlines(void **state) {
     tide_loop_t *loop = manual_loop();
     cancel_ctx logs[3];
     memset(logs, 0, sizeof(logs));
-    join_rec j = {0};
-    spawn_joined(loop, deadline_task, logs, &j);
+    ts_joined j = {0};
+    ts_spawn_joined(loop, deadline_task, logs, &j);
     tide_loop_advance(loop, 0); /* starts at time 0 */
     for (int i = 0; i < 100 && j.calls == 0; i++)
         tide_loop_advance(loop, 0.25);
@@ -716,8 +687,8 @@ static void test_join_await_abandoned(void **state) {
     (void)state;
     tide_loop_t *loop = manual_loop();
     abandon_join_ctx c = {0};
-    join_rec j = {0};
-    tide_task_t *t = spawn_joined(loop, abandoning_joiner, &c, &j);
+    ts_joined j = {0};
+    tide_task_t *t = ts_spawn_joined(loop, abandoning_joiner, &c, &j);
     tide_loop_advance(loop, 0);
     assert_int_equal(tide_task_cancel(t), 1);
     tide_loop_advance(loop, 0);
@@ -894,23 +865,23 @@ static int sleep_then_return(void *arg) {
 static void test_many_tasks(void **state) {
     (void)state;
     tide_loop_t *loop = manual_loop();
-    join_rec *j = calloc(MANY, sizeof(*j));
+    ts_joined *j = calloc(MANY, sizeof(*j));
     assert_non_null(j);
     /* Warm up the allocator and the loop's structures once. */
-    join_rec warm = {0};
-    spawn_joined(loop, sleep_then_return, NULL, &warm);
+    ts_joined warm = {0};
+    ts_spawn_joined(loop, sleep_then_return, NULL, &warm);
     tide_loop_advance(loop, 0);
     tide_loop_advance(loop, 1.0);
     assert_int_equal(warm.calls, 1);
 
     long before = rss_bytes();
     for (int i = 0; i < MANY; i++)
-        spawn_joined(loop, sleep_then_return, (void *)(intptr_t)i, &j[i]);
+        ts_spawn_joined(loop, sleep_then_return, (void *)(intptr_t)i, &j[i]);
     tide_loop_advance(loop, 0); /* every task starts and sleeps */
     long per_task = (rss_bytes() - before) / MANY;
     print_message("resident memory per sleeping task: %ld bytes (%s backend)\n", per_task,
                   tide__ctx_backend());
-#ifndef TEST_ASAN
+#ifndef TS_ASAN
     /* One touched stack page and the task record. ASan's shadow and redzones add
      * their own share, and under Valgrind the figure is Valgrind's. */
     const char *preload = getenv("LD_PRELOAD");
@@ -951,8 +922,8 @@ static void test_fp_control_per_task(void **state) {
     tide_loop_t *loop = ts_loop_new();
     unsigned outside = _mm_getcsr();
     unsigned seen[2] = {0, 0};
-    join_rec j = {0};
-    spawn_joined(loop, rounding_task, seen, &j);
+    ts_joined j = {0};
+    ts_spawn_joined(loop, rounding_task, seen, &j);
     /* Scheduled behind the task's start, ahead of its resumption. */
     assert_non_null(tide_loop_call_soon(loop, observe_csr, seen));
     ts_run_until(loop, pred_joined, &j, 5);
@@ -1001,8 +972,8 @@ static void test_loop_close_with_tasks(void **state) {
     assert_int_equal(tide_task_cancel(t), 1);
     assert_int_equal(tide_loop_run(loop, TIDE_RUN_NOWAIT), 0);
     assert_true(tide_task_is_done(t));
-    join_rec j = {0};
-    assert_int_equal(tide_task_join(t, on_joined, &j), 0);
+    ts_joined j = {0};
+    assert_int_equal(tide_task_join(t, ts_on_joined, &j), 0);
     log.text[0] = '\0';
     assert_int_equal(tide_loop_close(loop), TIDE_EBUSY);
     assert_non_null(strstr(log.text, "join callback pending"));

@@ -12,21 +12,10 @@ expects the server to exit 0. Every wait has a deadline; any mismatch exits 1.
 """
 import asyncio
 import os
-import signal
 import sys
 import tempfile
 
-SCALE = float(os.environ.get("TIDE_TEST_TIMEOUT_MULTIPLIER", "1") or 1)
-DEADLINE = 15 * SCALE
-
-
-class Failure(Exception):
-    pass
-
-
-def check(condition, what):
-    if not condition:
-        raise Failure(what)
+from interop import DEADLINE, EchoServer, check, run
 
 
 async def exchange_messages(connect):
@@ -102,60 +91,27 @@ async def protocol_clients(loop, connect_protocol):
 
 async def main(server_bin, use_unix):
     loop = asyncio.get_running_loop()
-    tmp = tempfile.TemporaryDirectory()
-    if use_unix:
-        path = os.path.join(tmp.name, "echo.sock")
-        args = [server_bin, "--unix", path]
-    else:
-        args = [server_bin, "--host", "127.0.0.1", "--port", "0"]
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), DEADLINE)
-        line = line.decode().strip()
-        print(f"server: {line}")
-        check(line.startswith("listening on "), f"unexpected first line {line!r}")
-        address = line[len("listening on "):]
-        # Keep reading the server's log so that its pipe never fills up.
-        log = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "echo.sock")
+        where = ["--unix", path] if use_unix else ["--host", "127.0.0.1", "--port", "0"]
+        async with EchoServer([server_bin] + where) as server:
+            if use_unix:
+                check(server.address == path,
+                      f"server listens on {server.address!r}, expected {path!r}")
+                connect = lambda: asyncio.open_unix_connection(path)
+                connect_protocol = lambda factory: loop.create_unix_connection(factory, path)
+            else:
+                host, port = server.address.rsplit(":", 1)
+                connect = lambda: asyncio.open_connection(host, int(port))
+                connect_protocol = lambda factory: loop.create_connection(factory, host, int(port))
 
-        async def drain_log():
-            async for out in proc.stdout:
-                log.append(out.decode().rstrip("\n"))
-
-        log_task = asyncio.ensure_future(drain_log())
-
-        if use_unix:
-            check(address == path, f"server listens on {address!r}, expected {path!r}")
-            connect = lambda: asyncio.open_unix_connection(path)
-            connect_protocol = lambda factory: loop.create_unix_connection(factory, path)
-        else:
-            host, port = address.rsplit(":", 1)
-            connect = lambda: asyncio.open_connection(host, int(port))
-            connect_protocol = lambda factory: loop.create_connection(factory, host, int(port))
-
-        await asyncio.wait_for(exchange_messages(connect), DEADLINE)
-        await asyncio.wait_for(bulk_transfer(connect), DEADLINE)
-        await asyncio.wait_for(protocol_clients(loop, connect_protocol), DEADLINE)
-
-        proc.send_signal(signal.SIGTERM)
-        status = await asyncio.wait_for(proc.wait(), DEADLINE)
-        await asyncio.wait_for(log_task, DEADLINE)
-        for out in log[-3:]:
-            print(f"server: {out}")
-        check(status == 0, f"echo_server exited with status {status} after SIGTERM")
-        print("ok: echo_server exited 0 after SIGTERM")
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        tmp.cleanup()
+            await asyncio.wait_for(exchange_messages(connect), DEADLINE)
+            await asyncio.wait_for(bulk_transfer(connect), DEADLINE)
+            await asyncio.wait_for(protocol_clients(loop, connect_protocol), DEADLINE)
+            await server.stop(tail=3)
 
 
 if __name__ == "__main__":
     if len(sys.argv) not in (2, 3) or (len(sys.argv) == 3 and sys.argv[2] != "--unix"):
         sys.exit(__doc__)
-    try:
-        asyncio.run(main(sys.argv[1], len(sys.argv) == 3))
-    except (Failure, asyncio.TimeoutError, OSError, asyncio.IncompleteReadError) as e:
-        print(f"FAILED: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
+    run(main(sys.argv[1], len(sys.argv) == 3))

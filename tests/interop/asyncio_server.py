@@ -16,14 +16,9 @@ import socket
 import sys
 import tempfile
 
-SCALE = float(os.environ.get("TIDE_TEST_TIMEOUT_MULTIPLIER", "1") or 1)
-DEADLINE = 15 * SCALE
+from interop import DEADLINE, Failure, run, run_client, shown
 
 MESSAGES = ["Hello World!", "asyncio server, tide client", "x" * 100000, "last one"]
-
-
-class Failure(Exception):
-    pass
 
 
 class EchoServer(asyncio.Protocol):
@@ -37,28 +32,16 @@ class EchoServer(asyncio.Protocol):
         return False  # close once the echo is flushed
 
 
-async def run_client(client_bin, args):
-    proc = await asyncio.create_subprocess_exec(
-        client_bin, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def converse(client_bin, where, address_args):
     for message in MESSAGES:
         args = address_args + ["--timeout", str(DEADLINE / 2), message]
         status, out, err = await run_client(client_bin, args)
-        shown = message if len(message) <= 40 else f"{message[:20]}... ({len(message)} bytes)"
+        name = shown(message)
         if status != 0:
-            raise Failure(f"{where}: client exited {status} for {shown!r}: {err.strip()}")
+            raise Failure(f"{where}: client exited {status} for {name!r}: {err.strip()}")
         if f"received: {message}\n" not in out:
-            raise Failure(f"{where}: client output lacks the echo of {shown!r}: {out[:200]!r}")
-        print(f"ok: {where}: {shown!r} echoed")
+            raise Failure(f"{where}: client output lacks the echo of {name!r}: {out[:200]!r}")
+        print(f"ok: {where}: {name!r} echoed")
 
 
 async def main(client_bin):
@@ -86,8 +69,4 @@ async def main(client_bin):
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)
-    try:
-        asyncio.run(main(sys.argv[1]))
-    except (Failure, asyncio.TimeoutError, OSError) as e:
-        print(f"FAILED: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
+    run(main(sys.argv[1]))

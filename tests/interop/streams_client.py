@@ -12,21 +12,9 @@ deadline; any mismatch exits 1.
     streams_client.py PATH_TO_echo_server STYLE
 """
 import asyncio
-import os
-import signal
 import sys
 
-SCALE = float(os.environ.get("TIDE_TEST_TIMEOUT_MULTIPLIER", "1") or 1)
-DEADLINE = 15 * SCALE
-
-
-class Failure(Exception):
-    pass
-
-
-def check(condition, what):
-    if not condition:
-        raise Failure(what)
+from interop import DEADLINE, EchoServer, check, run
 
 
 async def echo_in_parts(host, port, parts, what):
@@ -47,20 +35,9 @@ async def echo_in_parts(host, port, parts, what):
 
 async def main(server_bin, style):
     args = [server_bin, "--host", "127.0.0.1", "--port", "0", "--style", style]
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
-    try:
-        line = (await asyncio.wait_for(proc.stdout.readline(), DEADLINE)).decode().strip()
-        print(f"server: {line}")
-        check(line.startswith("listening on "), f"unexpected first line {line!r}")
-        host, port = line[len("listening on "):].rsplit(":", 1)
+    async with EchoServer(args) as server:
+        host, port = server.address.rsplit(":", 1)
         port = int(port)
-        log = []
-
-        async def drain_log():  # keep the server's stdout pipe from filling up
-            async for out in proc.stdout:
-                log.append(out.decode().rstrip("\n"))
-
-        log_task = asyncio.ensure_future(drain_log())
 
         parts = [b"This is the message. ", b"It will be sent ", b"in parts."]
         await asyncio.wait_for(echo_in_parts(host, port, parts, "parts"), DEADLINE)
@@ -76,24 +53,10 @@ async def main(server_bin, style):
             for i in range(20))), DEADLINE)
         print("ok: twenty concurrent stream clients")
 
-        proc.send_signal(signal.SIGTERM)
-        status = await asyncio.wait_for(proc.wait(), DEADLINE)
-        await asyncio.wait_for(log_task, DEADLINE)
-        for out in log[-2:]:
-            print(f"server: {out}")
-        check(status == 0, f"echo_server exited with status {status} after SIGTERM")
-        print(f"ok: echo_server --style {style} exited 0 after SIGTERM")
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await server.stop(f"echo_server --style {style}")
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit(__doc__)
-    try:
-        asyncio.run(main(sys.argv[1], sys.argv[2]))
-    except (Failure, asyncio.TimeoutError, OSError, asyncio.IncompleteReadError) as e:
-        print(f"FAILED: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
+    run(main(sys.argv[1], sys.argv[2]))

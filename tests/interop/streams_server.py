@@ -16,20 +16,10 @@ import os
 import sys
 import tempfile
 
-SCALE = float(os.environ.get("TIDE_TEST_TIMEOUT_MULTIPLIER", "1") or 1)
-DEADLINE = 15 * SCALE
+from interop import check, run, run_client, shown
 
 DEFAULT_PARTS = ["This is the message. ", "It will be sent ", "in parts."]
 MESSAGES = [None, "Hello World!", "streams server, tide task client", "y" * 50000]
-
-
-class Failure(Exception):
-    pass
-
-
-def check(condition, what):
-    if not condition:
-        raise Failure(what)
 
 
 received = []  # what the handler got, one entry per connection
@@ -44,18 +34,6 @@ async def handle_echo(reader, writer):
     await writer.wait_closed()
 
 
-async def run_client(client_bin, args):
-    proc = await asyncio.create_subprocess_exec(
-        client_bin, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def converse(client_bin, where, address_args):
     for message in MESSAGES:
         parts = DEFAULT_PARTS if message is None else [message]
@@ -63,18 +41,18 @@ async def converse(client_bin, where, address_args):
         before = len(received)
         status, out, err = await run_client(client_bin, args)
         text = "".join(parts)
-        shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} bytes)"
-        check(status == 0, f"{where}: client exited {status} for {shown!r}: {err.strip()}")
+        name = shown(text)
+        check(status == 0, f"{where}: client exited {status} for {name!r}: {err.strip()}")
         for part in parts:
-            check(f"Send: '{part}'\n" in out, f"{where}: no 'Send' line for a part of {shown!r}")
+            check(f"Send: '{part}'\n" in out, f"{where}: no 'Send' line for a part of {name!r}")
         check("Send: EOF\n" in out, f"{where}: client did not log its EOF")
         echoed = "".join(line[len("Received: '"):-1] for line in out.splitlines()
                          if line.startswith("Received: '"))
-        check(echoed == text, f"{where}: logged echo differs for {shown!r}")
+        check(echoed == text, f"{where}: logged echo differs for {name!r}")
         check(out.endswith("Close the connection\n"), f"{where}: no close line: {out[-80:]!r}")
         check(len(received) == before + 1 and received[-1] == text.encode(),
-              f"{where}: the server did not receive {shown!r} exactly")
-        print(f"ok: {where}: {shown!r} echoed")
+              f"{where}: the server did not receive {name!r} exactly")
+        print(f"ok: {where}: {name!r} echoed")
 
 
 async def main(client_bin):
@@ -92,8 +70,4 @@ async def main(client_bin):
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)
-    try:
-        asyncio.run(main(sys.argv[1]))
-    except (Failure, asyncio.TimeoutError, OSError) as e:
-        print(f"FAILED: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
+    run(main(sys.argv[1]))

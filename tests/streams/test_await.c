@@ -21,51 +21,13 @@
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-typedef struct joined {
-    int done;
-    int result;
-} joined;
-
-static void on_join(tide_task_t *t, int result, void *arg) {
-    (void)t;
-    joined *j = arg;
-    j->done = 1;
-    j->result = result;
-}
-
-static tide_task_t *spawn(tide_loop_t *loop, tide_task_fn fn, void *arg, joined *j) {
-    tide_task_t *t = NULL;
-    memset(j, 0, sizeof(*j));
-    assert_int_equal(tide_task_spawn(loop, fn, arg, NULL, &t), 0);
-    assert_int_equal(tide_task_join(t, on_join, j), 0);
-    return t;
-}
-
-/* Runs fn(arg) as a task to its end; returns its result. */
-static int run_task(tide_loop_t *loop, tide_task_fn fn, void *arg) {
-    joined j;
-    spawn(loop, fn, arg, &j);
-    ts_run_until_flag(loop, &j.done, 10);
-    return j.result;
-}
-
-/* Inside a task, a failed check returns the line number (a task must not longjmp out
- * of its stack, so cmocka's asserts stay outside). */
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "check failed at line %d: %s\n", __LINE__, #cond);                     \
-            return __LINE__;                                                                       \
-        }                                                                                          \
-    } while (0)
-
 /* Reads one line and compares it. */
 #define CHECK_LINE(r, status, text)                                                                \
     do {                                                                                           \
         char line_[128];                                                                           \
         size_t n_ = 99;                                                                            \
-        CHECK(tide_reader_readline_await((r), line_, sizeof line_, &n_) == (status));            \
-        CHECK(n_ == strlen(text) && memcmp(line_, (text), n_) == 0);                             \
+        TS_CHECK(tide_reader_readline_await((r), line_, sizeof line_, &n_) == (status));           \
+        TS_CHECK(n_ == strlen(text) && memcmp(line_, (text), n_) == 0);                            \
     } while (0)
 
 #define LIMIT 100
@@ -118,43 +80,43 @@ static int reads_task(void *arg) {
     char buf[LIMIT + 8];
     size_t n = 0;
     const char *input = "hello world\nABCDEFGHIJ--x|y;rest-of-it\nskip me SEP" "tail\n";
-    CHECK(tide_writer_write(p->b, input, strlen(input)) == 0);
-    CHECK(tide_writer_drain_await(p->b) == 0);
+    TS_CHECK(tide_writer_write(p->b, input, strlen(input)) == 0);
+    TS_CHECK(tide_writer_drain_await(p->b) == 0);
     CHECK_LINE(r, 0, "hello world\n");
-    CHECK(tide_reader_read_await(r, buf, 3, &n) == 0 && n == 3 && memcmp(buf, "ABC", 3) == 0);
-    CHECK(tide_reader_readexactly_await(r, buf, 7, &n) == 0 && n == 7);
-    CHECK(memcmp(buf, "DEFGHIJ", 7) == 0);
-    CHECK(tide_reader_readuntil_await(r, "--", 2, buf, sizeof buf, &n) == 0 && n == 2);
+    TS_CHECK(tide_reader_read_await(r, buf, 3, &n) == 0 && n == 3 && memcmp(buf, "ABC", 3) == 0);
+    TS_CHECK(tide_reader_readexactly_await(r, buf, 7, &n) == 0 && n == 7);
+    TS_CHECK(memcmp(buf, "DEFGHIJ", 7) == 0);
+    TS_CHECK(tide_reader_readuntil_await(r, "--", 2, buf, sizeof buf, &n) == 0 && n == 2);
     tide_iovec_t seps[2] = {{";", 1}, {"|", 1}};
-    CHECK(tide_reader_readuntil_any_await(r, seps, 2, buf, sizeof buf, &n) == 0);
-    CHECK(n == 2 && memcmp(buf, "x|", 2) == 0);
-    CHECK(tide_reader_readuntil_any_await(r, seps, 2, buf, sizeof buf, &n) == 0);
-    CHECK(n == 2 && memcmp(buf, "y;", 2) == 0);
-    CHECK(tide_reader_discard_until_await(r, "\n", 1, &n) == 0 && n == strlen("rest-of-it\n"));
-    CHECK(tide_reader_discard_until_await(r, "SEP", 3, &n) == 0 && n == strlen("skip me SEP"));
+    TS_CHECK(tide_reader_readuntil_any_await(r, seps, 2, buf, sizeof buf, &n) == 0);
+    TS_CHECK(n == 2 && memcmp(buf, "x|", 2) == 0);
+    TS_CHECK(tide_reader_readuntil_any_await(r, seps, 2, buf, sizeof buf, &n) == 0);
+    TS_CHECK(n == 2 && memcmp(buf, "y;", 2) == 0);
+    TS_CHECK(tide_reader_discard_until_await(r, "\n", 1, &n) == 0 && n == strlen("rest-of-it\n"));
+    TS_CHECK(tide_reader_discard_until_await(r, "SEP", 3, &n) == 0 && n == strlen("skip me SEP"));
     CHECK_LINE(r, 0, "tail\n");
     /* A read that has to wait for its bytes. */
-    CHECK(tide_writer_write(p->b, "late", 4) == 0);
-    CHECK(tide_reader_readexactly_await(r, buf, 4, &n) == 0 && memcmp(buf, "late", 4) == 0);
+    TS_CHECK(tide_writer_write(p->b, "late", 4) == 0);
+    TS_CHECK(tide_reader_readexactly_await(r, buf, 4, &n) == 0 && memcmp(buf, "late", 4) == 0);
     /* A buffer smaller than limit + separator is refused before anything starts. */
-    CHECK(tide_reader_readline_await(r, buf, LIMIT, &n) == TIDE_EINVAL);
-    CHECK(tide_reader_readuntil_await(r, "ab", 2, buf, LIMIT + 1, &n) == TIDE_EINVAL);
-    CHECK(tide_reader_read_await(r, buf, TIDE_READ_ALL, &n) == TIDE_EINVAL);
-    CHECK(!tide__reader_pending(r));
+    TS_CHECK(tide_reader_readline_await(r, buf, LIMIT, &n) == TIDE_EINVAL);
+    TS_CHECK(tide_reader_readuntil_await(r, "ab", 2, buf, LIMIT + 1, &n) == TIDE_EINVAL);
+    TS_CHECK(tide_reader_read_await(r, buf, TIDE_READ_ALL, &n) == TIDE_EINVAL);
+    TS_CHECK(!tide__reader_pending(r));
     /* The limit: nothing consumed, the record's length reported. */
     char big[LIMIT + 10];
     memset(big, 'z', sizeof big);
     big[sizeof big - 1] = '\n';
-    CHECK(tide_writer_write(p->b, big, sizeof big) == 0);
-    CHECK(tide_reader_readline_await(r, buf, sizeof buf, &n) == TIDE_ELIMIT && n == sizeof big);
-    CHECK(tide_reader_skip(r, n) == 0);
+    TS_CHECK(tide_writer_write(p->b, big, sizeof big) == 0);
+    TS_CHECK(tide_reader_readline_await(r, buf, sizeof buf, &n) == TIDE_ELIMIT && n == sizeof big);
+    TS_CHECK(tide_reader_skip(r, n) == 0);
     /* The end: the last line without newline, then EOF; read after EOF. */
-    CHECK(tide_writer_write(p->b, "end", 3) == 0);
-    CHECK(tide_writer_write_eof(p->b) == 0);
+    TS_CHECK(tide_writer_write(p->b, "end", 3) == 0);
+    TS_CHECK(tide_writer_write_eof(p->b) == 0);
     CHECK_LINE(r, 0, "end");
     CHECK_LINE(r, TIDE_EOF, "");
-    CHECK(tide_reader_read_await(r, buf, 5, &n) == TIDE_EOF && n == 0);
-    CHECK(tide_reader_readexactly_await(r, buf, 1, &n) == TIDE_EOF);
+    TS_CHECK(tide_reader_read_await(r, buf, 5, &n) == TIDE_EOF && n == 0);
+    TS_CHECK(tide_reader_readexactly_await(r, buf, 1, &n) == TIDE_EOF);
     return 0;
 }
 
@@ -162,7 +124,7 @@ static void test_reads_memory(void **state) {
     (void)state;
     st_pair p;
     st_pair_open(&p, LIMIT);
-    assert_int_equal(run_task(p.loop, reads_task, &p), 0);
+    assert_int_equal(ts_run_task(p.loop, reads_task, &p), 0);
     st_pair_close(&p);
 }
 
@@ -171,10 +133,10 @@ static int incomplete_task(void *arg) {
     tide_reader_t *r = tide_writer_get_reader(p->a);
     char buf[16];
     size_t n = 0;
-    CHECK(tide_writer_write(p->b, "abc", 3) == 0);
-    CHECK(tide_writer_write_eof(p->b) == 0);
-    CHECK(tide_reader_readexactly_await(r, buf, 5, &n) == TIDE_EINCOMPLETE);
-    CHECK(n == 3 && memcmp(buf, "abc", 3) == 0);
+    TS_CHECK(tide_writer_write(p->b, "abc", 3) == 0);
+    TS_CHECK(tide_writer_write_eof(p->b) == 0);
+    TS_CHECK(tide_reader_readexactly_await(r, buf, 5, &n) == TIDE_EINCOMPLETE);
+    TS_CHECK(n == 3 && memcmp(buf, "abc", 3) == 0);
     return 0;
 }
 
@@ -182,7 +144,7 @@ static void test_incomplete(void **state) {
     (void)state;
     st_pair p;
     st_pair_open(&p, LIMIT);
-    assert_int_equal(run_task(p.loop, incomplete_task, &p), 0);
+    assert_int_equal(ts_run_task(p.loop, incomplete_task, &p), 0);
     st_pair_close(&p);
 }
 
@@ -201,10 +163,10 @@ static int cancelled_readline_task(void *arg) {
     size_t n = 99;
     b->entered = 1;
     b->first = tide_reader_readline_await(r, buf, sizeof buf, &n);
-    CHECK(n == 0);
-    CHECK(!tide__reader_pending(r));
+    TS_CHECK(n == 0);
+    TS_CHECK(!tide__reader_pending(r));
     /* Nothing was lost: the bytes buffered before the cancel start the next line. */
-    CHECK(tide_reader_buffered(r) == 3);
+    TS_CHECK(tide_reader_buffered(r) == 3);
     CHECK_LINE(r, 0, "abcdef\n");
     return 0;
 }
@@ -214,8 +176,8 @@ static void test_cancel_readline(void **state) {
     st_pair p;
     st_pair_open(&p, LIMIT);
     blocked b = {.p = &p};
-    joined j;
-    tide_task_t *t = spawn(p.loop, cancelled_readline_task, &b, &j);
+    ts_joined j;
+    tide_task_t *t = ts_spawn_joined(p.loop, cancelled_readline_task, &b, &j);
     ts_run_until_flag(p.loop, &b.entered, 5);
     assert_int_equal(tide_writer_write(p.b, "abc", 3), 0);
     st_wait_buffered(p.loop, tide_writer_get_reader(p.a), 3);
@@ -223,7 +185,7 @@ static void test_cancel_readline(void **state) {
     st_spin(p.loop, 3);
     assert_int_equal(b.first, TIDE_ECANCELLED);
     assert_int_equal(tide_writer_write(p.b, "def\n", 4), 0);
-    ts_run_until_flag(p.loop, &j.done, 5);
+    ts_run_until_flag(p.loop, &j.calls, 5);
     assert_int_equal(j.result, 0);
     st_pair_close(&p);
 }
@@ -233,17 +195,17 @@ static int deadline_task(void *arg) {
     tide_reader_t *r = tide_writer_get_reader(p->a);
     char buf[LIMIT + 1];
     size_t n = 0;
-    CHECK(tide_task_deadline_push(0.02) == 0);
+    TS_CHECK(tide_task_deadline_push(0.02) == 0);
     int rc = tide_reader_readline_await(r, buf, sizeof buf, &n);
     tide_task_deadline_pop();
-    CHECK(rc == TIDE_ETIMEOUT);
-    CHECK(!tide__reader_pending(r));
+    TS_CHECK(rc == TIDE_ETIMEOUT);
+    TS_CHECK(!tide__reader_pending(r));
     /* Also a drain and a wait_closed give up at the deadline. */
-    CHECK(tide_task_deadline_push(0.02) == 0);
+    TS_CHECK(tide_task_deadline_push(0.02) == 0);
     rc = tide_writer_wait_closed_await(p->a);
     tide_task_deadline_pop();
-    CHECK(rc == TIDE_ETIMEOUT);
-    CHECK(tide_writer_write(p->b, "later\n", 6) == 0);
+    TS_CHECK(rc == TIDE_ETIMEOUT);
+    TS_CHECK(tide_writer_write(p->b, "later\n", 6) == 0);
     CHECK_LINE(r, 0, "later\n");
     return 0;
 }
@@ -252,7 +214,7 @@ static void test_deadline(void **state) {
     (void)state;
     st_pair p;
     st_pair_open(&p, LIMIT);
-    assert_int_equal(run_task(p.loop, deadline_task, &p), 0);
+    assert_int_equal(ts_run_task(p.loop, deadline_task, &p), 0);
     st_pair_close(&p);
 }
 
@@ -262,12 +224,12 @@ static int drain_task(void *arg) {
     blocked *b = arg;
     tide_writer_t *w = b->p->a;
     static char chunk[100 * 1024];
-    CHECK(tide_memory_transport_set_window(b->p->ta, 0) == 0);
-    CHECK(tide_writer_write(w, chunk, sizeof chunk) == 0);
+    TS_CHECK(tide_memory_transport_set_window(b->p->ta, 0) == 0);
+    TS_CHECK(tide_writer_write(w, chunk, sizeof chunk) == 0);
     b->entered = 1;
     b->first = tide_writer_drain_await(w);
-    CHECK(tide_memory_transport_set_window(b->p->ta, 256 * 1024) == 0);
-    CHECK(tide_writer_drain_await(w) == 0);
+    TS_CHECK(tide_memory_transport_set_window(b->p->ta, 256 * 1024) == 0);
+    TS_CHECK(tide_writer_drain_await(w) == 0);
     return 0;
 }
 
@@ -276,13 +238,13 @@ static void test_cancel_drain(void **state) {
     st_pair p;
     st_pair_open(&p, LIMIT);
     blocked b = {.p = &p};
-    joined j;
-    tide_task_t *t = spawn(p.loop, drain_task, &b, &j);
+    ts_joined j;
+    tide_task_t *t = ts_spawn_joined(p.loop, drain_task, &b, &j);
     ts_run_until_flag(p.loop, &b.entered, 5);
     st_spin(p.loop, 3);
-    assert_false(j.done); /* still blocked: writing is paused */
+    assert_false(j.calls); /* still blocked: writing is paused */
     assert_int_equal(tide_task_cancel(t), 1);
-    ts_run_until_flag(p.loop, &j.done, 5);
+    ts_run_until_flag(p.loop, &j.calls, 5);
     assert_int_equal(b.first, TIDE_ECANCELLED);
     assert_int_equal(j.result, 0);
     st_pair_close(&p);
@@ -376,29 +338,29 @@ static void net_finish(net *s, int served) {
 static int client_session(tide_reader_t *r, tide_writer_t *w) {
     static const char *parts[] = {"This is the message. ", "It will be sent ", "in parts.\n"};
     for (size_t i = 0; i < 3; i++)
-        CHECK(tide_writer_write(w, parts[i], strlen(parts[i])) == 0);
-    CHECK(tide_writer_drain_await(w) == 0);
+        TS_CHECK(tide_writer_write(w, parts[i], strlen(parts[i])) == 0);
+    TS_CHECK(tide_writer_drain_await(w) == 0);
     char buf[LIMIT + 8];
     size_t n = 0;
-    CHECK(tide_reader_readuntil_await(r, "sent ", 5, buf, sizeof buf, &n) == 0);
-    CHECK(n == strlen("This is the message. It will be sent "));
+    TS_CHECK(tide_reader_readuntil_await(r, "sent ", 5, buf, sizeof buf, &n) == 0);
+    TS_CHECK(n == strlen("This is the message. It will be sent "));
     CHECK_LINE(r, 0, "in parts.\n");
     const char *more = "12345|tail\nxyz";
-    CHECK(tide_writer_write(w, more, strlen(more)) == 0);
-    CHECK(tide_reader_readexactly_await(r, buf, 5, &n) == 0 && memcmp(buf, "12345", 5) == 0);
+    TS_CHECK(tide_writer_write(w, more, strlen(more)) == 0);
+    TS_CHECK(tide_reader_readexactly_await(r, buf, 5, &n) == 0 && memcmp(buf, "12345", 5) == 0);
     tide_iovec_t seps[2] = {{"\n", 1}, {"|", 1}};
-    CHECK(tide_reader_readuntil_any_await(r, seps, 2, buf, sizeof buf, &n) == 0 && n == 1);
-    CHECK(tide_reader_discard_until_await(r, "\n", 1, &n) == 0 && n == 5);
-    CHECK(tide_writer_write_eof(w) == 0);
+    TS_CHECK(tide_reader_readuntil_any_await(r, seps, 2, buf, sizeof buf, &n) == 0 && n == 1);
+    TS_CHECK(tide_reader_discard_until_await(r, "\n", 1, &n) == 0 && n == 5);
+    TS_CHECK(tide_writer_write_eof(w) == 0);
     /* Read until EOF. */
     size_t total = 0;
     int rc;
     while ((rc = tide_reader_read_await(r, buf + total, sizeof buf - total, &n)) == 0)
         total += n;
-    CHECK(rc == TIDE_EOF);
-    CHECK(total == 3 && memcmp(buf, "xyz", 3) == 0);
+    TS_CHECK(rc == TIDE_EOF);
+    TS_CHECK(total == 3 && memcmp(buf, "xyz", 3) == 0);
     tide_writer_close(w);
-    CHECK(tide_writer_wait_closed_await(w) == 0);
+    TS_CHECK(tide_writer_wait_closed_await(w) == 0);
     return 0;
 }
 
@@ -406,8 +368,8 @@ static int tcp_client_task(void *arg) {
     net *s = arg;
     tide_reader_t *r = NULL;
     tide_writer_t *w = NULL;
-    CHECK(tide_loop_open_connection_await(s->loop, "127.0.0.1", s->port, LIMIT, NULL, &r, &w) == 0);
-    CHECK(r != NULL && tide_writer_get_reader(w) == r);
+    TS_CHECK(tide_loop_open_connection_await(s->loop, "127.0.0.1", s->port, LIMIT, NULL, &r, &w) == 0);
+    TS_CHECK(r != NULL && tide_writer_get_reader(w) == r);
     return client_session(r, w);
 }
 
@@ -417,11 +379,11 @@ static void test_echo_tcp(void **state) {
     net s;
     net_start(&s, false);
     /* Two clients at once, each in its own task. */
-    joined j1, j2;
-    spawn(s.loop, tcp_client_task, &s, &j1);
-    spawn(s.loop, tcp_client_task, &s, &j2);
-    ts_run_until_flag(s.loop, &j1.done, 10);
-    ts_run_until_flag(s.loop, &j2.done, 10);
+    ts_joined j1, j2;
+    ts_spawn_joined(s.loop, tcp_client_task, &s, &j1);
+    ts_spawn_joined(s.loop, tcp_client_task, &s, &j2);
+    ts_run_until_flag(s.loop, &j1.calls, 10);
+    ts_run_until_flag(s.loop, &j2.calls, 10);
     assert_int_equal(j1.result, 0);
     assert_int_equal(j2.result, 0);
     net_finish(&s, 2);
@@ -432,7 +394,7 @@ static int unix_client_task(void *arg) {
     net *s = arg;
     tide_reader_t *r = NULL;
     tide_writer_t *w = NULL;
-    CHECK(tide_loop_open_unix_connection_await(s->loop, s->unix_path, LIMIT, &r, &w) == 0);
+    TS_CHECK(tide_loop_open_unix_connection_await(s->loop, s->unix_path, LIMIT, &r, &w) == 0);
     return client_session(r, w);
 }
 
@@ -440,7 +402,7 @@ static void test_echo_unix(void **state) {
     (void)state;
     net s;
     net_start(&s, true);
-    assert_int_equal(run_task(s.loop, unix_client_task, &s), 0);
+    assert_int_equal(ts_run_task(s.loop, unix_client_task, &s), 0);
     net_finish(&s, 1);
 }
 
@@ -449,9 +411,9 @@ static int refused_task(void *arg) {
     net *s = arg;
     tide_reader_t *r = (tide_reader_t *)1;
     tide_writer_t *w = (tide_writer_t *)1;
-    CHECK(tide_loop_open_connection_await(s->loop, "127.0.0.1", s->port, LIMIT, NULL, &r, &w) ==
+    TS_CHECK(tide_loop_open_connection_await(s->loop, "127.0.0.1", s->port, LIMIT, NULL, &r, &w) ==
           TIDE_ECONNREFUSED);
-    CHECK(r == NULL && w == NULL);
+    TS_CHECK(r == NULL && w == NULL);
     return 0;
 }
 
@@ -462,7 +424,7 @@ static void test_refused(void **state) {
     tide_server_close(s.server);
     assert_int_equal(tide_server_wait_closed(s.server, 5, on_server_closed, &s), 0);
     ts_run_until(s.loop, server_gone, &s, 5);
-    assert_int_equal(run_task(s.loop, refused_task, &s), 0);
+    assert_int_equal(ts_run_task(s.loop, refused_task, &s), 0);
     ts_loop_close(s.loop);
 }
 
@@ -479,7 +441,7 @@ static int cancelled_open_task(void *arg) {
     b->entered = 1;
     b->status =
         tide_loop_open_connection_await(b->s->loop, "127.0.0.1", b->s->port, LIMIT, NULL, &r, &w);
-    CHECK(r == NULL && w == NULL);
+    TS_CHECK(r == NULL && w == NULL);
     return 0;
 }
 
@@ -491,11 +453,11 @@ static void test_cancel_open(void **state) {
     net s;
     net_start(&s, false);
     open_blocked b = {.s = &s};
-    joined j;
-    tide_task_t *t = spawn(s.loop, cancelled_open_task, &b, &j);
+    ts_joined j;
+    tide_task_t *t = ts_spawn_joined(s.loop, cancelled_open_task, &b, &j);
     ts_run_until_flag(s.loop, &b.entered, 5);
     assert_int_equal(tide_task_cancel(t), 1);
-    ts_run_until_flag(s.loop, &j.done, 5);
+    ts_run_until_flag(s.loop, &j.calls, 5);
     assert_int_equal(j.result, 0);
     assert_int_equal(b.status, TIDE_ECANCELLED);
     st_spin(s.loop, 5);
@@ -517,16 +479,16 @@ static int socketpair_task(void *arg) {
     pair_ctx *c = arg;
     tide_reader_t *ra, *rb;
     tide_writer_t *wa, *wb;
-    CHECK(tide_loop_open_socket_await(c->loop, c->fds[0], LIMIT, &ra, &wa) == 0);
-    CHECK(tide_loop_open_accepted_socket_await(c->loop, c->fds[1], LIMIT, &rb, &wb) == 0);
-    CHECK(!tide_writer_is_server_side(wa) && tide_writer_is_server_side(wb));
-    CHECK(tide_writer_write(wb, "ping\n", 5) == 0);
+    TS_CHECK(tide_loop_open_socket_await(c->loop, c->fds[0], LIMIT, &ra, &wa) == 0);
+    TS_CHECK(tide_loop_open_accepted_socket_await(c->loop, c->fds[1], LIMIT, &rb, &wb) == 0);
+    TS_CHECK(!tide_writer_is_server_side(wa) && tide_writer_is_server_side(wb));
+    TS_CHECK(tide_writer_write(wb, "ping\n", 5) == 0);
     CHECK_LINE(ra, 0, "ping\n");
     tide_writer_close(wb);
-    CHECK(tide_writer_wait_closed_await(wb) == 0);
+    TS_CHECK(tide_writer_wait_closed_await(wb) == 0);
     CHECK_LINE(ra, TIDE_EOF, "");
     tide_writer_close(wa);
-    CHECK(tide_writer_wait_closed_await(wa) == 0);
+    TS_CHECK(tide_writer_wait_closed_await(wa) == 0);
     return 0;
 }
 
@@ -536,7 +498,7 @@ static void test_socketpair(void **state) {
     pair_ctx c;
     c.loop = ts_loop_new();
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, c.fds), 0);
-    assert_int_equal(run_task(c.loop, socketpair_task, &c), 0);
+    assert_int_equal(ts_run_task(c.loop, socketpair_task, &c), 0);
     ts_loop_close(c.loop);
     assert_int_equal(ts_count_fds(), fds);
 }
@@ -546,8 +508,8 @@ static int other_loop_task(void *arg) {
     st_pair *p = arg;
     char buf[8];
     size_t n;
-    CHECK(tide_reader_read_await(tide_writer_get_reader(p->a), buf, 1, &n) == TIDE_EINVAL);
-    CHECK(tide_writer_drain_await(p->a) == TIDE_EINVAL);
+    TS_CHECK(tide_reader_read_await(tide_writer_get_reader(p->a), buf, 1, &n) == TIDE_EINVAL);
+    TS_CHECK(tide_writer_drain_await(p->a) == TIDE_EINVAL);
     return 0;
 }
 
@@ -556,7 +518,7 @@ static void test_other_loop(void **state) {
     st_pair p;
     st_pair_open(&p, LIMIT);
     tide_loop_t *other = ts_loop_new();
-    assert_int_equal(run_task(other, other_loop_task, &p), 0);
+    assert_int_equal(ts_run_task(other, other_loop_task, &p), 0);
     ts_loop_close(other);
     st_pair_close(&p);
 }

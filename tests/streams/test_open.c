@@ -129,18 +129,30 @@ static void test_invalid_arguments(void **state) {
 
 /* ---- socketpair ------------------------------------------------------------------------------ */
 
+/* Streams on both ends of a new socketpair (b as the accepted side when asked), each
+ * opened on a later iteration, never inside the call. */
+static void socketpair_streams(tide_loop_t *loop, size_t limit_a, size_t limit_b, bool b_accepted,
+                               int sv[2], opened *a, opened *b) {
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    *a = (opened){0};
+    *b = (opened){0};
+    assert_int_equal(tide_loop_open_socket(loop, sv[0], limit_a, on_open, a), 0);
+    if (b_accepted)
+        assert_int_equal(tide_loop_open_accepted_socket(loop, sv[1], limit_b, on_open, b), 0);
+    else
+        assert_int_equal(tide_loop_open_socket(loop, sv[1], limit_b, on_open, b), 0);
+    assert_int_equal(a->calls + b->calls, 0);
+    wait_open(loop, a, 0);
+    wait_open(loop, b, 0);
+}
+
 static void test_socketpair_streams(void **state) {
     (void)state;
     int before = ts_count_fds();
     tide_loop_t *loop = ts_loop_new();
     int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    opened a = {0}, b = {0};
-    assert_int_equal(tide_loop_open_socket(loop, sv[0], 16, on_open, &a), 0);
-    assert_int_equal(tide_loop_open_accepted_socket(loop, sv[1], 16, on_open, &b), 0);
-    assert_int_equal(a.calls + b.calls, 0);
-    wait_open(loop, &a, 0);
-    wait_open(loop, &b, 0);
+    opened a, b;
+    socketpair_streams(loop, 16, 16, true, sv, &a, &b);
     assert_false(tide_writer_is_server_side(a.w));
     assert_true(tide_writer_is_server_side(b.w));
     assert_int_equal(tide_reader_get_limit(a.r), 16);
@@ -187,12 +199,8 @@ static void test_socket_flow_control(void **state) {
     int before = ts_count_fds();
     tide_loop_t *loop = ts_loop_new();
     int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    opened a = {0}, b = {0};
-    assert_int_equal(tide_loop_open_socket(loop, sv[0], 64, on_open, &a), 0);
-    assert_int_equal(tide_loop_open_socket(loop, sv[1], 1000, on_open, &b), 0);
-    wait_open(loop, &a, 0);
-    wait_open(loop, &b, 0);
+    opened a, b;
+    socketpair_streams(loop, 64, 1000, false, sv, &a, &b);
     tide_transport_t *tb = tide_writer_get_transport(b.w);
     enum { TOTAL = 100000 };
     static unsigned char data[TOTAL];

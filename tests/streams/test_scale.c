@@ -26,16 +26,9 @@
 
 #include "support/support.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
 
 #define WANTED_N 10000
-#ifdef TEST_ASAN
+#ifdef TS_ASAN
 /* Instrumented frames are several times larger. */
 #define STACK_SIZE ((size_t)64 * 1024)
 #else
@@ -78,13 +71,6 @@ typedef struct scale {
 
 static scale S;
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "check failed at line %d: %s\n", __LINE__, #cond);                     \
-            return __LINE__;                                                                       \
-        }                                                                                          \
-    } while (0)
 
 /* The barrier opens once every client is connected and every server task started:
  * from then on all 2N tasks are alive together. Waiting clients sleep (no polling)
@@ -133,9 +119,9 @@ static int client_body(size_t i) {
         rc = tide_reader_readexactly_await(r, echo, len, &got);
     tide_writer_close(w);
     int closed = tide_writer_wait_closed_await(w);
-    CHECK(rc == 0);
-    CHECK(got == len && memcmp(echo, msg, len) == 0);
-    CHECK(closed == 0);
+    TS_CHECK(rc == 0);
+    TS_CHECK(got == len && memcmp(echo, msg, len) == 0);
+    TS_CHECK(closed == 0);
     return 0;
 }
 
@@ -172,8 +158,8 @@ static int server_body(tide_writer_t *w) {
     }
     tide_writer_close(w);
     int closed = tide_writer_wait_closed_await(w);
-    CHECK(rc == TIDE_EOF);
-    CHECK(closed == 0);
+    TS_CHECK(rc == TIDE_EOF);
+    TS_CHECK(closed == 0);
     return 0;
 }
 
@@ -284,7 +270,7 @@ static void test_concurrent_echo_tasks(void **state) {
     double per_conn = (double)(rss_after - rss_before) / (double)S.n;
     printf("scale: peak RSS %ld KiB -> %ld KiB: %.1f KiB per connection (both ends)\n",
            rss_before, rss_after, per_conn);
-#ifdef TEST_ASAN
+#ifdef TS_ASAN
     printf("scale: memory bound (%d KiB per connection) not checked under AddressSanitizer\n",
            MAX_KIB_PER_CONNECTION);
 #else

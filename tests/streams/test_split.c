@@ -188,26 +188,6 @@ static int await_task(void *arg) {
     return 0;
 }
 
-typedef struct joined {
-    int done;
-    int result;
-} joined;
-
-static void on_join(tide_task_t *t, int result, void *arg) {
-    (void)t;
-    joined *j = arg;
-    j->done = 1;
-    j->result = result;
-}
-
-static tide_task_t *spawn(tide_loop_t *loop, tide_task_fn fn, void *arg, joined *j) {
-    tide_task_t *t = NULL;
-    memset(j, 0, sizeof(*j));
-    assert_int_equal(tide_task_spawn(loop, fn, arg, NULL, &t), 0);
-    assert_int_equal(tide_task_join(t, on_join, j), 0);
-    return t;
-}
-
 static void run_init(run *x, tide_loop_t *loop, const rcase *c) {
     memset(x, 0, sizeof(*x));
     x->c = c;
@@ -255,11 +235,11 @@ static void feed(tide_loop_t *loop, tide_reader_t *r, const char *in, int k) {
 static void split_one(tide_loop_t *loop, const rcase *c, bool await, int k) {
     run x;
     run_init(&x, loop, c);
-    joined j = {1, 0};
+    ts_joined j = {.calls = 1};
     if (k == -2)
         feed(loop, x.r, c->input, k);
     if (await) {
-        spawn(loop, await_task, &x, &j);
+        ts_spawn_joined(loop, await_task, &x, &j);
         st_spin(loop, 2); /* the task is now blocked in its first call (unless prefed) */
         assert_true(x.entered);
     } else {
@@ -268,7 +248,7 @@ static void split_one(tide_loop_t *loop, const rcase *c, bool await, int k) {
     if (k != -2)
         feed(loop, x.r, c->input, k);
     ts_run_until(loop, run_done, &x, 5);
-    ts_run_until_flag(loop, &j.done, 5);
+    ts_run_until_flag(loop, &j.calls, 5);
     assert_int_equal(j.result, 0);
     run_finish(&x, await ? "await" : "callback", k);
 }
@@ -333,8 +313,8 @@ static void test_blocked_reads(void **state) {
             run x;
             run_init(&x, loop, c);
             x.interrupt = how;
-            joined j;
-            tide_task_t *t = spawn(loop, await_task, &x, &j);
+            ts_joined j;
+            tide_task_t *t = ts_spawn_joined(loop, await_task, &x, &j);
             ts_run_until_flag(loop, &x.entered, 5);
             assert_int_equal(tide_reader_feed_data(x.r, c->input, hold), 0);
             st_spin(loop, 3);
@@ -347,7 +327,7 @@ static void test_blocked_reads(void **state) {
             assert_int_equal(tide_reader_feed_data(x.r, c->input + hold, strlen(c->input) - hold),
                              0);
             tide_reader_feed_eof(x.r);
-            ts_run_until_flag(loop, &j.done, 5);
+            ts_run_until_flag(loop, &j.calls, 5);
             assert_int_equal(j.result, 0);
             run_finish(&x, how == 1 ? "cancel" : "deadline", (int)hold);
         }
@@ -420,9 +400,9 @@ static int writer_task(void *arg) {
 static bool w_interrupted(void *arg) { return ((wrun *)arg)->first != 1; }
 
 static void blocked_writer(wrun *x, tide_loop_t *loop) {
-    joined j;
+    ts_joined j;
     x->first = 1;
-    tide_task_t *t = spawn(loop, writer_task, x, &j);
+    tide_task_t *t = ts_spawn_joined(loop, writer_task, x, &j);
     ts_run_until_flag(loop, &x->entered, 5);
     st_spin(loop, 3);
     assert_int_equal(x->first, 1); /* still blocked */
@@ -430,7 +410,7 @@ static void blocked_writer(wrun *x, tide_loop_t *loop) {
         assert_int_equal(tide_task_cancel(t), 1);
     ts_run_until(loop, w_interrupted, x, 5);
     assert_int_equal(x->first, x->interrupt == 1 ? TIDE_ECANCELLED : TIDE_ETIMEOUT);
-    ts_run_until_flag(loop, &j.done, 5);
+    ts_run_until_flag(loop, &j.calls, 5);
     assert_int_equal(j.result, 0);
 }
 

@@ -44,6 +44,13 @@ static void start_drains(st_pair *p, st_wr *w) {
         assert_int_equal(w[i].calls, 0);
 }
 
+/* A pair whose side a is paused for writing, with NWAITERS drains waiting on it. */
+static void open_with_drains(st_pair *p, st_wr *w) {
+    st_pair_open(p, 64);
+    pause_a(p);
+    start_drains(p, w);
+}
+
 static void expect_all(st_pair *p, st_wr *w, int status) {
     ts_run_until(p->loop, all_done, w, 5);
     for (int i = 0; i < NWAITERS; i++) {
@@ -105,10 +112,8 @@ static void test_drain_not_paused(void **state) {
 static void test_drain_many_waiters_released(void **state) {
     (void)state;
     st_pair p;
-    st_pair_open(&p, 64);
     st_wr w[NWAITERS];
-    pause_a(&p);
-    start_drains(&p, w);
+    open_with_drains(&p, w);
     /* Opening the window lets the queue move: below the low-water mark, all resume. */
     assert_int_equal(tide_memory_transport_set_window(p.ta, 1 << 20), 0);
     expect_all(&p, w, 0);
@@ -121,10 +126,8 @@ static void test_drain_many_waiters_released(void **state) {
 static void test_drain_waiters_fail_on_loss(void **state) {
     (void)state;
     st_pair p;
-    st_pair_open(&p, 64);
     st_wr w[NWAITERS];
-    pause_a(&p);
-    start_drains(&p, w);
+    open_with_drains(&p, w);
     assert_int_equal(tide_memory_transport_inject_error(p.ta, TIDE_ECONNRESET), 0);
     st_wr early = {0};
     assert_int_equal(tide_writer_drain(p.a, st_wr_cb, &early), 0);

@@ -296,3 +296,28 @@ uint64_t ts_fnv1a(const void *data, size_t len, uint64_t h) {
     }
     return h;
 }
+
+/* ---- tasks ---- */
+
+void ts_on_joined(tide_task_t *task, int result, void *arg) {
+    ts_joined *j = arg;
+    j->calls++;
+    j->result = result;
+    j->task = task;
+}
+
+tide_task_t *ts_spawn_joined(tide_loop_t *loop, tide_task_fn fn, void *arg, ts_joined *j) {
+    tide_task_t *t = NULL;
+    memset(j, 0, sizeof(*j));
+    assert_int_equal(tide_task_spawn(loop, fn, arg, NULL, &t), 0);
+    assert_non_null(t);
+    assert_int_equal(tide_task_join(t, ts_on_joined, j), 0);
+    return t;
+}
+
+int ts_run_task(tide_loop_t *loop, tide_task_fn fn, void *arg) {
+    ts_joined j;
+    ts_spawn_joined(loop, fn, arg, &j);
+    ts_run_until_flag(loop, &j.calls, 10);
+    return j.result;
+}

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "tide.h"
 
@@ -108,6 +109,43 @@ bool ts_pred_duo_lost(void *duo);
 int ts_duo_setup(void **state);
 int ts_duo_teardown(void **state);
 #define TS_DUO_TEST(fn) cmocka_unit_test_setup_teardown(fn, ts_duo_setup, ts_duo_teardown)
+
+/* ---- tasks ------------------------------------------------------------------------ */
+
+/* How a joined task ended: calls counts join callbacks (0 until it finished). */
+typedef struct ts_joined {
+    int calls;
+    int result;
+    tide_task_t *task;
+} ts_joined;
+
+/* A join callback recording into the ts_joined at arg. */
+void ts_on_joined(tide_task_t *task, int result, void *arg);
+
+/* Spawns fn(arg) with default options and joins it into *j (zeroed first). */
+tide_task_t *ts_spawn_joined(tide_loop_t *loop, tide_task_fn fn, void *arg, ts_joined *j);
+
+/* Runs fn(arg) as a task to its end (bounded) and returns its result. */
+int ts_run_task(tide_loop_t *loop, tide_task_fn fn, void *arg);
+
+/* Inside a task, a failed check returns the line number: a task must not longjmp out
+ * of its stack, so cmocka's asserts stay outside tasks. */
+#define TS_CHECK(cond)                                                                             \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "check failed at line %d: %s\n", __LINE__, #cond);                     \
+            return __LINE__;                                                                       \
+        }                                                                                          \
+    } while (0)
+
+/* TS_ASAN is defined when built with AddressSanitizer (gcc or clang). */
+#if defined(__SANITIZE_ADDRESS__)
+#define TS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TS_ASAN 1
+#endif
+#endif
 
 /* A simple checksum (FNV-1a 64) for comparing large transfers. */
 uint64_t ts_fnv1a(const void *data, size_t len, uint64_t seed);

@@ -1,0 +1,97 @@
+"""Shared by the interop scripts: deadlines scaled like the C tests, failure checks,
+and running tide's example programs (a client to completion, echo_server as a
+server whose address is read from its first line and whose log is drained)."""
+import asyncio
+import os
+import signal
+import sys
+
+SCALE = float(os.environ.get("TIDE_TEST_TIMEOUT_MULTIPLIER", "1") or 1)
+DEADLINE = 15 * SCALE
+
+
+class Failure(Exception):
+    pass
+
+
+def check(condition, what):
+    if not condition:
+        raise Failure(what)
+
+
+def shown(text):
+    """A message as it appears in logs: long ones are cut."""
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} bytes)"
+
+
+async def run_client(client_bin, args):
+    """Runs a client program to completion: (exit status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        client_bin, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode, out.decode(), err.decode()
+
+
+class EchoServer:
+    """examples/echo_server as a subprocess: `async with EchoServer(args) as server`
+    starts it and reads `server.address` from its "listening on" line; `stop()` sends
+    SIGTERM and expects exit status 0; leaving the block kills it if still running."""
+
+    def __init__(self, args):
+        self.args = args
+        self.proc = None
+        self.log = []
+        self.log_task = None
+
+    async def __aenter__(self):
+        self.proc = await asyncio.create_subprocess_exec(*self.args,
+                                                         stdout=asyncio.subprocess.PIPE)
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), DEADLINE)
+            line = line.decode().strip()
+            print(f"server: {line}")
+            check(line.startswith("listening on "), f"unexpected first line {line!r}")
+            self.address = line[len("listening on "):]
+            # Keep reading the server's log so that its pipe never fills up.
+            self.log_task = asyncio.ensure_future(self._drain_log())
+        except BaseException:
+            await self._kill()
+            raise
+        return self
+
+    async def _drain_log(self):
+        async for out in self.proc.stdout:
+            self.log.append(out.decode().rstrip("\n"))
+
+    async def stop(self, what="echo_server", tail=2):
+        self.proc.send_signal(signal.SIGTERM)
+        status = await asyncio.wait_for(self.proc.wait(), DEADLINE)
+        await asyncio.wait_for(self.log_task, DEADLINE)
+        for out in self.log[-tail:]:
+            print(f"server: {out}")
+        check(status == 0, f"{what} exited with status {status} after SIGTERM")
+        print(f"ok: {what} exited 0 after SIGTERM")
+
+    async def _kill(self):
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    async def __aexit__(self, *exc):
+        await self._kill()
+        if self.log_task is not None and not self.log_task.done():
+            self.log_task.cancel()
+
+
+def run(coro):
+    """asyncio.run(coro); a failure prints why and exits 1."""
+    try:
+        asyncio.run(coro)
+    except (Failure, asyncio.TimeoutError, OSError, asyncio.IncompleteReadError) as e:
+        print(f"FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
