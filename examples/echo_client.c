@@ -35,7 +35,8 @@ static int echo_client(void *arg) {
     tide_writer_t *writer;
     int rc = c->unix_path != NULL
                  ? tide_loop_open_unix_connection_await(c->loop, c->unix_path,
-                                                        TIDE_STREAM_DEFAULT_LIMIT, &reader, &writer)
+                                                        TIDE_STREAM_DEFAULT_LIMIT, NULL, &reader,
+                                                        &writer)
                  : tide_loop_open_connection_await(c->loop, c->host, (uint16_t)c->port,
                                                    TIDE_STREAM_DEFAULT_LIMIT, NULL, &reader,
                                                    &writer);

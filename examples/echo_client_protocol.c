@@ -216,7 +216,7 @@ int main(int argc, char **argv) {
     }
 
     if (unix_path != NULL)
-        rc = tide_loop_create_unix_connection(c.loop, unix_path, echo_client_factory, &c,
+        rc = tide_loop_create_unix_connection(c.loop, unix_path, echo_client_factory, &c, NULL,
                                               on_connected, &c, &c.connect);
     else
         rc = tide_loop_create_connection(c.loop, host, (uint16_t)port, echo_client_factory, &c,

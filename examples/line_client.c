@@ -34,8 +34,8 @@ static int line_client(void *arg) {
     tide_reader_t *reader;
     tide_writer_t *writer;
     int rc = c->unix_path != NULL
-                 ? tide_loop_open_unix_connection_await(c->loop, c->unix_path, LINE_LIMIT, &reader,
-                                                        &writer)
+                 ? tide_loop_open_unix_connection_await(c->loop, c->unix_path, LINE_LIMIT, NULL,
+                                                        &reader, &writer)
                  : tide_loop_open_connection_await(c->loop, c->host, (uint16_t)c->port, LINE_LIMIT,
                                                    NULL, &reader, &writer);
     if (rc != 0)

@@ -12,5 +12,6 @@
 #include "tide/testing.h"
 #include "tide/stream.h"
 #include "tide/task.h"
+#include "tide/tls.h"
 
 #endif

@@ -282,16 +282,19 @@ int tide_loop_open_connection_await(tide_loop_t *loop, const char *host, uint16_
 typedef struct path_args {
     const char *path;
     size_t limit;
+    const tide_connect_options_t *options;
 } path_args;
 
 static int start_unix(tide_loop_t *loop, const void *ctx, open_req *req) {
     const path_args *a = ctx;
-    return tide_loop_open_unix_connection(loop, a->path, a->limit, open_done, req, &req->connect);
+    return tide_loop_open_unix_connection(loop, a->path, a->limit, a->options, open_done, req,
+                                          &req->connect);
 }
 
 int tide_loop_open_unix_connection_await(tide_loop_t *loop, const char *path, size_t limit,
+                                         const tide_connect_options_t *options,
                                          tide_reader_t **reader, tide_writer_t **writer) {
-    path_args a = {path, limit};
+    path_args a = {path, limit, options};
     return open_await(loop, start_unix, &a, reader, writer);
 }
 

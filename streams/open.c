@@ -92,13 +92,15 @@ int tide_loop_open_connection(tide_loop_t *loop, const char *host, uint16_t port
 }
 
 int tide_loop_open_unix_connection(tide_loop_t *loop, const char *path, size_t limit,
-                                   tide_open_cb cb, void *arg, tide_connect_t **req) {
+                                   const tide_connect_options_t *options, tide_open_cb cb,
+                                   void *arg, tide_connect_t **req) {
     open_req *o;
     int rc = open_req_new(loop, limit, cb, arg, &o);
     if (rc != 0)
         return rc;
     return finish_start(
-        o, tide_loop_create_unix_connection(loop, path, open_factory, o, open_done, o, req));
+        o, tide_loop_create_unix_connection(loop, path, open_factory, o, options, open_done, o,
+                                            req));
 }
 
 int tide_loop_open_socket(tide_loop_t *loop, int fd, size_t limit, tide_open_cb cb, void *arg) {

@@ -497,7 +497,9 @@ int tide_loop_create_connection(tide_loop_t *loop, const char *host, uint16_t po
 
 int tide_loop_create_unix_connection(tide_loop_t *loop, const char *path,
                                      tide_protocol_factory_cb factory, void *factory_arg,
-                                     tide_connect_cb cb, void *arg, tide_connect_t **out) {
+                                     const tide_connect_options_t *options, tide_connect_cb cb,
+                                     void *arg, tide_connect_t **out) {
+    (void)options; /* TLS fields: wired up with the TLS layer */
     if (loop == NULL || path == NULL || factory == NULL || cb == NULL)
         return TIDE_EINVAL;
     struct sockaddr_un sun;

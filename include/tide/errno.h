@@ -74,7 +74,18 @@ extern "C" {
     X(EAI_NODATA, -4106, "host name has no address")                              \
     X(EAI_MEMORY, -4107, "out of memory in name resolution")                      \
     X(EAI_OTHER, -4108, "name resolution failed")                                 \
-    X(ETLS, -4201, "TLS error")
+    X(ETLS, -4201, "TLS error")                                                   \
+    X(ETLS_TRUNCATED, -4202, "TLS connection truncated: end without close_notify") \
+    X(ETLS_CERT_UNTRUSTED, -4203, "TLS peer certificate not signed by a trusted CA") \
+    X(ETLS_CERT_EXPIRED, -4204, "TLS peer certificate has expired")                \
+    X(ETLS_CERT_NOT_YET_VALID, -4205, "TLS peer certificate is not yet valid")     \
+    X(ETLS_CERT_HOSTNAME, -4206, "TLS peer certificate does not match the host name") \
+    X(ETLS_CERT_INVALID, -4207, "TLS peer certificate rejected")                   \
+    X(ETLS_NO_HOSTNAME, -4208, "TLS verification needs a server host name")        \
+    X(ETLS_HANDSHAKE_TIMEOUT, -4209, "TLS handshake timed out")                    \
+    X(ETLS_SHUTDOWN_TIMEOUT, -4210, "TLS shutdown timed out")                      \
+    X(ETLS_NO_TRUST, -4211, "no trusted CA certificates could be loaded")          \
+    X(ETLS_CONFIG, -4212, "TLS configuration incomplete (no certificate or key)")
 
 typedef enum tide_errno {
 #define TIDE__ERRNO_ENUM(name, value, msg) TIDE_##name = (value),

@@ -16,6 +16,8 @@ extern "C" {
 
 typedef struct tide_server tide_server_t;
 typedef struct tide_connect tide_connect_t;
+typedef struct tide_tls_config tide_tls_config_t;   /* tide/tls.h */
+typedef struct tide_tls_session tide_tls_session_t; /* tide/tls.h */
 
 /* Completion of a connect: on success status is 0, connection_made has already run,
  * and transport/protocol are the new connection's (the factory's protocol). On failure
@@ -38,8 +40,17 @@ typedef struct tide_connect_options {
     /* Reorder addresses by family: the first `interleave` from the first family, then
      * alternate. 0 keeps resolver order (1 when happy eyeballs is on). */
     int interleave;
-    /* Give up after this many seconds in total with TIDE_ETIMEDOUT (0: no limit). */
+    /* Give up after this many seconds in total with TIDE_ETIMEDOUT (0: no limit). The
+     * TLS handshake has its own deadline (tide_tls_config_set_timeouts). */
     double timeout;
+    /* TLS (tide/tls.h): a client configuration makes this a TLS connection; the factory
+     * runs and connection_made follows only after a successful handshake. */
+    tide_tls_config_t *tls;
+    /* The name to verify and send as SNI; NULL: the host connected to (for Unix
+     * sockets: none, so verification needs a name here). */
+    const char *server_hostname;
+    /* Resume this session (from tide_tls_get_session); NULL: a full handshake. */
+    const tide_tls_session_t *tls_session;
 } tide_connect_options_t;
 
 /* Connects to host:port (a name or a literal address) and calls factory(factory_arg)
@@ -56,10 +67,13 @@ TIDE_EXTERN int tide_loop_create_connection(tide_loop_t *loop, const char *host,
                                             tide_connect_t **req);
 
 /* Connects to the Unix stream socket at path (a leading '@' names an abstract
- * socket). Same completion and return rules as tide_loop_create_connection. */
+ * socket). Same completion and return rules as tide_loop_create_connection; of the
+ * options (may be NULL) only the TLS fields and timeout apply. */
 TIDE_EXTERN int tide_loop_create_unix_connection(tide_loop_t *loop, const char *path,
                                                  tide_protocol_factory_cb factory,
-                                                 void *factory_arg, tide_connect_cb cb, void *arg,
+                                                 void *factory_arg,
+                                                 const tide_connect_options_t *options,
+                                                 tide_connect_cb cb, void *arg,
                                                  tide_connect_t **req);
 
 /* Wraps an already connected stream socket (TCP, Unix, one end of a socketpair) in a
@@ -112,6 +126,10 @@ typedef struct tide_server_options {
     /* Told about accept back-off (also logged at warning level). */
     tide_server_error_cb on_error;
     void *on_error_arg;
+    /* TLS (tide/tls.h): a server configuration makes every client a TLS connection;
+     * the factory runs only after a successful handshake (failed ones are logged at
+     * debug level and closed). */
+    tide_tls_config_t *tls;
 } tide_server_options_t;
 
 /* Listens on host:port and makes a transport with factory(factory_arg)'s protocol for

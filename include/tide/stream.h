@@ -97,8 +97,9 @@ TIDE_EXTERN int tide_loop_open_connection(tide_loop_t *loop, const char *host, u
                                           size_t limit, const tide_connect_options_t *options,
                                           tide_open_cb cb, void *arg, tide_connect_t **req);
 
-/* The Unix-socket variant (tide_loop_create_unix_connection). */
+/* The Unix-socket variant (tide_loop_create_unix_connection; options may be NULL). */
 TIDE_EXTERN int tide_loop_open_unix_connection(tide_loop_t *loop, const char *path, size_t limit,
+                                               const tide_connect_options_t *options,
                                                tide_open_cb cb, void *arg, tide_connect_t **req);
 
 /* Streams over an already connected stream socket (one end of a socketpair, ...),
@@ -257,6 +258,20 @@ TIDE_EXTERN tide_loop_t *tide_writer_get_loop(const tide_writer_t *writer);
 /* True for streams from start_server and open_accepted_socket (start_tls needs it). */
 TIDE_EXTERN bool tide_writer_is_server_side(const tide_writer_t *writer);
 
+/* asyncio's StreamWriter.start_tls: upgrades the stream's connection to TLS
+ * (tide_loop_start_tls for the stream); the side follows the configuration. Bytes the
+ * reader holds unread go to the TLS layer, never to a read: plaintext a peer pipelined
+ * before the upgrade (STARTTLS injection) breaks the handshake instead of reaching the
+ * application. Writes made meanwhile are sent encrypted once the handshake is done.
+ * cb(status) runs once the handshake ended; after a failure the connection is closed
+ * and reads and writes report the failure. Returns 0, TIDE_EBUSY (an upgrade is in
+ * progress or the stream already is TLS), TIDE_ECLOSED (connection lost or closing),
+ * or what tide_loop_start_tls returns. */
+TIDE_EXTERN int tide_writer_start_tls(tide_writer_t *writer, tide_tls_config_t *config,
+                                      const char *server_hostname,
+                                      const tide_tls_session_t *session, tide_writer_cb cb,
+                                      void *arg);
+
 /* ---- task style: the _await forms ----------------------------------------------------
  *
  * Each callback-form call above has a form that suspends only the calling task (see
@@ -308,6 +323,12 @@ TIDE_EXTERN int tide_writer_drain_await(tide_writer_t *writer);
 /* Waits until the connection is gone; returns its status (0 for a clean end). */
 TIDE_EXTERN int tide_writer_wait_closed_await(tide_writer_t *writer);
 
+/* tide_writer_start_tls, waiting for the handshake; returns its status. Cancelled or
+ * timed out, the connection is aborted (a half-made TLS session cannot be resumed). */
+TIDE_EXTERN int tide_writer_start_tls_await(tide_writer_t *writer, tide_tls_config_t *config,
+                                            const char *server_hostname,
+                                            const tide_tls_session_t *session);
+
 /* asyncio's open_connection and its variants: on success (0) *reader and *writer are
  * the caller's stream (close it with tide_writer_close); otherwise both are NULL. A
  * cancelled or timed-out open leaves nothing open: the connect is cancelled, or a
@@ -318,7 +339,9 @@ TIDE_EXTERN int tide_loop_open_connection_await(tide_loop_t *loop, const char *h
                                                 const tide_connect_options_t *options,
                                                 tide_reader_t **reader, tide_writer_t **writer);
 TIDE_EXTERN int tide_loop_open_unix_connection_await(tide_loop_t *loop, const char *path,
-                                                     size_t limit, tide_reader_t **reader,
+                                                     size_t limit,
+                                                     const tide_connect_options_t *options,
+                                                     tide_reader_t **reader,
                                                      tide_writer_t **writer);
 TIDE_EXTERN int tide_loop_open_socket_await(tide_loop_t *loop, int fd, size_t limit,
                                             tide_reader_t **reader, tide_writer_t **writer);

@@ -477,7 +477,7 @@ static void connect_unix(fx *f) {
                      0);
     f->connects_wanted = 1;
     assert_int_equal(tide_loop_create_unix_connection(f->loop, f->path, ts_recorder_factory(),
-                                                      &f->pool[0], on_connected, f, NULL),
+                                                      &f->pool[0], NULL, on_connected, f, NULL),
                      0);
 }
 

@@ -59,7 +59,7 @@ static void test_outside_task(void **state) {
                      TIDE_ENOTASK);
     assert_null(rr);
     assert_null(ww);
-    assert_int_equal(tide_loop_open_unix_connection_await(p.loop, "/nonexistent", LIMIT, &rr, &ww),
+    assert_int_equal(tide_loop_open_unix_connection_await(p.loop, "/nonexistent", LIMIT, NULL, &rr, &ww),
                      TIDE_ENOTASK);
     assert_int_equal(tide_loop_open_socket_await(p.loop, 0, LIMIT, &rr, &ww), TIDE_ENOTASK);
     assert_int_equal(tide_loop_open_accepted_socket_await(p.loop, 0, LIMIT, &rr, &ww),
@@ -394,7 +394,7 @@ static int unix_client_task(void *arg) {
     net *s = arg;
     tide_reader_t *r = NULL;
     tide_writer_t *w = NULL;
-    TS_CHECK(tide_loop_open_unix_connection_await(s->loop, s->unix_path, LIMIT, &r, &w) == 0);
+    TS_CHECK(tide_loop_open_unix_connection_await(s->loop, s->unix_path, LIMIT, NULL, &r, &w) == 0);
     return client_session(r, w);
 }
 

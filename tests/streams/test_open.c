@@ -111,7 +111,7 @@ static void test_invalid_arguments(void **state) {
                      TIDE_EINVAL);
     assert_int_equal(tide_loop_open_connection(loop, NULL, 1, 10, NULL, on_open, &o, NULL),
                      TIDE_EINVAL);
-    assert_int_equal(tide_loop_open_unix_connection(loop, "/nonexistent", 0, on_open, &o, NULL),
+    assert_int_equal(tide_loop_open_unix_connection(loop, "/nonexistent", 0, NULL, on_open, &o, NULL),
                      TIDE_EINVAL);
     assert_int_equal(tide_loop_open_socket(loop, 0, 0, on_open, &o), TIDE_EINVAL);
     assert_int_equal(tide_loop_open_accepted_socket(loop, -1, 10, on_open, &o), TIDE_EINVAL);
@@ -483,7 +483,7 @@ static void test_unix_streams(void **state) {
                                                  &accepted, &server),
                      0);
     opened o = {0};
-    assert_int_equal(tide_loop_open_unix_connection(loop, path, 64, on_open, &o, NULL), 0);
+    assert_int_equal(tide_loop_open_unix_connection(loop, path, 64, NULL, on_open, &o, NULL), 0);
     wait_open(loop, &o, 0);
     assert_string_equal(tide_transport_kind(tide_writer_get_transport(o.w)), "unix");
     st_rd x = {0};
@@ -527,7 +527,7 @@ static void test_open_refused(void **state) {
     close(fd);
     opened u = {0};
     assert_int_equal(
-        tide_loop_open_unix_connection(loop, "/nonexistent/tide.sock", 64, on_open, &u, NULL), 0);
+        tide_loop_open_unix_connection(loop, "/nonexistent/tide.sock", 64, NULL, on_open, &u, NULL), 0);
     wait_open(loop, &u, TIDE_ENOENT);
     finish(loop, before);
 }

@@ -56,7 +56,7 @@ void nt_connect_unix(tide_loop_t *loop, const char *path, ts_recorder *r, nt_con
                      tide_connect_t **req) {
     conn_for(c, r);
     assert_int_equal(tide_loop_create_unix_connection(loop, path, ts_recorder_factory(),
-                                                      &c->pool, nt_conn_cb, c, req),
+                                                      &c->pool, NULL, nt_conn_cb, c, req),
                      0);
     assert_int_equal(c->calls, 0);
 }

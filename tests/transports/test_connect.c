@@ -154,7 +154,7 @@ static void test_connect_bad_arguments(void **state) {
     char longpath[200];
     memset(longpath, 'x', sizeof(longpath) - 1);
     longpath[sizeof(longpath) - 1] = '\0';
-    assert_int_equal(tide_loop_create_unix_connection(f->loop, longpath, fac, &pool,
+    assert_int_equal(tide_loop_create_unix_connection(f->loop, longpath, fac, &pool, NULL,
                                                       nt_conn_cb, c, &req),
                      TIDE_ENAMETOOLONG);
     tide_connect_cancel(NULL);

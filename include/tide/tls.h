@@ -1,0 +1,213 @@
+/* TLS: a configuration shared by many connections, start_tls on a live transport, and
+ * what a TLS connection can tell about itself.
+ *
+ * A TLS transport is layered over another transport (TCP, Unix, a socketpair, the
+ * in-memory pair) as that transport's protocol, so every transport call works on it
+ * unchanged, except write_eof (TLS has no half-close: TIDE_ENOTSUP). Connections take
+ * a configuration through tide_connect_options_t.tls / tide_server_options_t.tls, or
+ * through tide_loop_start_tls and tide_writer_start_tls for an upgrade (STARTTLS).
+ *
+ * Secure by default, also on mbedTLS 2.28 (Debian 12), whose own defaults are not:
+ * - a client verifies the server's chain (the system CA bundle unless CA files were
+ *   loaded) and its name (server_hostname, by default the host connected to); a client
+ *   with verification on and no name refuses to start (TIDE_ETLS_NO_HOSTNAME);
+ *   turning verification off is an explicit call;
+ * - TLS 1.2 is the minimum; renegotiation is refused;
+ * - an end of the connection without close_notify is TIDE_ETLS_TRUNCATED, never a
+ *   clean end; bytes after the peer's close_notify are never delivered;
+ * - the handshake has a deadline (60 s by default, TIDE_ETLS_HANDSHAKE_TIMEOUT), and
+ *   so does closing (30 s, TIDE_ETLS_SHUTDOWN_TIMEOUT).
+ *
+ * Errors: verification failures have codes of their own (TIDE_ETLS_CERT_*); any other
+ * mbedTLS failure is TIDE_ETLS_BASE + mbedTLS's code (tide_err_is_tls,
+ * tide_err_tls_code; tide_strerror_r gives mbedTLS's text).
+ *
+ * Connection events: the application's connection_made runs after the handshake
+ * succeeded; a failed handshake never reaches the protocol factory. close() sends
+ * close_notify, flushes and closes (waiting for the peer's close_notify only when the
+ * configuration asks). The peer's close_notify is eof_received (its return value is
+ * ignored: TLS then closes). */
+#ifndef TIDE_TLS_H
+#define TIDE_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "transport.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tide_tls_config tide_tls_config_t;
+typedef struct tide_tls_session tide_tls_session_t;
+
+/* Protocol versions, as on the wire. */
+#define TIDE_TLS_VERSION_1_2 0x0303
+#define TIDE_TLS_VERSION_1_3 0x0304
+
+/* True when tide was built with TLS support. Without it every call below returns
+ * TIDE_ENOSYS. */
+TIDE_EXTERN bool tide_tls_available(void);
+
+/* The TLS library's name and version, e.g. "mbed TLS 2.28.3" (static storage). */
+TIDE_EXTERN const char *tide_tls_library_version(void);
+
+/* ---- configuration -----------------------------------------------------------------
+ * A configuration is reference-counted: the creator holds one reference, and every
+ * connection using it holds one until it is gone, so the creator may unref as soon as
+ * it has started its connections or servers. It is frozen by its first use: setters
+ * then return TIDE_EBUSY. A frozen configuration may be used from several loops on
+ * several threads at once. Setters return 0, TIDE_EINVAL, TIDE_ENOMEM, TIDE_EBUSY, or
+ * for files TIDE_ENOENT / TIDE_EACCES / a TLS code when the content does not parse. */
+
+/* A client configuration: verification on, TLS 1.2 minimum, the system CA bundle as
+ * trust anchors unless CA files or memory are loaded (the bundle is
+ * $SSL_CERT_FILE, else /etc/ssl/certs/ca-certificates.crt; loaded on first use).
+ * Returns 0 or TIDE_ENOMEM. */
+TIDE_EXTERN int tide_tls_config_new_client(tide_tls_config_t **config);
+
+/* A server configuration: needs a certificate and key before its first use; clients
+ * are not asked for certificates unless tide_tls_config_set_verify_peer(cfg, true).
+ * A session cache for resumption is on. Returns 0 or TIDE_ENOMEM. */
+TIDE_EXTERN int tide_tls_config_new_server(tide_tls_config_t **config);
+
+/* Takes / drops a reference; the last unref frees. NULL is a no-op for unref. */
+TIDE_EXTERN tide_tls_config_t *tide_tls_config_ref(tide_tls_config_t *config);
+TIDE_EXTERN void tide_tls_config_unref(tide_tls_config_t *config);
+
+/* True for a server configuration. */
+TIDE_EXTERN bool tide_tls_config_is_server(const tide_tls_config_t *config);
+
+/* Client: verify the server (default true); false accepts any certificate and any name,
+ * and is the only way to connect without a server name. Server: ask clients for a
+ * certificate and require it to verify against the loaded CAs (default false). */
+TIDE_EXTERN int tide_tls_config_set_verify_peer(tide_tls_config_t *config, bool verify);
+
+/* Trust anchors: PEM or DER certificates from a file, every file of a directory, or
+ * memory (copied). Each call adds to what is loaded; once anything is loaded the system
+ * bundle is no longer used implicitly (add it with tide_tls_config_load_system_ca). */
+TIDE_EXTERN int tide_tls_config_load_ca_file(tide_tls_config_t *config, const char *path);
+TIDE_EXTERN int tide_tls_config_load_ca_dir(tide_tls_config_t *config, const char *path);
+TIDE_EXTERN int tide_tls_config_load_ca_mem(tide_tls_config_t *config, const void *data,
+                                           size_t len);
+TIDE_EXTERN int tide_tls_config_load_system_ca(tide_tls_config_t *config);
+
+/* Our own certificate chain (leaf first) and private key: the server's default
+ * certificate, or a client certificate. password may be NULL (unencrypted key). */
+TIDE_EXTERN int tide_tls_config_set_cert_file(tide_tls_config_t *config, const char *cert_path,
+                                             const char *key_path, const char *password);
+TIDE_EXTERN int tide_tls_config_set_cert_mem(tide_tls_config_t *config, const void *cert,
+                                            size_t cert_len, const void *key, size_t key_len,
+                                            const char *password);
+
+/* Server: a certificate chosen when the client's SNI names server_name (exact, case
+ * insensitive, or "*.example.com" matching one label). A client naming no known name
+ * gets the default certificate, or the handshake fails when there is none. */
+TIDE_EXTERN int tide_tls_config_add_sni_cert_file(tide_tls_config_t *config,
+                                                 const char *server_name, const char *cert_path,
+                                                 const char *key_path, const char *password);
+TIDE_EXTERN int tide_tls_config_add_sni_cert_mem(tide_tls_config_t *config,
+                                                const char *server_name, const void *cert,
+                                                size_t cert_len, const void *key, size_t key_len,
+                                                const char *password);
+
+/* ALPN: the protocols offered (client) or accepted in order of preference (server),
+ * each 1..255 bytes, at most 16. Copied. */
+TIDE_EXTERN int tide_tls_config_set_alpn(tide_tls_config_t *config, const char *const *protocols,
+                                        size_t n);
+
+/* The lowest and highest protocol version allowed (TIDE_TLS_VERSION_*; 0 for the
+ * highest: whatever the library supports). The minimum cannot go below TLS 1.2.
+ * TIDE_ENOTSUP when the library lacks the version. */
+TIDE_EXTERN int tide_tls_config_set_versions(tide_tls_config_t *config, int min_version,
+                                            int max_version);
+
+/* Handshake and shutdown deadlines in seconds (<= 0 keeps the default of 60 and 30). */
+TIDE_EXTERN int tide_tls_config_set_timeouts(tide_tls_config_t *config, double handshake,
+                                            double shutdown);
+
+/* close() waits for the peer's close_notify (bounded by the shutdown deadline) before
+ * closing the transport underneath. Default false: send ours, flush, close. */
+TIDE_EXTERN int tide_tls_config_set_wait_close_notify(tide_tls_config_t *config, bool wait);
+
+/* Server: keep sessions for resumption by session ID (default on, 600 s). */
+TIDE_EXTERN int tide_tls_config_set_session_cache(tide_tls_config_t *config, bool enabled,
+                                                 double lifetime);
+
+/* ---- sessions (client-side resumption) ----------------------------------------------- */
+
+/* Copies the session of an established client connection, to resume it on a new
+ * connection (tide_connect_options_t.tls_session; FTP data connections). Returns 0,
+ * TIDE_EINVAL (not a TLS client transport), TIDE_ENOTCONN (handshake not done),
+ * TIDE_ENOMEM. Free with tide_tls_session_free. */
+TIDE_EXTERN int tide_tls_get_session(const tide_transport_t *transport,
+                                     tide_tls_session_t **session);
+TIDE_EXTERN void tide_tls_session_free(tide_tls_session_t *session);
+
+/* ---- upgrading a live connection (STARTTLS) -------------------------------------------- */
+
+/* Completion of a start_tls: status 0 and the new TLS transport (now the protocol's
+ * transport; the old one is the TLS layer's), or a negative code and NULL. */
+typedef void (*tide_start_tls_cb)(tide_loop_t *loop, int status, tide_transport_t *tls,
+                                  void *arg);
+
+/* asyncio's loop.start_tls: from now on `transport` carries TLS for `protocol`, which
+ * gets no callback from it again. Client or server side follows the configuration.
+ * server_hostname: the name to verify and send as SNI (client; NULL with verification
+ * on gives TIDE_ETLS_NO_HOSTNAME). session: resume it (client; may be NULL). cb runs
+ * once the handshake ended; the protocol's connection_made is not called again, but it
+ * always gets connection_lost last, from the TLS transport, also after a failed
+ * handshake (with the failure's code, after cb). Returns 0, TIDE_EINVAL, TIDE_ENOMEM,
+ * TIDE_ECLOSED (the transport is closing), TIDE_ETLS_NO_HOSTNAME, a configuration
+ * error; then nothing changed. Flow control carries over: the watermarks, a paused
+ * reading and a paused writing stay as they were. */
+TIDE_EXTERN int tide_loop_start_tls(tide_loop_t *loop, tide_transport_t *transport,
+                                    tide_protocol_t *protocol, tide_tls_config_t *config,
+                                    const char *server_hostname,
+                                    const tide_tls_session_t *session, tide_start_tls_cb cb,
+                                    void *arg);
+
+/* ---- inspecting a TLS connection ----------------------------------------------------- */
+
+/* What the handshake settled. Strings are static or owned by the transport (valid
+ * while it is). */
+typedef struct tide_tls_info {
+    const char *version;     /* "TLSv1.2", "TLSv1.3" */
+    const char *cipher;      /* mbedTLS's suite name, e.g. "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256" */
+    const char *alpn;        /* the protocol chosen, or NULL */
+    const char *server_name; /* client: the name verified; server: the client's SNI; or NULL */
+    bool resumed;            /* the session was resumed */
+    bool server_side;
+    bool peer_verified;      /* the peer's certificate was verified (chain and name) */
+} tide_tls_info_t;
+
+/* Fills *info. Returns 0, TIDE_EINVAL (not a TLS transport), TIDE_ENOTCONN (the
+ * handshake has not finished). */
+TIDE_EXTERN int tide_tls_get_info(const tide_transport_t *transport, tide_tls_info_t *info);
+
+/* The peer's certificate. Times are seconds since the epoch (UTC). der is owned by
+ * the transport. */
+typedef struct tide_tls_cert {
+    char subject[256]; /* "CN=example.test, O=..." as mbedTLS prints it (truncated) */
+    char issuer[256];
+    int64_t not_before;
+    int64_t not_after;
+    const unsigned char *der;
+    size_t der_len;
+} tide_tls_cert_t;
+
+/* Fills *cert with the peer's leaf certificate. Returns 0, TIDE_EINVAL (not TLS),
+ * TIDE_ENOTCONN (handshake not finished), TIDE_ENOENT (the peer sent none: a client
+ * that was not asked). */
+TIDE_EXTERN int tide_tls_get_peer_certificate(const tide_transport_t *transport,
+                                              tide_tls_cert_t *cert);
+
+/* True when transport is a TLS transport. */
+TIDE_EXTERN bool tide_transport_is_tls(const tide_transport_t *transport);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
