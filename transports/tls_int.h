@@ -69,4 +69,8 @@ int tide__tls_upgrade(tide_loop_t *loop, tide_transport_t *lower, tide_protocol_
  * TLS transport was started; else NULL. Servers close their TLS clients through it. */
 tide_transport_t *tide__tls_upper(const tide_transport_t *lower);
 
+/* mbedTLS's text for one of its codes (used by tide_strerror_r; core/errors.c has a
+ * weak fallback for builds without TLS). */
+void tide__tls_describe(int mbedtls_code, char *buf, size_t len);
+
 #endif

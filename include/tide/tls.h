@@ -20,7 +20,14 @@
  *
  * Errors: verification failures have codes of their own (TIDE_ETLS_CERT_*); any other
  * mbedTLS failure is TIDE_ETLS_BASE + mbedTLS's code (tide_err_is_tls,
- * tide_err_tls_code; tide_strerror_r gives mbedTLS's text).
+ * tide_err_tls_code; tide_strerror_r gives mbedTLS's text). A certificate with several
+ * faults gets one code, the first of: TIDE_ETLS_CERT_UNTRUSTED (unknown CA,
+ * self-signed), TIDE_ETLS_CERT_EXPIRED, TIDE_ETLS_CERT_NOT_YET_VALID,
+ * TIDE_ETLS_CERT_HOSTNAME, TIDE_ETLS_CERT_INVALID (any other finding: key usage, a
+ * missing certificate, ...). The side that rejected the certificate gets that code; its
+ * peer gets the alert it was sent (a TLS code). On mbedTLS 2.28 the name is compared
+ * with the certificate's DNS names and CN only: an IP address as server_hostname
+ * matches only a certificate carrying it as such a name.
  *
  * Connection events: the application's connection_made runs after the handshake
  * succeeded; a failed handshake never reaches the protocol factory. close() sends
@@ -68,8 +75,10 @@ TIDE_EXTERN const char *tide_tls_library_version(void);
  * Returns 0 or TIDE_ENOMEM. */
 TIDE_EXTERN int tide_tls_config_new_client(tide_tls_config_t **config);
 
-/* A server configuration: needs a certificate and key before its first use; clients
- * are not asked for certificates unless tide_tls_config_set_verify_peer(cfg, true).
+/* A server configuration: needs a certificate and key (or SNI certificates) before its
+ * first use, else that use fails with TIDE_ETLS_CONFIG; clients are not asked for
+ * certificates unless tide_tls_config_set_verify_peer(cfg, true), which also needs CAs
+ * loaded (the system bundle is not used for clients: TIDE_ETLS_NO_TRUST).
  * A session cache for resumption is on. Returns 0 or TIDE_ENOMEM. */
 TIDE_EXTERN int tide_tls_config_new_server(tide_tls_config_t **config);
 
@@ -139,7 +148,9 @@ TIDE_EXTERN int tide_tls_config_set_session_cache(tide_tls_config_t *config, boo
 /* ---- sessions (client-side resumption) ----------------------------------------------- */
 
 /* Copies the session of an established client connection, to resume it on a new
- * connection (tide_connect_options_t.tls_session; FTP data connections). Returns 0,
+ * connection (tide_connect_options_t.tls_session; FTP data connections); the
+ * session's secrets are in it, keep it in memory only. mbedTLS 3.x lets a connection's
+ * session be copied once (later calls give a TLS code). Returns 0,
  * TIDE_EINVAL (not a TLS client transport), TIDE_ENOTCONN (handshake not done),
  * TIDE_ENOMEM. Free with tide_tls_session_free. */
 TIDE_EXTERN int tide_tls_get_session(const tide_transport_t *transport,
@@ -156,13 +167,18 @@ typedef void (*tide_start_tls_cb)(tide_loop_t *loop, int status, tide_transport_
 /* asyncio's loop.start_tls: from now on `transport` carries TLS for `protocol`, which
  * gets no callback from it again. Client or server side follows the configuration.
  * server_hostname: the name to verify and send as SNI (client; NULL with verification
- * on gives TIDE_ETLS_NO_HOSTNAME). session: resume it (client; may be NULL). cb runs
- * once the handshake ended; the protocol's connection_made is not called again, but it
- * always gets connection_lost last, from the TLS transport, also after a failed
- * handshake (with the failure's code, after cb). Returns 0, TIDE_EINVAL, TIDE_ENOMEM,
- * TIDE_ECLOSED (the transport is closing), TIDE_ETLS_NO_HOSTNAME, a configuration
- * error; then nothing changed. Flow control carries over: the watermarks, a paused
- * reading and a paused writing stay as they were. */
+ * on gives TIDE_ETLS_NO_HOSTNAME). session: resume it (client; may be NULL). cb (may be
+ * NULL) runs once the handshake ended; the protocol's connection_made is not called
+ * again, but it always gets connection_lost last, from the TLS transport, also after a
+ * failed handshake (with the failure's code, after cb). The protocol may write at
+ * once: what it writes before the handshake ends is queued and sent encrypted after
+ * it. Closing or aborting the TLS transport before the handshake ended aborts the
+ * connection: cb gets TIDE_ECANCELLED, then connection_lost(0) follows. Returns 0,
+ * TIDE_EINVAL (also: transport not yet made, or on another loop), TIDE_ENOMEM,
+ * TIDE_ECLOSED (the transport is closing, lost, or already half-closed either way),
+ * TIDE_ETLS_NO_HOSTNAME, a configuration error; then nothing changed. Flow control
+ * carries over: the watermarks, the write-buffer cap, a paused reading and a paused
+ * writing move to the TLS transport as they were. */
 TIDE_EXTERN int tide_loop_start_tls(tide_loop_t *loop, tide_transport_t *transport,
                                     tide_protocol_t *protocol, tide_tls_config_t *config,
                                     const char *server_hostname,
@@ -177,8 +193,9 @@ typedef struct tide_tls_info {
     const char *version;     /* "TLSv1.2", "TLSv1.3" */
     const char *cipher;      /* mbedTLS's suite name, e.g. "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256" */
     const char *alpn;        /* the protocol chosen, or NULL */
-    const char *server_name; /* client: the name verified; server: the client's SNI; or NULL */
-    bool resumed;            /* the session was resumed */
+    const char *server_name; /* client: the name sent (verified unless verification is
+                              * off); server: the client's SNI; or NULL */
+    bool resumed;            /* the session was resumed (TLS 1.2 session ID or ticket) */
     bool server_side;
     bool peer_verified;      /* the peer's certificate was verified (chain and name) */
 } tide_tls_info_t;

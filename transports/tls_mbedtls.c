@@ -1,0 +1,1914 @@
+/* The TLS layer on mbedTLS: configurations, sessions, and the TLS transport that runs
+ * as the protocol of another transport (asyncio's sslproto design, asyncio.md section 7).
+ *
+ * This is the only file that includes mbedTLS. It compiles against 2.28 (Debian 12)
+ * and 3.x; the differences are confined to the small shims guarded by
+ * MBEDTLS_VERSION_NUMBER below, and mbedTLS is reached through its functions, never
+ * through struct fields, with one exception: telling whether a session was resumed
+ * compares master secrets, since 2.28 has no accessor for it (see resumed()).
+ *
+ * One layer (struct tide__tls) is two objects in one allocation: the protocol installed
+ * on the lower transport, which receives ciphertext into `in` (a buffered protocol, so
+ * the lower reads straight into it), and the TLS transport offered to the application.
+ * mbedTLS is driven through our own BIO callbacks: recv takes from `in` and returns
+ * WANT_READ when it is empty; send writes straight into the lower transport, which
+ * queues what the kernel does not take, so send never returns WANT_WRITE and
+ * mbedtls_ssl_write never leaves a record half-done. Plaintext is queued (`out`) only
+ * while the handshake of an upgrade is running, or in the theoretical case that
+ * mbedTLS asks for a retry; a retry reuses the same length, as mbedTLS requires.
+ *
+ * Flow control: the application's write buffer size is the queued plaintext plus the
+ * lower transport's queue. The lower's watermarks are kept at the application's low
+ * mark, so that the lower tells us (pause_writing / resume_writing) whenever its queue
+ * crosses it, and we re-check the TLS transport's own marks then. Reading: decrypted
+ * bytes go to the application up to 256 KiB per turn; while it paused reading,
+ * ciphertext piles up in `in` until 256 KiB, where the lower's reading is paused, and
+ * resumed at 64 KiB.
+ *
+ * Threads: a frozen configuration is shared by connections on several loops. Its
+ * mbedtls_ssl_config, certificates and keys are only read; the random generator and
+ * the session cache are called under the configuration's own mutexes, so this does
+ * not depend on MBEDTLS_THREADING_C. A layer itself lives on its loop's thread.
+ *
+ * Reentrancy: application callbacks (data_received, eof_received, pause_writing, ...)
+ * may close or abort the TLS transport, and handshake callbacks may abort the layer;
+ * every loop below re-reads the phase after a callback. The layer is freed only when
+ * both the lower's connection_lost and the TLS transport's release happened, and never
+ * while one of its entry points is on the stack (the `busy` count). */
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <mbedtls/version.h> /* first: pulls in config.h (2.x) or build_info.h (3.x) */
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/platform_util.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_cache.h>
+#include <mbedtls/x509_crt.h>
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_PSA_CRYPTO_C)
+#include <psa/crypto.h>
+#endif
+
+#include "core/buf.h"
+#include "transports/tls_int.h"
+
+#ifndef MBEDTLS_PRIVATE
+#define MBEDTLS_PRIVATE(member) member
+#endif
+
+#define TLS_DEFAULT_HANDSHAKE 60.0
+#define TLS_DEFAULT_SHUTDOWN 30.0
+#define TLS_DEFAULT_CACHE_LIFETIME 600.0
+#define TLS_IN_HIGH (256 * 1024) /* pause the lower's reading above this much ciphertext */
+#define TLS_IN_LOW (64 * 1024)   /* ... and resume it at this */
+#define TLS_IN_CHUNK (64 * 1024) /* room offered to the lower per read */
+#define TLS_CHUNK 16384          /* plaintext per mbedtls_ssl_write */
+#define TLS_ALPN_MAX 16
+#define TLS_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
+
+/* ---- configuration --------------------------------------------------------------- */
+
+typedef struct sni_entry {
+    char *name;
+    mbedtls_x509_crt crt;
+    mbedtls_pk_context key;
+} sni_entry;
+
+struct tide_tls_config {
+    atomic_int refs;
+    pthread_mutex_t lock;     /* setters and freezing */
+    pthread_mutex_t rng_lock; /* the DRBG, shared by every connection */
+    pthread_mutex_t cache_lock;
+    bool server;
+    bool frozen;
+    bool verify;
+    bool ca_loaded; /* trust anchors came from the user */
+    bool has_ca;    /* ca holds at least one certificate */
+    bool has_cert;
+    bool wait_close_notify;
+    bool cache_enabled;
+    int min_version;
+    int max_version;
+    double handshake_timeout;
+    double shutdown_timeout;
+    double cache_lifetime;
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_ssl_config conf;
+    mbedtls_x509_crt ca;
+    mbedtls_x509_crt crt;
+    mbedtls_pk_context key;
+    sni_entry *sni;
+    size_t nsni;
+    char **alpn; /* NULL-terminated, as mbedTLS wants it */
+    mbedtls_ssl_cache_context cache;
+    bool cache_ready;
+};
+
+struct tide_tls_session {
+    mbedtls_ssl_session s;
+};
+
+/* ---- shims between 2.28 and 3.x ------------------------------------------------- */
+
+static int rng(void *p, unsigned char *out, size_t len) {
+    tide_tls_config_t *cfg = p;
+    int rc = 0;
+    pthread_mutex_lock(&cfg->rng_lock);
+    while (len > 0 && rc == 0) {
+        size_t n = len < MBEDTLS_CTR_DRBG_MAX_REQUEST ? len : MBEDTLS_CTR_DRBG_MAX_REQUEST;
+        rc = mbedtls_ctr_drbg_random(&cfg->drbg, out, n);
+        out += n;
+        len -= n;
+    }
+    pthread_mutex_unlock(&cfg->rng_lock);
+    return rc;
+}
+
+static int parse_key(tide_tls_config_t *cfg, mbedtls_pk_context *pk, const unsigned char *key,
+                     size_t len, const char *password) {
+    const unsigned char *pw = (const unsigned char *)password;
+    size_t pwlen = password ? strlen(password) : 0;
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    return mbedtls_pk_parse_key(pk, key, len, pw, pwlen, rng, cfg);
+#else
+    (void)cfg;
+    return mbedtls_pk_parse_key(pk, key, len, pw, pwlen);
+#endif
+}
+
+static int check_pair(tide_tls_config_t *cfg, mbedtls_x509_crt *crt, mbedtls_pk_context *key) {
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    return mbedtls_pk_check_pair(&crt->pk, key, rng, cfg);
+#else
+    (void)cfg;
+    return mbedtls_pk_check_pair(&crt->pk, key);
+#endif
+}
+
+static void conf_versions(tide_tls_config_t *cfg) {
+#if MBEDTLS_VERSION_NUMBER >= 0x03020000
+    mbedtls_ssl_conf_min_tls_version(&cfg->conf, cfg->min_version == TIDE_TLS_VERSION_1_3
+                                                     ? MBEDTLS_SSL_VERSION_TLS1_3
+                                                     : MBEDTLS_SSL_VERSION_TLS1_2);
+    if (cfg->max_version == TIDE_TLS_VERSION_1_2)
+        mbedtls_ssl_conf_max_tls_version(&cfg->conf, MBEDTLS_SSL_VERSION_TLS1_2);
+#else
+    /* 2.28's default floor is TLS 1.0 (Debian enables 1.0 and 1.1): set it explicitly. */
+    mbedtls_ssl_conf_min_version(&cfg->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_max_version(&cfg->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);
+#endif
+}
+
+static bool version_supported(int v) {
+    if (v == TIDE_TLS_VERSION_1_2)
+        return true;
+#if MBEDTLS_VERSION_NUMBER >= 0x03020000 && defined(MBEDTLS_SSL_PROTO_TLS1_3)
+    if (v == TIDE_TLS_VERSION_1_3)
+        return true;
+#endif
+    return false;
+}
+
+/* mbedTLS 3.x (TLS 1.3) hands a NewSessionTicket up from read/write: retry at once. */
+static bool is_ticket(int ret) {
+#if defined(MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
+    return ret == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET;
+#else
+    (void)ret;
+    return false;
+#endif
+}
+
+static bool is_want(int ret) {
+    return ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE
+#if defined(MBEDTLS_ERR_SSL_ASYNC_IN_PROGRESS)
+           || ret == MBEDTLS_ERR_SSL_ASYNC_IN_PROGRESS
+#endif
+#if defined(MBEDTLS_ERR_SSL_CRYPTO_IN_PROGRESS)
+           || ret == MBEDTLS_ERR_SSL_CRYPTO_IN_PROGRESS
+#endif
+        ;
+}
+
+/* The server's session cache, wrapped: under our own lock (the cache is shared by
+ * loops on several threads), and so that a lookup that succeeds tells the connection
+ * which session it may resume (2.28 has no accessor for "resumed"): the handshake then
+ * resumed it if the connection ended up with that session's master secret. */
+static _Thread_local struct tide__tls *tls_running; /* the server handshaking now */
+static void cache_hit(const mbedtls_ssl_session *s);
+
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+static int cache_get(void *p, unsigned char const *id, size_t id_len, mbedtls_ssl_session *s) {
+    tide_tls_config_t *cfg = p;
+    pthread_mutex_lock(&cfg->cache_lock);
+    int rc = mbedtls_ssl_cache_get(&cfg->cache, id, id_len, s);
+    pthread_mutex_unlock(&cfg->cache_lock);
+    if (rc == 0)
+        cache_hit(s);
+    return rc;
+}
+
+static int cache_set(void *p, unsigned char const *id, size_t id_len,
+                     const mbedtls_ssl_session *s) {
+    tide_tls_config_t *cfg = p;
+    pthread_mutex_lock(&cfg->cache_lock);
+    int rc = mbedtls_ssl_cache_set(&cfg->cache, id, id_len, s);
+    pthread_mutex_unlock(&cfg->cache_lock);
+    return rc;
+}
+#else
+static int cache_get(void *p, mbedtls_ssl_session *s) {
+    tide_tls_config_t *cfg = p;
+    pthread_mutex_lock(&cfg->cache_lock);
+    int rc = mbedtls_ssl_cache_get(&cfg->cache, s);
+    pthread_mutex_unlock(&cfg->cache_lock);
+    if (rc == 0)
+        cache_hit(s);
+    return rc;
+}
+
+static int cache_set(void *p, const mbedtls_ssl_session *s) {
+    tide_tls_config_t *cfg = p;
+    pthread_mutex_lock(&cfg->cache_lock);
+    int rc = mbedtls_ssl_cache_set(&cfg->cache, s);
+    pthread_mutex_unlock(&cfg->cache_lock);
+    return rc;
+}
+#endif
+
+/* ---- errors ------------------------------------------------------------------------ */
+
+static int tls_code(int mbedtls_ret) {
+    if (mbedtls_ret >= -0x7FFF && mbedtls_ret <= -1)
+        return TIDE_ETLS_BASE + mbedtls_ret;
+    return TIDE_ETLS;
+}
+
+/* Verification flags to one code, in a fixed priority (documented in tls.h): an
+ * untrusted chain makes every other finding moot, then time, then the name. */
+static int verify_code(uint32_t flags) {
+    if (flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED)
+        return TIDE_ETLS_CERT_UNTRUSTED;
+    if (flags & MBEDTLS_X509_BADCERT_EXPIRED)
+        return TIDE_ETLS_CERT_EXPIRED;
+    if (flags & MBEDTLS_X509_BADCERT_FUTURE)
+        return TIDE_ETLS_CERT_NOT_YET_VALID;
+    if (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH)
+        return TIDE_ETLS_CERT_HOSTNAME;
+    return TIDE_ETLS_CERT_INVALID;
+}
+
+void tide__tls_describe(int mbedtls_code, char *buf, size_t len) {
+#if defined(MBEDTLS_ERROR_C)
+    char text[128];
+    mbedtls_strerror(mbedtls_code, text, sizeof(text));
+    snprintf(buf, len, "%s (mbedTLS -0x%04X)", text, (unsigned)-mbedtls_code);
+#else
+    snprintf(buf, len, "mbedTLS error -0x%04X", (unsigned)-mbedtls_code);
+#endif
+}
+
+/* ---- files ----------------------------------------------------------------------- */
+
+/* Reads a whole file, NUL-terminated (PEM parsing wants the terminator counted). */
+static int read_file(const char *path, unsigned char **data, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return tide_err_from_errno(errno);
+    size_t cap = 4096, n = 0;
+    unsigned char *buf = malloc(cap);
+    int rc = 0;
+    while (buf) {
+        if (n + 1 >= cap) {
+            unsigned char *bigger = realloc(buf, cap * 2);
+            if (bigger == NULL) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f))
+                rc = TIDE_EIO;
+            break;
+        }
+    }
+    fclose(f);
+    if (buf == NULL)
+        return TIDE_ENOMEM;
+    if (rc != 0) {
+        free(buf);
+        return rc;
+    }
+    buf[n] = 0;
+    *data = buf;
+    *len = n;
+    return 0;
+}
+
+/* mbedTLS parses PEM only when the terminating NUL is part of the length. */
+static size_t pem_len(const unsigned char *data, size_t len) {
+    if (len > 0 && data[len - 1] != 0 && strstr((const char *)data, "-----BEGIN ") != NULL)
+        return len + 1; /* the caller's copy has the NUL at data[len] */
+    return len;
+}
+
+/* A copy of caller memory with a NUL after it. */
+static unsigned char *copy_nul(const void *data, size_t len) {
+    unsigned char *p = malloc(len + 1);
+    if (p) {
+        memcpy(p, data, len);
+        p[len] = 0;
+    }
+    return p;
+}
+
+static int parse_crt(mbedtls_x509_crt *chain, const unsigned char *data, size_t len) {
+    int rc = mbedtls_x509_crt_parse(chain, data, pem_len(data, len));
+    if (rc < 0)
+        return tls_code(rc);
+    return 0;
+}
+
+/* ---- configuration: public ------------------------------------------------------- */
+
+bool tide_tls_available(void) { return true; }
+
+const char *tide_tls_library_version(void) { return MBEDTLS_VERSION_STRING_FULL; }
+
+static int config_new(tide_tls_config_t **out, bool server) {
+    if (out == NULL)
+        return TIDE_EINVAL;
+    *out = NULL;
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_PSA_CRYPTO_C)
+    if (psa_crypto_init() != PSA_SUCCESS)
+        return TIDE_ENOMEM;
+#endif
+    tide_tls_config_t *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL)
+        return TIDE_ENOMEM;
+    atomic_init(&cfg->refs, 1);
+    pthread_mutex_init(&cfg->lock, NULL);
+    pthread_mutex_init(&cfg->rng_lock, NULL);
+    pthread_mutex_init(&cfg->cache_lock, NULL);
+    cfg->server = server;
+    cfg->verify = !server;
+    cfg->cache_enabled = true;
+    cfg->cache_lifetime = TLS_DEFAULT_CACHE_LIFETIME;
+    cfg->min_version = TIDE_TLS_VERSION_1_2;
+    cfg->handshake_timeout = TLS_DEFAULT_HANDSHAKE;
+    cfg->shutdown_timeout = TLS_DEFAULT_SHUTDOWN;
+    mbedtls_entropy_init(&cfg->entropy);
+    mbedtls_ctr_drbg_init(&cfg->drbg);
+    mbedtls_ssl_config_init(&cfg->conf);
+    mbedtls_x509_crt_init(&cfg->ca);
+    mbedtls_x509_crt_init(&cfg->crt);
+    mbedtls_pk_init(&cfg->key);
+    static const unsigned char pers[] = "tide tls config";
+    int rc = mbedtls_ctr_drbg_seed(&cfg->drbg, mbedtls_entropy_func, &cfg->entropy, pers,
+                                   sizeof(pers) - 1);
+    if (rc != 0) {
+        tide_tls_config_unref(cfg);
+        return tls_code(rc);
+    }
+    *out = cfg;
+    return 0;
+}
+
+int tide_tls_config_new_client(tide_tls_config_t **config) { return config_new(config, false); }
+
+int tide_tls_config_new_server(tide_tls_config_t **config) { return config_new(config, true); }
+
+tide_tls_config_t *tide_tls_config_ref(tide_tls_config_t *config) {
+    if (config)
+        atomic_fetch_add_explicit(&config->refs, 1, memory_order_relaxed);
+    return config;
+}
+
+static void config_free(tide_tls_config_t *cfg) {
+    mbedtls_ssl_config_free(&cfg->conf);
+    if (cfg->cache_ready)
+        mbedtls_ssl_cache_free(&cfg->cache);
+    mbedtls_x509_crt_free(&cfg->ca);
+    mbedtls_x509_crt_free(&cfg->crt);
+    mbedtls_pk_free(&cfg->key);
+    for (size_t i = 0; i < cfg->nsni; i++) {
+        free(cfg->sni[i].name);
+        mbedtls_x509_crt_free(&cfg->sni[i].crt);
+        mbedtls_pk_free(&cfg->sni[i].key);
+    }
+    free(cfg->sni);
+    if (cfg->alpn) {
+        for (char **p = cfg->alpn; *p; p++)
+            free(*p);
+        free(cfg->alpn);
+    }
+    mbedtls_ctr_drbg_free(&cfg->drbg);
+    mbedtls_entropy_free(&cfg->entropy);
+    pthread_mutex_destroy(&cfg->lock);
+    pthread_mutex_destroy(&cfg->rng_lock);
+    pthread_mutex_destroy(&cfg->cache_lock);
+    free(cfg);
+}
+
+void tide_tls_config_unref(tide_tls_config_t *config) {
+    if (config == NULL)
+        return;
+    if (atomic_fetch_sub_explicit(&config->refs, 1, memory_order_acq_rel) == 1)
+        config_free(config);
+}
+
+bool tide_tls_config_is_server(const tide_tls_config_t *config) {
+    return config != NULL && config->server;
+}
+
+/* Setters run under the lock and refuse once the configuration is in use. */
+static int edit_begin(tide_tls_config_t *cfg) {
+    if (cfg == NULL)
+        return TIDE_EINVAL;
+    pthread_mutex_lock(&cfg->lock);
+    if (cfg->frozen) {
+        pthread_mutex_unlock(&cfg->lock);
+        return TIDE_EBUSY;
+    }
+    return 0;
+}
+
+static int edit_end(tide_tls_config_t *cfg, int rc) {
+    pthread_mutex_unlock(&cfg->lock);
+    return rc;
+}
+
+int tide_tls_config_set_verify_peer(tide_tls_config_t *config, bool verify) {
+    int rc = edit_begin(config);
+    if (rc != 0)
+        return rc;
+    config->verify = verify;
+    return edit_end(config, 0);
+}
+
+static int load_ca_locked(tide_tls_config_t *cfg, const unsigned char *data, size_t len) {
+    int before = cfg->has_ca;
+    int rc = mbedtls_x509_crt_parse(&cfg->ca, data, pem_len(data, len));
+    /* A positive result counts certificates of a bundle that did not parse; the others
+     * were loaded. */
+    if (rc < 0 && !before)
+        return tls_code(rc);
+    if (cfg->ca.version != 0)
+        cfg->has_ca = true;
+    return cfg->has_ca ? 0 : tls_code(MBEDTLS_ERR_X509_INVALID_FORMAT);
+}
+
+int tide_tls_config_load_ca_file(tide_tls_config_t *config, const char *path) {
+    if (path == NULL)
+        return TIDE_EINVAL;
+    int rc = edit_begin(config);
+    if (rc != 0)
+        return rc;
+    unsigned char *data;
+    size_t len;
+    rc = read_file(path, &data, &len);
+    if (rc == 0) {
+        rc = load_ca_locked(config, data, len);
+        free(data);
+    }
+    if (rc == 0)
+        config->ca_loaded = true;
+    return edit_end(config, rc);
+}
+
+int tide_tls_config_load_ca_dir(tide_tls_config_t *config, const char *path) {
+    if (path == NULL)
+        return TIDE_EINVAL;
+    int rc = edit_begin(config);
+    if (rc != 0)
+        return rc;
+    DIR *dir = opendir(path);
+    if (dir == NULL)
+        return edit_end(config, tide_err_from_errno(errno));
+    closedir(dir);
+    rc = mbedtls_x509_crt_parse_path(&config->ca, path);
+    if (config->ca.version != 0)
+        config->has_ca = true;
+    if (rc < 0 && !config->has_ca)
+        return edit_end(config, tls_code(rc));
+    if (!config->has_ca)
+        return edit_end(config, TIDE_ENOENT);
+    config->ca_loaded = true;
+    return edit_end(config, 0);
+}
+
+int tide_tls_config_load_ca_mem(tide_tls_config_t *config, const void *data, size_t len) {
+    if (data == NULL || len == 0)
+        return TIDE_EINVAL;
+    int rc = edit_begin(config);
+    if (rc != 0)
+        return rc;
+    unsigned char *copy = copy_nul(data, len);
+    if (copy == NULL)
+        return edit_end(config, TIDE_ENOMEM);
+    rc = load_ca_locked(config, copy, len);
+    free(copy);
+    if (rc == 0)
+        config->ca_loaded = true;
+    return edit_end(config, rc);
+}
+
+static int load_system_locked(tide_tls_config_t *cfg) {
+    const char *path = getenv("SSL_CERT_FILE");
+    if (path == NULL || *path == 0)
+        path = TLS_SYSTEM_CA;
+    unsigned char *data;
+    size_t len;
+    int rc = read_file(path, &data, &len);
+    if (rc != 0)
+        return rc;
+    rc = load_ca_locked(cfg, data, len);
+    free(data);
+    return rc;
+}
+
+int tide_tls_config_load_system_ca(tide_tls_config_t *config) {
+    int rc = edit_begin(config);
+    if (rc != 0)
+        return rc;
+    rc = load_system_locked(config);
+    if (rc == 0)
+        config->ca_loaded = true;
+    return edit_end(config, rc);
+}
+
+/* Parses a certificate chain and its key into crt/key (initialised by the caller). */
+static int parse_pair(tide_tls_config_t *cfg, mbedtls_x509_crt *crt, mbedtls_pk_context *key,
+                      const unsigned char *cert, size_t cert_len, const unsigned char *keydata,
+                      size_t key_len, const char *password) {
+    int rc = parse_crt(crt, cert, cert_len);
+    if (rc != 0)
+        return rc;
+    rc = parse_key(cfg, key, keydata, pem_len(keydata, key_len), password);
+    if (rc != 0)
+        return tls_code(rc);
+    rc = check_pair(cfg, crt, key);
+    return rc != 0 ? tls_code(rc) : 0;
+}
+
+/* Loads a pair into the configuration: as the default certificate (name NULL) or as an
+ * SNI entry. The inputs are NUL-terminated copies. */
+static int add_pair(tide_tls_config_t *cfg, const char *name, const unsigned char *cert,
+                    size_t cert_len, const unsigned char *key, size_t key_len,
+                    const char *password) {
+    mbedtls_x509_crt crt;
+    mbedtls_pk_context pk;
+    mbedtls_x509_crt_init(&crt);
+    mbedtls_pk_init(&pk);
+    int rc = parse_pair(cfg, &crt, &pk, cert, cert_len, key, key_len, password);
+    if (rc != 0)
+        goto fail;
+    if (name == NULL) {
+        mbedtls_x509_crt_free(&cfg->crt);
+        mbedtls_pk_free(&cfg->key);
+        cfg->crt = crt;
+        cfg->key = pk;
+        cfg->has_cert = true;
+        return 0;
+    }
+    sni_entry *grown = realloc(cfg->sni, (cfg->nsni + 1) * sizeof(*grown));
+    if (grown == NULL) {
+        rc = TIDE_ENOMEM;
+        goto fail;
+    }
+    cfg->sni = grown;
+    sni_entry *e = &cfg->sni[cfg->nsni];
+    e->name = strdup(name);
+    if (e->name == NULL) {
+        rc = TIDE_ENOMEM;
+        goto fail;
+    }
+    e->crt = crt;
+    e->key = pk;
+    cfg->nsni++;
+    return 0;
+fail:
+    mbedtls_x509_crt_free(&crt);
+    mbedtls_pk_free(&pk);
+    return rc;
+}
+
+static int set_pair_mem(tide_tls_config_t *cfg, const char *name, const void *cert, size_t cert_len,
+                        const void *key, size_t key_len, const char *password) {
+    if (cert == NULL || cert_len == 0 || key == NULL || key_len == 0)
+        return TIDE_EINVAL;
+    if (name != NULL && (*name == 0 || strlen(name) > 255))
+        return TIDE_EINVAL;
+    int rc = edit_begin(cfg);
+    if (rc != 0)
+        return rc;
+    unsigned char *c = copy_nul(cert, cert_len);
+    unsigned char *k = copy_nul(key, key_len);
+    if (c && k)
+        rc = add_pair(cfg, name, c, cert_len, k, key_len, password);
+    else
+        rc = TIDE_ENOMEM;
+    free(c);
+    if (k) {
+        mbedtls_platform_zeroize(k, key_len);
+        free(k);
+    }
+    return edit_end(cfg, rc);
+}
+
+static int set_pair_file(tide_tls_config_t *cfg, const char *name, const char *cert_path,
+                         const char *key_path, const char *password) {
+    if (cert_path == NULL || key_path == NULL)
+        return TIDE_EINVAL;
+    if (name != NULL && (*name == 0 || strlen(name) > 255))
+        return TIDE_EINVAL;
+    int rc = edit_begin(cfg);
+    if (rc != 0)
+        return rc;
+    unsigned char *c = NULL, *k = NULL;
+    size_t clen = 0, klen = 0;
+    rc = read_file(cert_path, &c, &clen);
+    if (rc == 0)
+        rc = read_file(key_path, &k, &klen);
+    if (rc == 0)
+        rc = add_pair(cfg, name, c, clen, k, klen, password);
+    free(c);
+    if (k) {
+        mbedtls_platform_zeroize(k, klen);
+        free(k);
+    }
+    return edit_end(cfg, rc);
+}
+
+int tide_tls_config_set_cert_file(tide_tls_config_t *config, const char *cert_path,
+                                  const char *key_path, const char *password) {
+    return set_pair_file(config, NULL, cert_path, key_path, password);
+}
+
+int tide_tls_config_set_cert_mem(tide_tls_config_t *config, const void *cert, size_t cert_len,
+                                 const void *key, size_t key_len, const char *password) {
+    return set_pair_mem(config, NULL, cert, cert_len, key, key_len, password);
+}
+
+int tide_tls_config_add_sni_cert_file(tide_tls_config_t *config, const char *server_name,
+                                      const char *cert_path, const char *key_path,
+                                      const char *password) {
+    if (server_name == NULL || (config && !config->server))
+        return TIDE_EINVAL;
+    return set_pair_file(config, server_name, cert_path, key_path, password);
+}
+
+int tide_tls_config_add_sni_cert_mem(tide_tls_config_t *config, const char *server_name,
+                                     const void *cert, size_t cert_len, const void *key,
+                                     size_t key_len, const char *password) {
+    if (server_name == NULL || (config && !config->server))
+        return TIDE_EINVAL;
+    return set_pair_mem(config, server_name, cert, cert_len, key, key_len, password);
+}
+
+int tide_tls_config_set_alpn(tide_tls_config_t *config, const char *const *protocols, size_t n) {
+    if (n > TLS_ALPN_MAX || (protocols == NULL && n > 0))
+        return TIDE_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (protocols[i] == NULL || protocols[i][0] == 0 || strlen(protocols[i]) > 255)
+            return TIDE_EINVAL;
+    }
+    int rc = edit_begin(config);
+    if (rc != 0)
+        return rc;
+    char **list = NULL;
+    if (n > 0) {
+        list = calloc(n + 1, sizeof(*list));
+        if (list == NULL)
+            return edit_end(config, TIDE_ENOMEM);
+        for (size_t i = 0; i < n; i++) {
+            list[i] = strdup(protocols[i]);
+            if (list[i] == NULL) {
+                for (size_t j = 0; j < i; j++)
+                    free(list[j]);
+                free(list);
+                return edit_end(config, TIDE_ENOMEM);
+            }
+        }
+    }
+    if (config->alpn) {
+        for (char **p = config->alpn; *p; p++)
+            free(*p);
+        free(config->alpn);
+    }
+    config->alpn = list;
+    return edit_end(config, 0);
+}
+
+int tide_tls_config_set_versions(tide_tls_config_t *config, int min_version, int max_version) {
+    if (min_version == 0)
+        min_version = TIDE_TLS_VERSION_1_2;
+    if (min_version < TIDE_TLS_VERSION_1_2 || (max_version != 0 && max_version < min_version))
+        return TIDE_EINVAL;
+    if (min_version > TIDE_TLS_VERSION_1_3 || max_version > TIDE_TLS_VERSION_1_3)
+        return TIDE_EINVAL;
+    if (!version_supported(min_version) || (max_version != 0 && !version_supported(max_version)))
+        return TIDE_ENOTSUP;
+    int rc = edit_begin(config);
+    if (rc != 0)
+        return rc;
+    config->min_version = min_version;
+    config->max_version = max_version;
+    return edit_end(config, 0);
+}
+
+int tide_tls_config_set_timeouts(tide_tls_config_t *config, double handshake, double shutdown) {
+    int rc = edit_begin(config);
+    if (rc != 0)
+        return rc;
+    config->handshake_timeout = handshake > 0 ? handshake : TLS_DEFAULT_HANDSHAKE;
+    config->shutdown_timeout = shutdown > 0 ? shutdown : TLS_DEFAULT_SHUTDOWN;
+    return edit_end(config, 0);
+}
+
+int tide_tls_config_set_wait_close_notify(tide_tls_config_t *config, bool wait) {
+    int rc = edit_begin(config);
+    if (rc != 0)
+        return rc;
+    config->wait_close_notify = wait;
+    return edit_end(config, 0);
+}
+
+int tide_tls_config_set_session_cache(tide_tls_config_t *config, bool enabled, double lifetime) {
+    int rc = edit_begin(config);
+    if (rc != 0)
+        return rc;
+    config->cache_enabled = enabled;
+    config->cache_lifetime = lifetime > 0 ? lifetime : TLS_DEFAULT_CACHE_LIFETIME;
+    return edit_end(config, 0);
+}
+
+/* ---- SNI ----------------------------------------------------------------------------- */
+
+static bool sni_match(const char *pattern, const char *name, size_t len) {
+    size_t plen = strlen(pattern);
+    if (plen == len && strncasecmp(pattern, name, len) == 0)
+        return true;
+    /* "*.example.com" matches exactly one label before ".example.com". */
+    if (plen > 2 && pattern[0] == '*' && pattern[1] == '.') {
+        const char *dot = memchr(name, '.', len);
+        if (dot == NULL || dot == name)
+            return false;
+        size_t rest = len - (size_t)(dot - name);
+        return rest == plen - 1 && strncasecmp(pattern + 1, dot, rest) == 0;
+    }
+    return false;
+}
+
+static int sni_choose(void *p, mbedtls_ssl_context *ssl, const unsigned char *name, size_t len);
+
+/* ---- freezing ------------------------------------------------------------------------ */
+
+/* Builds the mbedtls_ssl_config from the settings. Only on success does the
+ * configuration become frozen, so a failure (no CA yet) can be fixed and retried. */
+static int freeze_locked(tide_tls_config_t *cfg) {
+    if (cfg->server && !cfg->has_cert && cfg->nsni == 0)
+        return TIDE_ETLS_CONFIG;
+    if (cfg->verify && !cfg->has_ca) {
+        /* Clients fall back to the system bundle; a server verifying clients needs the
+         * CAs it trusts for that named explicitly. */
+        if (cfg->server || load_system_locked(cfg) != 0 || !cfg->has_ca)
+            return TIDE_ETLS_NO_TRUST;
+    }
+    mbedtls_ssl_config *conf = &cfg->conf;
+    int rc = mbedtls_ssl_config_defaults(
+        conf, cfg->server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
+        MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+    if (rc != 0)
+        return tls_code(rc);
+    mbedtls_ssl_conf_rng(conf, rng, cfg);
+    conf_versions(cfg);
+    mbedtls_ssl_conf_authmode(conf,
+                              cfg->verify ? MBEDTLS_SSL_VERIFY_REQUIRED : MBEDTLS_SSL_VERIFY_NONE);
+    if (cfg->has_ca)
+        mbedtls_ssl_conf_ca_chain(conf, &cfg->ca, NULL);
+    if (cfg->has_cert) {
+        rc = mbedtls_ssl_conf_own_cert(conf, &cfg->crt, &cfg->key);
+        if (rc != 0)
+            return tls_code(rc);
+    }
+#if defined(MBEDTLS_SSL_RENEGOTIATION)
+    mbedtls_ssl_conf_renegotiation(conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+#endif
+    mbedtls_ssl_conf_legacy_renegotiation(conf, MBEDTLS_SSL_LEGACY_NO_RENEGOTIATION);
+#if defined(MBEDTLS_SSL_TRUNCATED_HMAC)
+    mbedtls_ssl_conf_truncated_hmac(conf, MBEDTLS_SSL_TRUNC_HMAC_DISABLED);
+#endif
+#if defined(MBEDTLS_SSL_ALPN)
+    if (cfg->alpn) {
+        rc = mbedtls_ssl_conf_alpn_protocols(conf, (const char **)cfg->alpn);
+        if (rc != 0)
+            return tls_code(rc);
+    }
+#endif
+#if defined(MBEDTLS_SSL_SERVER_NAME_INDICATION)
+    /* Also without SNI certificates: the callback records the name asked for. */
+    if (cfg->server)
+        mbedtls_ssl_conf_sni(conf, sni_choose, cfg);
+#endif
+#if defined(MBEDTLS_SSL_CACHE_C)
+    if (cfg->server && cfg->cache_enabled) {
+        mbedtls_ssl_cache_init(&cfg->cache);
+        cfg->cache_ready = true;
+        mbedtls_ssl_cache_set_timeout(&cfg->cache, (int)cfg->cache_lifetime);
+        mbedtls_ssl_conf_session_cache(conf, cfg, cache_get, cache_set);
+    }
+#endif
+    cfg->frozen = true;
+    return 0;
+}
+
+static int freeze(tide_tls_config_t *cfg) {
+    pthread_mutex_lock(&cfg->lock);
+    int rc = cfg->frozen ? 0 : freeze_locked(cfg);
+    pthread_mutex_unlock(&cfg->lock);
+    return rc;
+}
+
+int tide__tls_check(const tide__tls_params *params) {
+    if (params == NULL || params->config == NULL)
+        return TIDE_EINVAL;
+    tide_tls_config_t *cfg = params->config;
+    if (!cfg->server && cfg->verify &&
+        (params->server_hostname == NULL || params->server_hostname[0] == 0))
+        return TIDE_ETLS_NO_HOSTNAME;
+    if (params->server_hostname && strlen(params->server_hostname) > 255)
+        return TIDE_EINVAL;
+    return freeze(cfg);
+}
+
+/* ---- sessions --------------------------------------------------------------------- */
+
+void tide_tls_session_free(tide_tls_session_t *session) {
+    if (session == NULL)
+        return;
+    mbedtls_ssl_session_free(&session->s);
+    free(session);
+}
+
+/* ---- the layer ----------------------------------------------------------------------- */
+
+enum phase {
+    PH_INIT,      /* waiting for the lower's connection_made */
+    PH_HANDSHAKE, /* handshaking */
+    PH_OPEN,      /* application data flows */
+    PH_CLOSING,   /* our close_notify went out; waiting for the lower (or the peer's) */
+    PH_DONE       /* failed or ended: nothing moves any more */
+};
+
+struct tide__tls {
+    tide_transport_t t; /* the TLS transport: first, the base hands it back */
+    tide_protocol_t lower_proto;
+    tide_transport_t *lower; /* NULL once its connection_lost ran */
+    tide_loop_t *loop;
+    tide_tls_config_t *config;
+    mbedtls_ssl_context ssl;
+    char *hostname;
+    char *sni; /* server: the name the client asked for */
+    unsigned char offered_master[48];
+    bool offered;
+    tide__buf in;  /* ciphertext from the lower, not yet taken by mbedTLS */
+    tide__buf out; /* plaintext not yet encrypted */
+    size_t retry_len;
+    tide__timer timer;
+    tide__call kick;
+    enum phase phase;
+    bool upgrade;
+    tide__tls_handshake_cb hs_cb;
+    tide_start_tls_cb start_cb;
+    void *cb_arg;
+    int hs_cancel;   /* upgrade: the application closed or aborted mid-handshake */
+    int bio_error;   /* the lower refused ciphertext */
+    int lower_error; /* the lower was lost with this error */
+    int busy;
+    bool handshake_done;
+    bool lower_eof;
+    bool lower_paused;
+    bool lower_lost;
+    bool upper_gone;
+    bool peer_notified; /* the peer's close_notify arrived */
+    bool eof_pending;   /* ... and is still to be delivered to the application */
+    bool wait_notify;   /* closing: still waiting for the peer's close_notify */
+    bool graceful;      /* on abort, close the lower (flushing an alert) instead */
+    bool resumed;
+    bool verified;
+};
+
+static const tide__transport_ops tls_ops;
+static const tide_protocol_ops_t lower_ops;
+
+static void cache_hit(const mbedtls_ssl_session *s) {
+    tide__tls *c = tls_running;
+    if (c == NULL)
+        return;
+    memcpy(c->offered_master, s->MBEDTLS_PRIVATE(master), sizeof(c->offered_master));
+    c->offered = true;
+}
+
+static tide__tls *of_transport(const tide_transport_t *t) {
+    return (t != NULL && t->ops == &tls_ops) ? (tide__tls *)(void *)t : NULL;
+}
+
+static void layer_free(tide__tls *c) {
+    tide__timer_stop(&c->timer);
+    tide__loop_undefer(&c->kick);
+    mbedtls_ssl_free(&c->ssl);
+    tide__buf_free(&c->in);
+    tide__buf_free(&c->out);
+    free(c->hostname);
+    free(c->sni);
+    tide_tls_config_unref(c->config);
+    free(c);
+}
+
+static void enter(tide__tls *c) { c->busy++; }
+
+static void leave(tide__tls *c) {
+    if (--c->busy == 0 && c->lower_lost && c->upper_gone)
+        layer_free(c);
+}
+
+/* mbedTLS's SNI callback: the connection is the struct around its ssl context. */
+static int sni_choose(void *p, mbedtls_ssl_context *ssl, const unsigned char *name, size_t len) {
+    tide_tls_config_t *cfg = p;
+    tide__tls *c = TIDE_CONTAINER_OF(ssl, tide__tls, ssl);
+    free(c->sni);
+    c->sni = malloc(len + 1);
+    if (c->sni) {
+        memcpy(c->sni, name, len);
+        c->sni[len] = 0;
+    }
+    for (size_t i = 0; i < cfg->nsni; i++) {
+        if (sni_match(cfg->sni[i].name, (const char *)name, len))
+            return mbedtls_ssl_set_hs_own_cert(ssl, &cfg->sni[i].crt, &cfg->sni[i].key);
+    }
+    return cfg->has_cert ? 0 : -1;
+}
+
+static int map_error(tide__tls *c, int ret) {
+    if (c->bio_error != 0)
+        return c->bio_error;
+    if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+        uint32_t flags = mbedtls_ssl_get_verify_result(&c->ssl);
+        if (flags != 0 && flags != (uint32_t)-1)
+            return verify_code(flags);
+    }
+    return tls_code(ret);
+}
+
+/* ---- BIO ------------------------------------------------------------------------------- */
+
+static int bio_send(void *ctx, const unsigned char *buf, size_t len) {
+    tide__tls *c = ctx;
+    if (c->bio_error != 0)
+        return MBEDTLS_ERR_SSL_INTERNAL_ERROR;
+    if (c->lower == NULL) {
+        c->bio_error = c->lower_error ? c->lower_error : TIDE_ETLS_TRUNCATED;
+        return MBEDTLS_ERR_SSL_INTERNAL_ERROR;
+    }
+    /* The lower takes every byte (queueing what the kernel does not), so mbedTLS
+     * never sees WANT_WRITE and never has to replay a record. */
+    int rc = tide_transport_write(c->lower, buf, len);
+    if (rc < 0) {
+        c->bio_error = rc;
+        return MBEDTLS_ERR_SSL_INTERNAL_ERROR;
+    }
+    return (int)len;
+}
+
+static int bio_recv(void *ctx, unsigned char *buf, size_t len) {
+    tide__tls *c = ctx;
+    if (c->in.len == 0)
+        return MBEDTLS_ERR_SSL_WANT_READ;
+    size_t n = len < c->in.len ? len : c->in.len;
+    if (n > INT32_MAX)
+        n = INT32_MAX;
+    memcpy(buf, tide__buf_begin(&c->in), n);
+    tide__buf_consume(&c->in, n);
+    if (c->in.len == 0)
+        tide__buf_settle(&c->in, TLS_IN_HIGH);
+    return (int)n;
+}
+
+/* ---- helpers --------------------------------------------------------------------------- */
+
+/* Ends the lower transport: graceful closes flush what is queued (our close_notify or
+ * an alert), bounded by the shutdown deadline; the others drop it. */
+static void close_lower(tide__tls *c, bool graceful) {
+    if (c->lower == NULL)
+        return;
+    if (!graceful) {
+        tide_transport_abort(c->lower);
+        return;
+    }
+    tide_transport_close(c->lower);
+    /* A peer that never reads must not keep the lower open for ever. */
+    if (c->lower && !tide__timer_active(&c->timer) &&
+        tide__timer_start(&c->timer, c->config->shutdown_timeout) != 0)
+        tide_transport_abort(c->lower);
+}
+
+static void defer_kick(tide__tls *c) { tide__loop_defer(c->loop, &c->kick); }
+
+/* The lower's watermarks follow the application's low mark, so that the lower reports
+ * every crossing of it and the TLS transport can re-check its own marks. */
+static void sync_limits(tide__tls *c) {
+    if (c->lower) {
+        c->lower->high_water = c->t.low_water;
+        c->lower->low_water = c->t.low_water;
+    }
+}
+
+static void update_lower_reading(tide__tls *c) {
+    if (c->lower == NULL)
+        return;
+    if (!c->lower_paused && c->in.len > TLS_IN_HIGH) {
+        c->lower_paused = true;
+        tide_transport_pause_reading(c->lower);
+    } else if (c->lower_paused && c->in.len <= TLS_IN_LOW) {
+        c->lower_paused = false;
+        tide_transport_resume_reading(c->lower);
+    }
+}
+
+static void fatal(tide__tls *c, int err, bool graceful) {
+    c->graceful = graceful;
+    tide__transport_fatal(&c->t, err);
+}
+
+/* Encrypts len bytes of plaintext. Returns the bytes mbedTLS took (all of them unless it
+ * asked for a retry: then retry_len is set and the rest is the caller's to queue) or a
+ * negative code. */
+static int encrypt(tide__tls *c, const unsigned char *data, size_t len, size_t *used) {
+    *used = 0;
+    while (*used < len) {
+        size_t chunk = c->retry_len ? c->retry_len : len - *used;
+        if (chunk > len - *used)
+            chunk = len - *used;
+        if (chunk > TLS_CHUNK)
+            chunk = TLS_CHUNK;
+        int r = mbedtls_ssl_write(&c->ssl, data + *used, chunk);
+        if (r > 0) {
+            c->retry_len = 0;
+            *used += (size_t)r;
+            continue;
+        }
+        if (is_ticket(r))
+            continue;
+        if (c->bio_error != 0)
+            return c->bio_error;
+        if (r == 0 || is_want(r)) {
+            /* mbedTLS must see the same length again. */
+            c->retry_len = chunk;
+            return 0;
+        }
+        return map_error(c, r);
+    }
+    return 0;
+}
+
+/* Encrypts queued plaintext. Returns 0 or a code (the caller fails the transport). */
+static int flush_out(tide__tls *c) {
+    while (c->out.len > 0) {
+        size_t used;
+        int rc = encrypt(c, tide__buf_begin(&c->out), c->out.len, &used);
+        tide__buf_consume(&c->out, used);
+        if (rc < 0)
+            return rc;
+        if (c->retry_len)
+            break;
+    }
+    if (c->out.len == 0)
+        tide__buf_settle(&c->out, TLS_IN_LOW);
+    return 0;
+}
+
+static bool resumed(tide__tls *c) {
+    /* A resumed session keeps the master secret of the one offered (client) or found
+     * in the cache (server); a full handshake makes a fresh one. The session is read in
+     * place: on 3.x, mbedtls_ssl_get_session works once per connection, and that once
+     * belongs to the user (tide_tls_get_session). */
+    const mbedtls_ssl_session *now = c->ssl.MBEDTLS_PRIVATE(session);
+    return c->offered && now != NULL &&
+           memcmp(now->MBEDTLS_PRIVATE(master), c->offered_master, sizeof(c->offered_master)) == 0;
+}
+
+/* ---- handshake ------------------------------------------------------------------------ */
+
+static void hs_fail(tide__tls *c, int err, bool graceful) {
+    tide__timer_stop(&c->timer);
+    c->phase = PH_DONE;
+    tide__buf_consume(&c->out, c->out.len);
+    tide__log(c->loop, TIDE_LOG_DEBUG, "TLS handshake failed: %s", tide_strerror(err));
+    if (!c->upgrade) {
+        close_lower(c, graceful);
+        tide__tls_handshake_cb cb = c->hs_cb;
+        c->hs_cb = NULL;
+        if (cb)
+            cb(c, err, c->cb_arg);
+        tide__transport_discard(&c->t);
+        return;
+    }
+    tide_start_tls_cb cb = c->start_cb;
+    c->start_cb = NULL;
+    if (cb)
+        cb(c->loop, err, NULL, c->cb_arg);
+    if (c->t.state & TIDE__T_LOST) {
+        close_lower(c, graceful); /* the application aborted: lost is on its way */
+    } else if (c->hs_cancel) {
+        close_lower(c, false);
+        tide__transport_lost(&c->t, 0); /* the application closed it */
+    } else {
+        fatal(c, err, graceful);
+    }
+}
+
+static void hs_done(tide__tls *c) {
+    tide__timer_stop(&c->timer);
+    c->phase = PH_OPEN;
+    c->handshake_done = true;
+    c->resumed = resumed(c);
+    c->verified = mbedtls_ssl_get_peer_cert(&c->ssl) != NULL &&
+                  mbedtls_ssl_get_verify_result(&c->ssl) == 0 && c->config->verify;
+    if (!c->upgrade) {
+        tide__tls_handshake_cb cb = c->hs_cb;
+        c->hs_cb = NULL;
+        if (cb)
+            cb(c, 0, c->cb_arg);
+        return;
+    }
+    /* Writes made while handshaking go out now, encrypted. */
+    int rc = flush_out(c);
+    if (rc < 0) {
+        tide_start_tls_cb cb = c->start_cb;
+        c->start_cb = NULL;
+        if (cb)
+            cb(c->loop, rc, NULL, c->cb_arg);
+        fatal(c, rc, false);
+        return;
+    }
+    tide_start_tls_cb cb = c->start_cb;
+    c->start_cb = NULL;
+    if (cb)
+        cb(c->loop, 0, &c->t, c->cb_arg);
+    if (c->phase == PH_OPEN)
+        tide__transport_check_resume(&c->t);
+}
+
+static void handshake_step(tide__tls *c) {
+    if (c->hs_cancel) {
+        hs_fail(c, c->hs_cancel, false);
+        return;
+    }
+    for (;;) {
+        tls_running = c->config->server ? c : NULL;
+        int ret = mbedtls_ssl_handshake(&c->ssl);
+        tls_running = NULL;
+        if (ret == 0) {
+            hs_done(c);
+            return;
+        }
+        if (is_ticket(ret))
+            continue;
+        if (c->bio_error != 0) {
+            hs_fail(c, c->bio_error, false);
+        } else if (is_want(ret)) {
+            if (c->lower_eof)
+                hs_fail(c, c->lower_error ? c->lower_error : TIDE_ECONNRESET, false);
+        } else {
+            /* mbedTLS queued an alert: close (flushing it) rather than abort. */
+            hs_fail(c, map_error(c, ret), true);
+        }
+        return;
+    }
+}
+
+/* ---- reading ------------------------------------------------------------------------- */
+
+/* The peer's close_notify reaches the application as eof_received; TLS then closes
+ * whatever eof_received answers. */
+static void deliver_eof(tide__tls *c) {
+    c->eof_pending = false;
+    tide__transport_eof(&c->t);
+    if (!tide__transport_closing(&c->t))
+        tide_transport_close(&c->t);
+}
+
+/* What ended a run of reads (r <= 0). Returns true when reading may go on. */
+static bool read_end(tide__tls *c, int r) {
+    if (is_ticket(r))
+        return true;
+    if (r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
+        c->peer_notified = true;
+        c->eof_pending = true;
+        /* Whatever follows close_notify is never delivered. */
+        tide__buf_consume(&c->in, c->in.len);
+        return true; /* delivered at the top of the loop, once the application reads */
+    }
+    if (c->bio_error != 0) {
+        fatal(c, c->bio_error, false);
+        return false;
+    }
+    if (r != 0 && is_want(r)) {
+        /* The lower ended without close_notify: truncation (or its own error). */
+        if (c->lower_eof)
+            fatal(c, c->lower_error ? c->lower_error : TIDE_ETLS_TRUNCATED, false);
+        return false;
+    }
+    if (r == 0) {
+        fatal(c, TIDE_ETLS_TRUNCATED, false);
+        return false;
+    }
+    fatal(c, map_error(c, r), true);
+    return false;
+}
+
+static bool more_pending(tide__tls *c) {
+    return c->in.len > 0 || mbedtls_ssl_get_bytes_avail(&c->ssl) > 0 ||
+           mbedtls_ssl_check_pending(&c->ssl);
+}
+
+static void read_app_data(tide__tls *c) {
+    size_t budget = TIDE__READ_MAX;
+    while (c->phase == PH_OPEN && tide__transport_wants_read(&c->t)) {
+        if (c->eof_pending) {
+            deliver_eof(c);
+            return;
+        }
+        if (!c->lower_eof && !more_pending(c))
+            return;
+        if (budget == 0) {
+            defer_kick(c); /* the rest next turn, without new readiness */
+            return;
+        }
+        if (tide__transport_is_buffered(&c->t)) {
+            size_t avail = mbedtls_ssl_get_bytes_avail(&c->ssl);
+            if (avail == 0) {
+                /* Decrypt the next record without taking any of it, so that the
+                 * protocol is asked for memory only when there is plaintext. */
+                unsigned char none;
+                int r = mbedtls_ssl_read(&c->ssl, &none, 0);
+                if (r < 0 && !read_end(c, r))
+                    return;
+                continue;
+            }
+            size_t len = 0;
+            unsigned char *buf = tide__transport_get_buffer(&c->t, avail, &len);
+            if (buf == NULL || !tide__transport_wants_read(&c->t))
+                return;
+            if (len > budget)
+                len = budget;
+            int r = mbedtls_ssl_read(&c->ssl, buf, len);
+            if (r > 0) {
+                budget -= (size_t)r;
+                tide__transport_buffer_updated(&c->t, (size_t)r);
+                continue;
+            }
+            if (!read_end(c, r))
+                return;
+            continue;
+        }
+        size_t size = 0;
+        unsigned char *scratch = tide__loop_scratch(c->loop, &size);
+        if (scratch == NULL) {
+            fatal(c, TIDE_ENOMEM, false);
+            return;
+        }
+        if (size > budget)
+            size = budget;
+        size_t got = 0;
+        int r = 0;
+        while (got < size) {
+            r = mbedtls_ssl_read(&c->ssl, scratch + got, size - got);
+            if (r > 0)
+                got += (size_t)r;
+            else if (!is_ticket(r))
+                break;
+        }
+        if (got > 0) {
+            budget -= got;
+            tide__transport_data(&c->t, scratch, got);
+        }
+        if (got < size && !read_end(c, r))
+            return;
+    }
+}
+
+/* Closing and waiting for the peer's close_notify: application data is dropped. */
+static void drain_closing(tide__tls *c) {
+    if (!c->wait_notify)
+        return;
+    size_t size = 0;
+    unsigned char *scratch = tide__loop_scratch(c->loop, &size);
+    if (scratch == NULL) {
+        fatal(c, TIDE_ENOMEM, false);
+        return;
+    }
+    for (;;) {
+        int r = mbedtls_ssl_read(&c->ssl, scratch, size);
+        if (r > 0 || is_ticket(r))
+            continue;
+        if (r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || (is_want(r) && c->lower_eof)) {
+            c->wait_notify = false;
+            tide__buf_consume(&c->in, c->in.len);
+            close_lower(c, true);
+        } else if (!is_want(r)) {
+            fatal(c, c->bio_error ? c->bio_error : map_error(c, r), false);
+        }
+        return;
+    }
+}
+
+static void process(tide__tls *c) {
+    if (c->phase == PH_HANDSHAKE)
+        handshake_step(c);
+    if (c->phase == PH_OPEN)
+        read_app_data(c);
+    else if (c->phase == PH_CLOSING)
+        drain_closing(c);
+    if (c->phase == PH_OPEN || c->phase == PH_CLOSING || c->phase == PH_HANDSHAKE)
+        update_lower_reading(c);
+}
+
+static void kick_run(tide__call *call) {
+    tide__tls *c = TIDE_CONTAINER_OF(call, tide__tls, kick);
+    enter(c);
+    process(c);
+    leave(c);
+}
+
+static void timer_fired(tide__timer *timer) {
+    tide__tls *c = TIDE_CONTAINER_OF(timer, tide__tls, timer);
+    enter(c);
+    if (c->phase == PH_HANDSHAKE)
+        hs_fail(c, TIDE_ETLS_HANDSHAKE_TIMEOUT, false);
+    else if (c->phase == PH_CLOSING)
+        fatal(c, TIDE_ETLS_SHUTDOWN_TIMEOUT, false);
+    else
+        close_lower(c, false); /* an alert that could not be flushed in time */
+    leave(c);
+}
+
+static void start_handshake(tide__tls *c) {
+    c->phase = PH_HANDSHAKE;
+    if (tide__timer_start(&c->timer, c->config->handshake_timeout) != 0) {
+        c->hs_cancel = TIDE_ENOMEM;
+        defer_kick(c);
+    }
+}
+
+/* ---- the protocol on the lower transport --------------------------------------------- */
+
+static tide__tls *of_lower(tide_protocol_t *p) {
+    return TIDE_CONTAINER_OF(p, tide__tls, lower_proto);
+}
+
+static void lower_made(tide_protocol_t *p, tide_transport_t *lower) {
+    tide__tls *c = of_lower(p);
+    enter(c);
+    c->lower = lower;
+    sync_limits(c);
+    start_handshake(c);
+    process(c);
+    leave(c);
+}
+
+static void *lower_get_buffer(tide_protocol_t *p, size_t sizehint, size_t *len) {
+    tide__tls *c = of_lower(p);
+    size_t want = sizehint > TLS_IN_CHUNK ? sizehint : TLS_IN_CHUNK;
+    if (tide__buf_reserve(&c->in, want, TLS_IN_CHUNK, NULL) != 0) {
+        *len = 0;
+        return NULL; /* the lower fails with TIDE_ENOBUFS */
+    }
+    *len = tide__buf_room(&c->in);
+    return tide__buf_end(&c->in);
+}
+
+static void lower_buffer_updated(tide_protocol_t *p, size_t nbytes) {
+    tide__tls *c = of_lower(p);
+    enter(c);
+    if (c->phase == PH_DONE || c->peer_notified) {
+        /* Nobody reads any more, or the bytes follow the peer's close_notify. */
+    } else {
+        c->in.len += nbytes;
+        process(c);
+    }
+    leave(c);
+}
+
+static bool lower_eof(tide_protocol_t *p) {
+    tide__tls *c = of_lower(p);
+    enter(c);
+    c->lower_eof = true;
+    process(c);
+    leave(c);
+    return true; /* we close the lower ourselves */
+}
+
+static void lower_lost(tide_protocol_t *p, int status) {
+    tide__tls *c = of_lower(p);
+    enter(c);
+    c->lower = NULL;
+    c->lower_lost = true;
+    c->lower_eof = true;
+    if (c->lower_error == 0 && status < 0)
+        c->lower_error = status;
+    switch (c->phase) {
+    case PH_INIT:
+        c->phase = PH_DONE;
+        if (!c->upper_gone)
+            tide__transport_discard(&c->t);
+        break;
+    case PH_HANDSHAKE:
+        hs_fail(c, status < 0 ? status : TIDE_ECONNRESET, false);
+        break;
+    case PH_OPEN:
+        /* What was decrypted before the end is still delivered, then the end. */
+        process(c);
+        break;
+    case PH_CLOSING:
+        tide__timer_stop(&c->timer);
+        c->phase = PH_DONE;
+        /* After the peer's close_notify, failing to deliver ours (the peer closed its
+         * socket already: EPIPE, a reset) loses nothing. */
+        tide__transport_lost(&c->t, c->peer_notified ? 0 : status);
+        break;
+    case PH_DONE:
+        tide__timer_stop(&c->timer);
+        break;
+    }
+    leave(c);
+}
+
+static void lower_pause_writing(tide_protocol_t *p) {
+    tide__tls *c = of_lower(p);
+    if ((c->t.state & TIDE__T_MADE) && !c->upper_gone)
+        tide__transport_check_pause(&c->t);
+}
+
+static void lower_resume_writing(tide_protocol_t *p) {
+    tide__tls *c = of_lower(p);
+    if ((c->t.state & TIDE__T_MADE) && !c->upper_gone)
+        tide__transport_check_resume(&c->t);
+}
+
+static const tide_protocol_ops_t lower_ops = {
+    .size = TIDE_PROTOCOL_OPS_SIZE,
+    .connection_made = lower_made,
+    .eof_received = lower_eof,
+    .connection_lost = lower_lost,
+    .pause_writing = lower_pause_writing,
+    .resume_writing = lower_resume_writing,
+    .get_buffer = lower_get_buffer,
+    .buffer_updated = lower_buffer_updated,
+};
+
+/* ---- the TLS transport ops ------------------------------------------------------------ */
+
+static tide__tls *of_t(tide_transport_t *t) { return (tide__tls *)(void *)t; }
+static const tide__tls *of_ct(const tide_transport_t *t) {
+    return (const tide__tls *)(const void *)t;
+}
+
+static int queue_iov(tide__tls *c, const tide_iovec_t *bufs, size_t n, size_t total) {
+    if (tide__buf_reserve(&c->out, total, TLS_CHUNK, NULL) != 0)
+        return TIDE_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        tide__buf_put(&c->out, bufs[i].base, bufs[i].len);
+    return 0;
+}
+
+static int tls_write(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, size_t total) {
+    tide__tls *c = of_t(t);
+    if (c->phase != PH_OPEN && c->phase != PH_HANDSHAKE)
+        return 0; /* closing: accepted and dropped, as a closing socket does */
+    enter(c);
+    sync_limits(c);
+    int rc = 0;
+    if (c->phase == PH_HANDSHAKE || c->out.len > 0 || c->retry_len > 0 || n != 1) {
+        rc = queue_iov(c, bufs, n, total);
+        if (rc == 0 && c->phase == PH_OPEN) {
+            int err = flush_out(c);
+            if (err < 0)
+                fatal(c, err, true);
+        }
+    } else {
+        size_t used = 0;
+        int err = encrypt(c, bufs[0].base, total, &used);
+        if (err < 0) {
+            fatal(c, err, true);
+        } else if (used < total) {
+            tide_iovec_t rest = {(const unsigned char *)bufs[0].base + used, total - used};
+            if (queue_iov(c, &rest, 1, rest.len) != 0)
+                fatal(c, TIDE_ENOMEM, false); /* part of it is encrypted already */
+        }
+    }
+    leave(c);
+    return rc;
+}
+
+static void start_shutdown(tide__tls *c) {
+    c->phase = PH_CLOSING;
+    if (tide__timer_start(&c->timer, c->config->shutdown_timeout) != 0) {
+        fatal(c, TIDE_ENOMEM, false);
+        return;
+    }
+    int rc = flush_out(c);
+    if (rc < 0) {
+        fatal(c, rc, false);
+        return;
+    }
+    int r;
+    do {
+        r = mbedtls_ssl_close_notify(&c->ssl);
+    } while (is_ticket(r));
+    if (c->bio_error != 0) {
+        fatal(c, c->bio_error, false);
+        return;
+    }
+    if (c->config->wait_close_notify && !c->peer_notified && !c->lower_eof) {
+        c->wait_notify = true;
+        defer_kick(c); /* records already buffered may hold it */
+        return;
+    }
+    close_lower(c, true);
+}
+
+static void tls_close(tide_transport_t *t) {
+    tide__tls *c = of_t(t);
+    enter(c);
+    switch (c->phase) {
+    case PH_HANDSHAKE:
+        /* Closing mid-handshake is an abort (asyncio); cb still runs, first. */
+        c->hs_cancel = TIDE_ECANCELLED;
+        defer_kick(c);
+        close_lower(c, false);
+        break;
+    case PH_OPEN:
+        start_shutdown(c);
+        break;
+    default:
+        if (!(t->state & TIDE__T_LOST))
+            tide__transport_lost(t, c->lower_error);
+        break;
+    }
+    leave(c);
+}
+
+static void tls_abort(tide_transport_t *t) {
+    tide__tls *c = of_t(t);
+    enter(c);
+    tide__buf_consume(&c->out, c->out.len);
+    c->retry_len = 0;
+    c->wait_notify = false;
+    if (c->phase == PH_HANDSHAKE) {
+        /* Deferred before the base defers connection_lost: cb runs first. */
+        if (c->hs_cancel == 0)
+            c->hs_cancel = t->error ? t->error : TIDE_ECANCELLED;
+        defer_kick(c);
+        close_lower(c, false);
+    } else {
+        tide__timer_stop(&c->timer);
+        if (c->phase != PH_INIT)
+            c->phase = PH_DONE;
+        close_lower(c, c->graceful);
+    }
+    leave(c);
+}
+
+static void tls_pause_reading(tide_transport_t *t) {
+    (void)t; /* read_app_data checks tide__transport_wants_read() */
+}
+
+static void tls_resume_reading(tide_transport_t *t) { defer_kick(of_t(t)); }
+
+static size_t tls_write_buffer_size(const tide_transport_t *t) {
+    const tide__tls *c = of_ct(t);
+    size_t n = c->out.len;
+    if (c->lower)
+        n += tide_transport_get_write_buffer_size(c->lower);
+    return n;
+}
+
+static int tls_peername(const tide_transport_t *t, struct sockaddr *addr, socklen_t *len) {
+    const tide__tls *c = of_ct(t);
+    return c->lower ? tide_transport_get_peername(c->lower, addr, len) : TIDE_ENOTCONN;
+}
+
+static int tls_sockname(const tide_transport_t *t, struct sockaddr *addr, socklen_t *len) {
+    const tide__tls *c = of_ct(t);
+    return c->lower ? tide_transport_get_sockname(c->lower, addr, len) : TIDE_ENOTCONN;
+}
+
+static int tls_fd(const tide_transport_t *t) {
+    const tide__tls *c = of_ct(t);
+    return c->lower ? tide_transport_get_fd(c->lower) : TIDE_ENOTSOCK;
+}
+
+static void tls_describe(const tide_transport_t *t, char *buf, size_t size) {
+    static const char *const names[] = {"init", "handshake", "open", "closing", "done"};
+    const tide__tls *c = of_ct(t);
+    snprintf(buf, size, "tls transport %p (%s, %s, over %s)", (const void *)t,
+             c->config->server ? "server" : "client", names[c->phase],
+             c->lower ? tide_transport_kind(c->lower) : "nothing");
+}
+
+static void tls_release(tide_transport_t *t) {
+    tide__tls *c = of_t(t);
+    c->upper_gone = true;
+    if (c->busy == 0 && c->lower_lost)
+        layer_free(c);
+}
+
+static const tide__transport_ops tls_ops = {
+    .kind = "tls",
+    .write = tls_write,
+    .write_eof = NULL,
+    .close = tls_close,
+    .abort = tls_abort,
+    .pause_reading = tls_pause_reading,
+    .resume_reading = tls_resume_reading,
+    .get_write_buffer_size = tls_write_buffer_size,
+    .get_peername = tls_peername,
+    .get_sockname = tls_sockname,
+    .get_fd = tls_fd,
+    .describe = tls_describe,
+    .release = tls_release,
+};
+
+/* ---- creating layers ------------------------------------------------------------------ */
+
+/* Frees a layer that never got its TLS transport initialised. */
+static void layer_drop(tide__tls *c) {
+    tide__timer_stop(&c->timer);
+    mbedtls_ssl_free(&c->ssl);
+    tide__buf_free(&c->in);
+    free(c->hostname);
+    tide_tls_config_unref(c->config);
+    free(c);
+}
+
+static int layer_new(tide_loop_t *loop, const tide__tls_params *params, tide__tls **out) {
+    int rc = tide__tls_check(params);
+    if (rc != 0)
+        return rc;
+    tide_tls_config_t *cfg = params->config;
+    tide__tls *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return TIDE_ENOMEM;
+    c->loop = loop;
+    c->config = tide_tls_config_ref(cfg);
+    c->lower_proto.ops = &lower_ops;
+    tide__call_init(&c->kick, kick_run);
+    tide__timer_init(loop, &c->timer, timer_fired);
+    mbedtls_ssl_init(&c->ssl);
+    rc = mbedtls_ssl_setup(&c->ssl, &cfg->conf);
+    if (rc != 0) {
+        rc = rc == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TIDE_ENOMEM : tls_code(rc);
+        goto fail;
+    }
+    if (!cfg->server && params->server_hostname && params->server_hostname[0]) {
+        c->hostname = strdup(params->server_hostname);
+        if (c->hostname == NULL) {
+            rc = TIDE_ENOMEM;
+            goto fail;
+        }
+        /* Always, also with verification off: it is the SNI, and on 2.28 a client
+         * without it would accept any name (CVE-2025-27809). */
+        rc = mbedtls_ssl_set_hostname(&c->ssl, c->hostname);
+        if (rc != 0) {
+            rc = rc == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TIDE_ENOMEM : tls_code(rc);
+            goto fail;
+        }
+    }
+    if (!cfg->server && params->session) {
+        rc = mbedtls_ssl_set_session(&c->ssl, &params->session->s);
+        if (rc != 0) {
+            rc = rc == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TIDE_ENOMEM : tls_code(rc);
+            goto fail;
+        }
+        memcpy(c->offered_master, params->session->s.MBEDTLS_PRIVATE(master),
+               sizeof(c->offered_master));
+        c->offered = true;
+    }
+    mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+    *out = c;
+    return 0;
+fail:
+    layer_drop(c);
+    return rc;
+}
+
+int tide__tls_new(tide_loop_t *loop, const tide__tls_params *params, tide__tls_handshake_cb cb,
+                  void *arg, tide__tls **out) {
+    if (loop == NULL || out == NULL)
+        return TIDE_EINVAL;
+    tide__tls *c;
+    int rc = layer_new(loop, params, &c);
+    if (rc != 0)
+        return rc;
+    c->hs_cb = cb;
+    c->cb_arg = arg;
+    c->phase = PH_INIT;
+    tide__transport_init(&c->t, loop, &tls_ops, NULL);
+    if (params->config->server)
+        c->t.state |= TIDE__T_SERVER_SIDE;
+    *out = c;
+    return 0;
+}
+
+tide_protocol_t *tide__tls_lower_protocol(tide__tls *tls) { return &tls->lower_proto; }
+
+tide_transport_t *tide__tls_transport(tide__tls *tls) { return &tls->t; }
+
+void tide__tls_discard(tide__tls *tls) {
+    if (tls == NULL)
+        return;
+    tls->lower_lost = true;
+    tls->lower = NULL;
+    if (!tls->upper_gone)
+        tide__transport_discard(&tls->t); /* frees through tls_release */
+    else if (tls->busy == 0)
+        layer_free(tls);
+}
+
+void tide__tls_abort(tide__tls *tls) {
+    if (tls == NULL)
+        return;
+    enter(tls);
+    tide__timer_stop(&tls->timer);
+    tls->phase = PH_DONE;
+    tls->hs_cb = NULL;
+    close_lower(tls, false);
+    if (!tls->upper_gone)
+        tide__transport_discard(&tls->t);
+    leave(tls);
+}
+
+int tide__tls_upgrade(tide_loop_t *loop, tide_transport_t *lower, tide_protocol_t *app,
+                      const tide__tls_params *params, const void *received, size_t received_len,
+                      tide_start_tls_cb cb, void *arg, tide_transport_t **tls_out) {
+    if (loop == NULL || lower == NULL || app == NULL || app->ops == NULL ||
+        (received == NULL && received_len > 0) || lower->loop != loop)
+        return TIDE_EINVAL;
+    if (!(lower->state & TIDE__T_MADE))
+        return TIDE_EINVAL;
+    /* TLS needs both directions of the transport. */
+    if ((lower->state &
+         (TIDE__T_CLOSING | TIDE__T_READ_STOPPED | TIDE__T_LOST | TIDE__T_EOF_WRITTEN)) ||
+        lower->error)
+        return TIDE_ECLOSED;
+    tide__tls *c;
+    int rc = layer_new(loop, params, &c);
+    if (rc != 0)
+        return rc;
+    if ((received_len > 0 && tide__buf_reserve(&c->in, received_len, TLS_IN_CHUNK, NULL) != 0) ||
+        tide__timer_start(&c->timer, c->config->handshake_timeout) != 0) {
+        layer_drop(c);
+        return TIDE_ENOMEM;
+    }
+    tide__buf_put(&c->in, received, received_len);
+    c->upgrade = true;
+    c->start_cb = cb;
+    c->cb_arg = arg;
+    c->phase = PH_HANDSHAKE;
+    c->lower = lower;
+
+    /* The application's protocol moves to the TLS transport with its flow-control
+     * state; the lower's user-facing state is now ours to drive. */
+    tide__transport_init(&c->t, loop, &tls_ops, app);
+    c->t.state |= TIDE__T_MADE;
+    c->t.state |= lower->state & (TIDE__T_READ_PAUSED | TIDE__T_WRITE_PAUSED | TIDE__T_SERVER_SIDE);
+    c->t.high_water = lower->high_water;
+    c->t.low_water = lower->low_water;
+    c->t.max_buffer = lower->max_buffer;
+    lower->max_buffer = 0;
+    tide_transport_set_protocol(lower, &c->lower_proto);
+    sync_limits(c);
+    if (lower->state & TIDE__T_READ_PAUSED)
+        tide_transport_resume_reading(lower);
+    /* The handshake's first flight goes out from the loop, not inside this call. */
+    defer_kick(c);
+    if (tls_out)
+        *tls_out = &c->t;
+    return 0;
+}
+
+int tide_loop_start_tls(tide_loop_t *loop, tide_transport_t *transport, tide_protocol_t *protocol,
+                        tide_tls_config_t *config, const char *server_hostname,
+                        const tide_tls_session_t *session, tide_start_tls_cb cb, void *arg) {
+    tide__tls_params params = {config, server_hostname, session};
+    return tide__tls_upgrade(loop, transport, protocol, &params, NULL, 0, cb, arg, NULL);
+}
+
+tide_transport_t *tide__tls_upper(const tide_transport_t *lower) {
+    if (lower == NULL || lower->protocol == NULL || lower->protocol->ops != &lower_ops)
+        return NULL;
+    tide__tls *c = of_lower(lower->protocol);
+    if (c->upper_gone)
+        return NULL;
+    if ((c->t.state & TIDE__T_MADE) || tide__call_pending(&c->t.deferred))
+        return &c->t;
+    return NULL;
+}
+
+/* ---- inspecting ------------------------------------------------------------------------ */
+
+bool tide_transport_is_tls(const tide_transport_t *transport) {
+    return of_transport(transport) != NULL;
+}
+
+int tide_tls_get_info(const tide_transport_t *transport, tide_tls_info_t *info) {
+    tide__tls *c = of_transport(transport);
+    if (c == NULL || info == NULL)
+        return TIDE_EINVAL;
+    if (!c->handshake_done)
+        return TIDE_ENOTCONN;
+    memset(info, 0, sizeof(*info));
+    info->version = mbedtls_ssl_get_version(&c->ssl);
+    info->cipher = mbedtls_ssl_get_ciphersuite(&c->ssl);
+#if defined(MBEDTLS_SSL_ALPN)
+    info->alpn = mbedtls_ssl_get_alpn_protocol(&c->ssl);
+#endif
+    info->server_name = c->config->server ? c->sni : c->hostname;
+    info->resumed = c->resumed;
+    info->server_side = c->config->server;
+    info->peer_verified = c->verified;
+    return 0;
+}
+
+static int64_t x509_time(const mbedtls_x509_time *tm) {
+    struct tm t;
+    memset(&t, 0, sizeof(t));
+    t.tm_year = tm->year - 1900;
+    t.tm_mon = tm->mon - 1;
+    t.tm_mday = tm->day;
+    t.tm_hour = tm->hour;
+    t.tm_min = tm->min;
+    t.tm_sec = tm->sec;
+    return (int64_t)timegm(&t);
+}
+
+int tide_tls_get_peer_certificate(const tide_transport_t *transport, tide_tls_cert_t *cert) {
+    tide__tls *c = of_transport(transport);
+    if (c == NULL || cert == NULL)
+        return TIDE_EINVAL;
+    if (!c->handshake_done)
+        return TIDE_ENOTCONN;
+    const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(&c->ssl);
+    if (crt == NULL)
+        return TIDE_ENOENT;
+    memset(cert, 0, sizeof(*cert));
+    if (mbedtls_x509_dn_gets(cert->subject, sizeof(cert->subject), &crt->subject) < 0)
+        cert->subject[0] = 0;
+    if (mbedtls_x509_dn_gets(cert->issuer, sizeof(cert->issuer), &crt->issuer) < 0)
+        cert->issuer[0] = 0;
+    cert->not_before = x509_time(&crt->valid_from);
+    cert->not_after = x509_time(&crt->valid_to);
+    cert->der = crt->raw.p;
+    cert->der_len = crt->raw.len;
+    return 0;
+}
+
+int tide_tls_get_session(const tide_transport_t *transport, tide_tls_session_t **session) {
+    tide__tls *c = of_transport(transport);
+    if (c == NULL || session == NULL || c->config->server)
+        return TIDE_EINVAL;
+    if (!c->handshake_done)
+        return TIDE_ENOTCONN;
+    tide_tls_session_t *s = malloc(sizeof(*s));
+    if (s == NULL)
+        return TIDE_ENOMEM;
+    mbedtls_ssl_session_init(&s->s);
+    int rc = mbedtls_ssl_get_session(&c->ssl, &s->s);
+    if (rc != 0) {
+        tide_tls_session_free(s);
+        return rc == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TIDE_ENOMEM : tls_code(rc);
+    }
+    *session = s;
+    return 0;
+}
