@@ -36,7 +36,8 @@ static int wait_for_data(void *arg) {
     /* Register the open socket to wait for data: tide owns rsock from here. */
     tide_reader_t *reader;
     tide_writer_t *writer;
-    int rc = tide_loop_open_socket_await(loop, rsock, TIDE_STREAM_DEFAULT_LIMIT, &reader, &writer);
+    int rc = tide_loop_open_socket_await(loop, rsock, TIDE_STREAM_DEFAULT_LIMIT, NULL, &reader,
+                                         &writer);
     if (rc != 0) {
         close(wsock);
         if (rc == TIDE_EINVAL || rc == TIDE_ENOMEM)

@@ -301,6 +301,7 @@ int tide_loop_open_unix_connection_await(tide_loop_t *loop, const char *path, si
 typedef struct fd_args {
     int fd;
     size_t limit;
+    const tide_connect_options_t *options;
     bool accepted;
 } fd_args;
 
@@ -308,18 +309,21 @@ static int start_fd(tide_loop_t *loop, const void *ctx, open_req *req) {
     const fd_args *a = ctx;
     /* No cancellation: the stream is ready on a later iteration, and aborted if the
      * wait was abandoned by then. */
-    return a->accepted ? tide_loop_open_accepted_socket(loop, a->fd, a->limit, open_done, req)
-                       : tide_loop_open_socket(loop, a->fd, a->limit, open_done, req);
+    return a->accepted ? tide_loop_open_accepted_socket(loop, a->fd, a->limit, a->options,
+                                                        open_done, req)
+                       : tide_loop_open_socket(loop, a->fd, a->limit, a->options, open_done, req);
 }
 
-int tide_loop_open_socket_await(tide_loop_t *loop, int fd, size_t limit, tide_reader_t **reader,
+int tide_loop_open_socket_await(tide_loop_t *loop, int fd, size_t limit,
+                                const tide_connect_options_t *options, tide_reader_t **reader,
                                 tide_writer_t **writer) {
-    fd_args a = {fd, limit, false};
+    fd_args a = {fd, limit, options, false};
     return open_await(loop, start_fd, &a, reader, writer);
 }
 
 int tide_loop_open_accepted_socket_await(tide_loop_t *loop, int fd, size_t limit,
+                                         const tide_connect_options_t *options,
                                          tide_reader_t **reader, tide_writer_t **writer) {
-    fd_args a = {fd, limit, true};
+    fd_args a = {fd, limit, options, true};
     return open_await(loop, start_fd, &a, reader, writer);
 }

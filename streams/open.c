@@ -103,22 +103,25 @@ int tide_loop_open_unix_connection(tide_loop_t *loop, const char *path, size_t l
                                             req));
 }
 
-int tide_loop_open_socket(tide_loop_t *loop, int fd, size_t limit, tide_open_cb cb, void *arg) {
-    open_req *o;
-    int rc = open_req_new(loop, limit, cb, arg, &o);
-    if (rc != 0)
-        return rc;
-    return finish_start(o, tide_loop_connect_socket(loop, fd, open_factory, o, open_done, o));
-}
-
-int tide_loop_open_accepted_socket(tide_loop_t *loop, int fd, size_t limit, tide_open_cb cb,
-                                   void *arg) {
+int tide_loop_open_socket(tide_loop_t *loop, int fd, size_t limit,
+                          const tide_connect_options_t *options, tide_open_cb cb, void *arg) {
     open_req *o;
     int rc = open_req_new(loop, limit, cb, arg, &o);
     if (rc != 0)
         return rc;
     return finish_start(o,
-                        tide_loop_connect_accepted_socket(loop, fd, open_factory, o, open_done, o));
+                        tide_loop_connect_socket(loop, fd, open_factory, o, options, open_done, o));
+}
+
+int tide_loop_open_accepted_socket(tide_loop_t *loop, int fd, size_t limit,
+                                   const tide_connect_options_t *options, tide_open_cb cb,
+                                   void *arg) {
+    open_req *o;
+    int rc = open_req_new(loop, limit, cb, arg, &o);
+    if (rc != 0)
+        return rc;
+    return finish_start(o, tide_loop_connect_accepted_socket(loop, fd, open_factory, o, options,
+                                                             open_done, o));
 }
 
 /* ---- server side ------------------------------------------------------------------------- */

@@ -524,6 +524,16 @@ void tide__reader_cancel_pending(tide_reader_t *r) {
 
 bool tide__reader_pending(const tide_reader_t *r) { return r->op.kind != TIDE__RD_NONE; }
 
+void tide__reader_switch_transport(tide_reader_t *r, tide_transport_t *t) {
+    tide__buf_consume(&r->buf, r->buf.len);
+    r->op.offset = 0;
+    r->transport = t;
+    /* The TLS transport inherits the pause we put on the old one; the buffer is empty
+     * now, so flow() lifts it. */
+    flow(r);
+    settle(r);
+}
+
 void tide__reader_hold(tide_reader_t *r) { r->lending++; }
 
 void tide__reader_unhold(tide_reader_t *r) {

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 
 #include "streams/streams_int.h"
+#include "tide/tls.h"
 
 static tide__stream *of(tide_protocol_t *p) { return TIDE_CONTAINER_OF(p, tide__stream, proto); }
 
@@ -31,6 +32,8 @@ static void on_made(tide_protocol_t *p, tide_transport_t *t) {
     s->reader.transport = t;
     if (t->state & TIDE__T_SERVER_SIDE)
         s->flags |= TIDE__S_SERVER_SIDE;
+    if (tide_transport_is_tls(t))
+        s->flags |= TIDE__S_TLS;
     if (s->on_connected)
         s->on_connected(&s->reader, s, s->on_connected_arg);
 }
@@ -105,7 +108,8 @@ static void destroy(tide__stream *s) {
 
 static bool idle(const tide__stream *s) {
     return (s->flags & TIDE__S_RELEASED) && (s->flags & TIDE__S_LOST) &&
-           !tide__reader_pending(&s->reader) && s->reader.lending == 0 &&
+           !(s->flags & TIDE__S_TLS_STARTING) && !tide__reader_pending(&s->reader) &&
+           s->reader.lending == 0 &&
            tide__queue_empty(&s->drains) && tide__queue_empty(&s->closers);
 }
 

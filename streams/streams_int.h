@@ -90,14 +90,16 @@ enum {
     TIDE__S_LOST = 1u << 1,         /* connection_lost ran */
     TIDE__S_RELEASED = 1u << 2,     /* the user closed (or never got) the stream */
     TIDE__S_WRITE_PAUSED = 1u << 3, /* between pause_writing and resume_writing */
-    TIDE__S_SERVER_SIDE = 1u << 4
+    TIDE__S_SERVER_SIDE = 1u << 4,
+    TIDE__S_TLS_STARTING = 1u << 5, /* start_tls: the handshake is running */
+    TIDE__S_TLS = 1u << 6           /* the transport is TLS */
 };
 
 struct tide_writer {
     tide_protocol_t proto; /* the adapter, handed to the transport */
     tide_loop_t *loop;
     /* The current transport, NULL before connection_made and after connection_lost.
-     * start_tls will swap it (and the reader's) for the TLS transport. */
+     * start_tls swaps it (and the reader's) for the TLS transport. */
     tide_transport_t *transport;
     unsigned flags;
     int lost_status;
@@ -109,6 +111,9 @@ struct tide_writer {
     /* start_server: called from connection_made. */
     tide_client_connected_cb on_connected;
     void *on_connected_arg;
+    /* start_tls: the completion (NULL once an await gave up on it). */
+    tide_writer_cb tls_cb;
+    void *tls_arg;
     struct tide_reader reader;
 };
 
@@ -128,6 +133,9 @@ void tide__reader_connection_lost(tide_reader_t *r, int err);
 void tide__reader_cancel_pending(tide_reader_t *r);
 /* True while a read is pending (started and its callback not yet begun). */
 bool tide__reader_pending(const tide_reader_t *r);
+/* start_tls: the unread bytes went to the TLS layer (which copied them); the reader
+ * drops them and moves its flow control to the TLS transport t. */
+void tide__reader_switch_transport(tide_reader_t *r, tide_transport_t *t);
 /* Keeps the bytes a read callback received valid after it returns (the buffer is
  * neither compacted nor freed) until the matching unhold: an await form takes a hold
  * in its internal completion and releases it at the task's next reader call, so it

@@ -5,8 +5,9 @@
  * A request is a loop resource from its start until its callback ran, so
  * TIDE_RUN_DEFAULT keeps running and tide_loop_close() reports it. It moves through
  * phases: START (a deferred first step is queued), RESOLVING, CONNECTING (attempts in
- * flight), FACTORY (inside the user's factory), MAKING (the transport exists and waits
- * for connection_made), DONE (the completion is queued or running).
+ * flight), HANDSHAKE (TLS only: the socket transport carries the TLS handshake),
+ * FACTORY (inside the user's factory), MAKING (the transport exists and waits for
+ * connection_made), DONE (the completion is queued or running).
  *
  * Reentrancy: the user's code runs in three places only: the factory, the completion
  * callback (always from a deferred call or from made_cb, never inside a starting
@@ -20,9 +21,10 @@
 #include <string.h>
 #include <sys/un.h>
 
+#include "transports/tls_int.h"
 #include "transports/transport_int.h"
 
-enum { C_START, C_RESOLVING, C_CONNECTING, C_FACTORY, C_MAKING, C_DONE };
+enum { C_START, C_RESOLVING, C_CONNECTING, C_HANDSHAKE, C_FACTORY, C_MAKING, C_DONE };
 
 typedef struct caddr {
     struct sockaddr_storage ss;
@@ -74,6 +76,13 @@ struct tide_connect {
     tide__timer deadline; /* options.timeout */
     tide__call call;      /* the deferred first step, then the completion */
 
+    /* TLS: the configuration (a reference), the name to verify, the session to resume
+     * (the caller's, valid until cb) and, during the handshake, the layer. */
+    tide_tls_config_t *tls_config;
+    char *server_hostname;
+    const tide_tls_session_t *tls_session;
+    tide__tls *tls;
+
     tide_transport_t *transport;
     tide_protocol_t *protocol;
 };
@@ -84,8 +93,10 @@ static void start_next(tide_connect_t *req);
 
 static void describe(const tide__resource *res, char *buf, size_t size) {
     const tide_connect_t *req = TIDE__QUEUE_DATA(res, tide_connect_t, resource);
-    static const char *const names[] = {"starting", "resolving", "connecting",
-                                        "in the factory", "making the transport", "completing"};
+    static const char *const names[] = {"starting",       "resolving",
+                                        "connecting",     "in the TLS handshake",
+                                        "in the factory", "making the transport",
+                                        "completing"};
     if (req->adopted)
         snprintf(buf, size, "connect request for an existing socket (%s)", names[req->phase]);
     else if (req->family == AF_UNIX)
@@ -119,6 +130,8 @@ static tide_connect_t *req_new(tide_loop_t *loop, tide_protocol_factory_cb facto
 }
 
 static void req_free(tide_connect_t *req) {
+    tide_tls_config_unref(req->tls_config);
+    free(req->server_hostname);
     free(req->host);
     free(req->addrs);
     free(req->locals);
@@ -187,25 +200,20 @@ static void made(tide_transport_t *t, void *arg) {
     req_free(req);
 }
 
-/* Takes ownership of the connected descriptor fd. */
-static void win(tide_connect_t *req, int fd) {
-    cleanup(req);
-    req->adopt_fd = -1;
-    /* The transport exists before the factory runs, so that nothing can fail between
-     * the user making a protocol and tide taking it over. */
-    tide_transport_t *t = NULL;
-    int rc = tide__socket_transport_new(req->loop, fd, NULL, &t);
-    if (rc < 0) {
-        close_fd(fd);
-        fail(req, rc);
-        return;
-    }
+/* The transport t is ready for the user's protocol: t is the socket transport, or the
+ * TLS transport once the handshake succeeded (tls not NULL). The transport exists before
+ * the factory runs, so that nothing can fail between the user making a protocol and
+ * tide taking it over. */
+static void hand_over(tide_connect_t *req, tide_transport_t *t, tide__tls *tls) {
     req->phase = C_FACTORY;
     tide_protocol_t *protocol = req->factory(req->factory_arg);
     if (req->cancel_pending || protocol == NULL) {
         /* A protocol made just before a cancel is the user's to free: we never
          * handed it to a transport. The descriptor closes with the transport. */
-        tide__transport_discard(t);
+        if (tls)
+            tide__tls_abort(tls);
+        else
+            tide__transport_discard(t);
         fail(req, req->cancel_pending ? TIDE_ECANCELLED : TIDE_ECONNABORTED);
         return;
     }
@@ -216,6 +224,45 @@ static void win(tide_connect_t *req, int fd) {
     req->transport = t;
     req->protocol = protocol;
     tide__transport_start(t, made, req);
+}
+
+static void handshaken(tide__tls *tls, int status, void *arg) {
+    tide_connect_t *req = arg;
+    req->tls = NULL;
+    if (status < 0)
+        fail(req, status); /* the layer closes the socket transport itself */
+    else
+        hand_over(req, tide__tls_transport(tls), tls);
+}
+
+/* Takes ownership of the connected descriptor fd. */
+static void win(tide_connect_t *req, int fd) {
+    cleanup(req);
+    req->adopt_fd = -1;
+    tide__tls *tls = NULL;
+    int rc = 0;
+    if (req->tls_config) {
+        tide__tls_params params = {req->tls_config, req->server_hostname, req->tls_session};
+        rc = tide__tls_new(req->loop, &params, handshaken, req, &tls);
+    }
+    tide_transport_t *t = NULL;
+    if (rc == 0 &&
+        (rc = tide__socket_transport_new(req->loop, fd, tls ? tide__tls_lower_protocol(tls) : NULL,
+                                         &t)) < 0 &&
+        tls)
+        tide__tls_discard(tls);
+    if (rc < 0) {
+        close_fd(fd);
+        fail(req, rc);
+        return;
+    }
+    if (tls == NULL) {
+        hand_over(req, t, NULL);
+        return;
+    }
+    req->phase = C_HANDSHAKE;
+    req->tls = tls;
+    tide__transport_start(t, NULL, NULL);
 }
 
 /* ---- attempts ---------------------------------------------------------------------- */
@@ -445,6 +492,30 @@ static void enlist(tide_connect_t *req) {
     tide__loop_register(req->loop, &req->resource, describe);
 }
 
+/* Checks the TLS options before anything starts (so that a bad configuration or a
+ * missing name fails the call itself) and keeps them in req. default_name is the name
+ * verified when the options give none. */
+static int take_tls(tide_connect_t *req, const tide_connect_options_t *o,
+                    const char *default_name) {
+    if (o->tls == NULL)
+        return 0;
+    /* The configuration's side must be the connection's. */
+    if (tide_tls_config_is_server(o->tls) != req->server_side)
+        return TIDE_EINVAL;
+    const char *name = req->server_side ? NULL
+                       : o->server_hostname ? o->server_hostname
+                                            : default_name;
+    tide__tls_params params = {o->tls, name, o->tls_session};
+    int rc = tide__tls_check(&params);
+    if (rc < 0)
+        return rc;
+    if (name && (req->server_hostname = strdup(name)) == NULL)
+        return TIDE_ENOMEM;
+    req->tls_config = tide_tls_config_ref(o->tls);
+    req->tls_session = o->tls_session;
+    return 0;
+}
+
 int tide_loop_create_connection(tide_loop_t *loop, const char *host, uint16_t port,
                                 tide_protocol_factory_cb factory, void *factory_arg,
                                 const tide_connect_options_t *options, tide_connect_cb cb,
@@ -460,6 +531,11 @@ int tide_loop_create_connection(tide_loop_t *loop, const char *host, uint16_t po
         free(req);
         return TIDE_ENOMEM;
     }
+    int rc = take_tls(req, o, host);
+    if (rc < 0) {
+        req_free(req);
+        return rc;
+    }
     req->port = port;
     req->family = o->family;
     req->delay = o->happy_eyeballs_delay;
@@ -469,7 +545,7 @@ int tide_loop_create_connection(tide_loop_t *loop, const char *host, uint16_t po
 
     char service[8];
     snprintf(service, sizeof(service), "%u", (unsigned)port);
-    int rc = tide__resolve_start(loop, host, service, o->family, SOCK_STREAM, AI_NUMERICSERV,
+    rc = tide__resolve_start(loop, host, service, o->family, SOCK_STREAM, AI_NUMERICSERV,
                                  resolved, req, &req->resolve);
     if (rc == 0) {
         req->resolves_pending++;
@@ -499,8 +575,9 @@ int tide_loop_create_unix_connection(tide_loop_t *loop, const char *path,
                                      tide_protocol_factory_cb factory, void *factory_arg,
                                      const tide_connect_options_t *options, tide_connect_cb cb,
                                      void *arg, tide_connect_t **out) {
-    (void)options; /* TLS fields: wired up with the TLS layer */
-    if (loop == NULL || path == NULL || factory == NULL || cb == NULL)
+    tide_connect_options_t none = {0};
+    const tide_connect_options_t *o = options ? options : &none;
+    if (loop == NULL || path == NULL || factory == NULL || cb == NULL || o->timeout < 0)
         return TIDE_EINVAL;
     struct sockaddr_un sun;
     socklen_t len;
@@ -513,6 +590,12 @@ int tide_loop_create_unix_connection(tide_loop_t *loop, const char *path,
         if (req)
             req_free(req);
         return TIDE_ENOMEM;
+    }
+    /* A Unix path is no host name: TLS verification needs options->server_hostname. */
+    if ((rc = take_tls(req, o, NULL)) < 0 ||
+        (o->timeout > 0 && (rc = tide__timer_start(&req->deadline, o->timeout)) < 0)) {
+        req_free(req);
+        return rc;
     }
     req->addrs[0].len = len;
     memcpy(&req->addrs[0].ss, &sun, sizeof(sun));
@@ -527,7 +610,10 @@ int tide_loop_create_unix_connection(tide_loop_t *loop, const char *path,
 }
 
 static int adopt(tide_loop_t *loop, int fd, tide_protocol_factory_cb factory,
-                 void *factory_arg, tide_connect_cb cb, void *arg, bool server_side) {
+                 void *factory_arg, const tide_connect_options_t *options, tide_connect_cb cb,
+                 void *arg, bool server_side) {
+    tide_connect_options_t none = {0};
+    const tide_connect_options_t *o = options ? options : &none;
     if (loop == NULL || fd < 0 || factory == NULL || cb == NULL)
         return TIDE_EINVAL;
     int type = 0;
@@ -542,28 +628,39 @@ static int adopt(tide_loop_t *loop, int fd, tide_protocol_factory_cb factory,
     tide_connect_t *req = req_new(loop, factory, factory_arg, cb, arg);
     if (req == NULL)
         return TIDE_ENOMEM;
+    req->server_side = server_side;
+    if ((rc = take_tls(req, o, NULL)) < 0) {
+        req_free(req);
+        return rc;
+    }
     req->adopt_fd = fd;
     req->adopted = true;
-    req->server_side = server_side;
     run_call(req, start_adopt);
     enlist(req);
     return 0;
 }
 
 int tide_loop_connect_socket(tide_loop_t *loop, int fd, tide_protocol_factory_cb factory,
-                             void *factory_arg, tide_connect_cb cb, void *arg) {
-    return adopt(loop, fd, factory, factory_arg, cb, arg, false);
+                             void *factory_arg, const tide_connect_options_t *options,
+                             tide_connect_cb cb, void *arg) {
+    return adopt(loop, fd, factory, factory_arg, options, cb, arg, false);
 }
 
 int tide_loop_connect_accepted_socket(tide_loop_t *loop, int fd, tide_protocol_factory_cb factory,
-                                      void *factory_arg, tide_connect_cb cb, void *arg) {
-    return adopt(loop, fd, factory, factory_arg, cb, arg, true);
+                                      void *factory_arg, const tide_connect_options_t *options,
+                                      tide_connect_cb cb, void *arg) {
+    return adopt(loop, fd, factory, factory_arg, options, cb, arg, true);
 }
 
 void tide_connect_cancel(tide_connect_t *req) {
     if (req == NULL)
         return;
     switch (req->phase) {
+    case C_HANDSHAKE:
+        tide__tls_abort(req->tls); /* no handshake callback follows */
+        req->tls = NULL;
+        fail(req, TIDE_ECANCELLED);
+        break;
     case C_FACTORY:
         req->cancel_pending = true; /* win() finishes it once the factory returns */
         break;

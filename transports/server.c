@@ -23,6 +23,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "transports/tls_int.h"
 #include "transports/transport_int.h"
 
 #define DEFAULT_BACKLOG 100
@@ -97,6 +98,7 @@ static bool finished(const tide_server_t *s) {
 static void release(tide_server_t *s) {
     tide__loop_undefer(&s->free_call);
     tide__loop_unregister(s->loop, &s->resource);
+    tide_tls_config_unref(s->opts.tls);
     free(s->ls);
     free(s->unix_path);
     free(s);
@@ -186,10 +188,64 @@ static void back_off(tide_server_t *s, int err, bool resources) {
         s->opts.on_error(s, err, delay, s->opts.on_error_arg);
 }
 
+static void attach(tide_server_t *s, tide_transport_t *t) {
+    t->server = s;
+    t->state |= TIDE__T_SERVER_SIDE;
+    tide__queue_insert_tail(&s->clients, &t->server_node);
+    s->nclients++;
+    tide__transport_start(t, NULL, NULL);
+    if (!wants_accept(s))
+        update_watchers(s);
+}
+
+/* A TLS client finished its handshake. The client counts (and is closed through the
+ * server) from its accept on: the socket transport underneath is what the server
+ * tracks, so a client stuck in its handshake still holds a max_connections slot and
+ * is closed by close_clients. */
+static void tls_accepted(tide__tls *tls, int status, void *arg) {
+    tide_server_t *s = arg;
+    if (status < 0) {
+        char why[256];
+        tide__log(s->loop, TIDE_LOG_DEBUG, "server: TLS handshake with a client failed: %s",
+                  tide_strerror_r(status, why, sizeof(why)));
+        return;
+    }
+    tide_protocol_t *protocol = s->factory(s->factory_arg);
+    if (protocol == NULL) {
+        tide__tls_abort(tls); /* the client is refused */
+        return;
+    }
+    tide_transport_t *t = tide__tls_transport(tls);
+    t->protocol = protocol;
+    t->state |= TIDE__T_SERVER_SIDE;
+    tide__transport_start(t, NULL, NULL);
+}
+
+static void serve_tls(tide_server_t *s, int fd) {
+    tide__tls_params params = {.config = s->opts.tls};
+    tide__tls *tls = NULL;
+    tide_transport_t *t = NULL;
+    int rc = tide__tls_new(s->loop, &params, tls_accepted, s, &tls);
+    if (rc == 0 && (rc = tide__socket_transport_new(s->loop, fd, tide__tls_lower_protocol(tls),
+                                                    &t)) < 0)
+        tide__tls_discard(tls);
+    if (rc < 0) {
+        tide__sys.close(fd);
+        tide__log(s->loop, TIDE_LOG_ERROR, "server: cannot make a TLS transport for a client: %s",
+                  tide_strerror(rc));
+        return;
+    }
+    attach(s, t);
+}
+
 static void serve(tide_server_t *s, int fd) {
     if (s->opts.keep_alive) {
         int one = 1;
         tide__sys.setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    }
+    if (s->opts.tls) {
+        serve_tls(s, fd);
+        return;
     }
     /* The transport exists before the factory runs, so that nothing can fail between
      * the user making a protocol and tide taking it over. */
@@ -207,13 +263,7 @@ static void serve(tide_server_t *s, int fd) {
         return;
     }
     t->protocol = protocol;
-    t->server = s;
-    t->state |= TIDE__T_SERVER_SIDE;
-    tide__queue_insert_tail(&s->clients, &t->server_node);
-    s->nclients++;
-    tide__transport_start(t, NULL, NULL);
-    if (!wants_accept(s))
-        update_watchers(s);
+    attach(s, t);
 }
 
 static void on_accept(struct ev_loop *ev, ev_io *w, int revents) {
@@ -277,11 +327,21 @@ void tide__server_detach(tide_transport_t *t) {
 
 /* ---- creating ---------------------------------------------------------------------- */
 
-static tide_server_t *server_new(tide_loop_t *loop, tide_protocol_factory_cb factory,
-                                 void *factory_arg, const tide_server_options_t *options) {
+/* Checks the options and makes the server object (no socket yet). */
+static int server_new(tide_loop_t *loop, tide_protocol_factory_cb factory, void *factory_arg,
+                      const tide_server_options_t *options, tide_server_t **out) {
+    if (options && options->tls) {
+        if (!tide_tls_config_is_server(options->tls))
+            return TIDE_EINVAL;
+        tide__tls_params params = {.config = options->tls};
+        int rc = tide__tls_check(&params);
+        if (rc < 0)
+            return rc;
+    }
     tide_server_t *s = calloc(1, sizeof(*s));
     if (s == NULL)
-        return NULL;
+        return TIDE_ENOMEM;
+    *out = s;
     s->loop = loop;
     s->factory = factory;
     s->factory_arg = factory_arg;
@@ -296,7 +356,8 @@ static tide_server_t *server_new(tide_loop_t *loop, tide_protocol_factory_cb fac
     tide__queue_init(&s->waiters);
     tide__timer_init(loop, &s->retry, retry_fired);
     tide__call_init(&s->free_call, free_server);
-    return s;
+    tide_tls_config_ref(s->opts.tls);
+    return 0;
 }
 
 static void close_listeners(tide_server_t *s) {
@@ -314,6 +375,7 @@ static void close_listeners(tide_server_t *s) {
 /* Frees a server that never went live (creation failed). */
 static void server_discard(tide_server_t *s) {
     close_listeners(s);
+    tide_tls_config_unref(s->opts.tls);
     free(s->ls);
     free(s->unix_path);
     free(s);
@@ -464,10 +526,11 @@ int tide_loop_create_server(tide_loop_t *loop, const char *host, uint16_t port,
     int rc = getaddrinfo(host, service, &hints, &list);
     if (rc != 0)
         return rc == EAI_SYSTEM ? errno_code() : tide_err_from_gai(rc);
-    tide_server_t *s = server_new(loop, factory, factory_arg, options);
-    if (s == NULL) {
+    tide_server_t *s = NULL;
+    rc = server_new(loop, factory, factory_arg, options, &s);
+    if (rc < 0) {
         freeaddrinfo(list);
-        return TIDE_ENOMEM;
+        return rc;
     }
     for (int attempt = 0; attempt < PORT_ZERO_TRIES; attempt++) {
         rc = bind_all(s, list);
@@ -522,9 +585,10 @@ int tide_loop_create_unix_server(tide_loop_t *loop, const char *path,
     struct stat st;
     if (path[0] != '@' && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
         unlink(path);
-    tide_server_t *s = server_new(loop, factory, factory_arg, options);
-    if (s == NULL)
-        return TIDE_ENOMEM;
+    tide_server_t *s = NULL;
+    rc = server_new(loop, factory, factory_arg, options, &s);
+    if (rc < 0)
+        return rc;
     int fd = open_listener(s, (struct sockaddr *)&sun, len, 0);
     rc = fd < 0 ? fd : add_listener(s, fd);
     if (rc < 0 && fd >= 0)
@@ -550,10 +614,11 @@ int tide_loop_create_server_from_fd(tide_loop_t *loop, int fd, tide_protocol_fac
         return errno == ENOTSOCK ? TIDE_EINVAL : errno_code();
     if (type != SOCK_STREAM)
         return TIDE_EINVAL;
-    tide_server_t *s = server_new(loop, factory, factory_arg, options);
-    if (s == NULL)
-        return TIDE_ENOMEM;
-    int rc = tide__fd_set_nonblocking(fd);
+    tide_server_t *s = NULL;
+    int rc = server_new(loop, factory, factory_arg, options, &s);
+    if (rc < 0)
+        return rc;
+    rc = tide__fd_set_nonblocking(fd);
     /* listen() again only sets the backlog when the socket already listens. */
     if (rc == 0 && tide__sys.listen(fd, s->opts.backlog) < 0)
         rc = errno_code();
@@ -614,7 +679,10 @@ static void each_client(tide_server_t *s, void (*op)(tide_transport_t *)) {
         tide__queue *n = tide__queue_head(&pending);
         tide__queue_remove(n);
         tide__queue_insert_tail(&s->clients, n);
-        op(TIDE__QUEUE_DATA(n, tide_transport_t, server_node));
+        tide_transport_t *t = TIDE__QUEUE_DATA(n, tide_transport_t, server_node);
+        /* A TLS client closes through its TLS transport, so that close_notify goes out. */
+        tide_transport_t *upper = tide__tls_upper(t);
+        op(upper ? upper : t);
     }
 }
 

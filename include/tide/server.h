@@ -78,18 +78,22 @@ TIDE_EXTERN int tide_loop_create_unix_connection(tide_loop_t *loop, const char *
 
 /* Wraps an already connected stream socket (TCP, Unix, one end of a socketpair) in a
  * transport; the transport owns fd from now on, even when cb reports an error.
- * connection_made and then cb run on a later iteration. Returns 0, TIDE_EINVAL (fd is
- * not a stream socket), TIDE_ENOMEM. */
+ * connection_made and then cb run on a later iteration. Of the options (may be NULL)
+ * only the TLS fields apply: a client configuration, with server_hostname when
+ * verifying (there is no host to default to). Returns 0, TIDE_EINVAL (fd is not a
+ * stream socket, a server configuration), TIDE_ENOMEM, TIDE_ETLS_NO_HOSTNAME. */
 TIDE_EXTERN int tide_loop_connect_socket(tide_loop_t *loop, int fd,
                                          tide_protocol_factory_cb factory, void *factory_arg,
+                                         const tide_connect_options_t *options,
                                          tide_connect_cb cb, void *arg);
 
-/* As tide_loop_connect_socket, for a socket accepted outside tide (the server side of
- * a connection; it matters for TLS). */
+/* As tide_loop_connect_socket, for a socket accepted outside tide: the server side of
+ * the connection, so options->tls, if set, is a server configuration. */
 TIDE_EXTERN int tide_loop_connect_accepted_socket(tide_loop_t *loop, int fd,
                                                   tide_protocol_factory_cb factory,
-                                                  void *factory_arg, tide_connect_cb cb,
-                                                  void *arg);
+                                                  void *factory_arg,
+                                                  const tide_connect_options_t *options,
+                                                  tide_connect_cb cb, void *arg);
 
 /* Cancels a pending connect: cb runs with TIDE_ECANCELLED on a later iteration and no
  * socket is left open. A no-op for NULL; the request must not be used after cb ran. */

@@ -104,11 +104,13 @@ TIDE_EXTERN int tide_loop_open_unix_connection(tide_loop_t *loop, const char *pa
 
 /* Streams over an already connected stream socket (one end of a socketpair, ...),
  * which tide owns once the call returned 0, even when cb reports an error (as
- * tide_loop_connect_socket); on a returned error the caller keeps it. The accepted
- * variant marks the stream as server side. */
-TIDE_EXTERN int tide_loop_open_socket(tide_loop_t *loop, int fd, size_t limit, tide_open_cb cb,
+ * tide_loop_connect_socket, whose TLS options these take); on a returned error the
+ * caller keeps it. The accepted variant marks the stream as server side. */
+TIDE_EXTERN int tide_loop_open_socket(tide_loop_t *loop, int fd, size_t limit,
+                                      const tide_connect_options_t *options, tide_open_cb cb,
                                       void *arg);
 TIDE_EXTERN int tide_loop_open_accepted_socket(tide_loop_t *loop, int fd, size_t limit,
+                                               const tide_connect_options_t *options,
                                                tide_open_cb cb, void *arg);
 
 /* asyncio's start_server: tide_loop_create_server with a fresh stream per client;
@@ -344,8 +346,10 @@ TIDE_EXTERN int tide_loop_open_unix_connection_await(tide_loop_t *loop, const ch
                                                      tide_reader_t **reader,
                                                      tide_writer_t **writer);
 TIDE_EXTERN int tide_loop_open_socket_await(tide_loop_t *loop, int fd, size_t limit,
+                                            const tide_connect_options_t *options,
                                             tide_reader_t **reader, tide_writer_t **writer);
 TIDE_EXTERN int tide_loop_open_accepted_socket_await(tide_loop_t *loop, int fd, size_t limit,
+                                                     const tide_connect_options_t *options,
                                                      tide_reader_t **reader,
                                                      tide_writer_t **writer);
 

@@ -113,8 +113,8 @@ static void test_invalid_arguments(void **state) {
                      TIDE_EINVAL);
     assert_int_equal(tide_loop_open_unix_connection(loop, "/nonexistent", 0, NULL, on_open, &o, NULL),
                      TIDE_EINVAL);
-    assert_int_equal(tide_loop_open_socket(loop, 0, 0, on_open, &o), TIDE_EINVAL);
-    assert_int_equal(tide_loop_open_accepted_socket(loop, -1, 10, on_open, &o), TIDE_EINVAL);
+    assert_int_equal(tide_loop_open_socket(loop, 0, 0, NULL, on_open, &o), TIDE_EINVAL);
+    assert_int_equal(tide_loop_open_accepted_socket(loop, -1, 10, NULL, on_open, &o), TIDE_EINVAL);
     assert_int_equal(tide_loop_start_server(loop, "127.0.0.1", 0, 0, NULL, noop_client, NULL, &s),
                      TIDE_EINVAL);
     assert_int_equal(tide_loop_start_server(loop, "127.0.0.1", 0, 10, NULL, NULL, NULL, &s),
@@ -136,11 +136,11 @@ static void socketpair_streams(tide_loop_t *loop, size_t limit_a, size_t limit_b
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     *a = (opened){0};
     *b = (opened){0};
-    assert_int_equal(tide_loop_open_socket(loop, sv[0], limit_a, on_open, a), 0);
+    assert_int_equal(tide_loop_open_socket(loop, sv[0], limit_a, NULL, on_open, a), 0);
     if (b_accepted)
-        assert_int_equal(tide_loop_open_accepted_socket(loop, sv[1], limit_b, on_open, b), 0);
+        assert_int_equal(tide_loop_open_accepted_socket(loop, sv[1], limit_b, NULL, on_open, b), 0);
     else
-        assert_int_equal(tide_loop_open_socket(loop, sv[1], limit_b, on_open, b), 0);
+        assert_int_equal(tide_loop_open_socket(loop, sv[1], limit_b, NULL, on_open, b), 0);
     assert_int_equal(a->calls + b->calls, 0);
     wait_open(loop, a, 0);
     wait_open(loop, b, 0);

@@ -605,16 +605,17 @@ static void test_flow_control(void **state) {
     char data[6000];
     memset(data, 'x', sizeof(data));
     st_rd x = {0};
+    tide_transport_t *tb = tide_writer_get_transport(p.b);
 
     /* Exactly 2 x limit: not above it, still reading. */
     assert_int_equal(tide_writer_write(p.a, data, 2000), 0);
     st_wait_buffered(p.loop, rb, 2000);
     st_spin(p.loop, 3);
-    assert_true(tide_transport_is_reading(p.tb));
+    assert_true(tide_transport_is_reading(tb));
     /* One more byte: paused. */
     assert_int_equal(tide_writer_write(p.a, data, 1), 0);
     st_wait_buffered(p.loop, rb, 2001);
-    assert_false(tide_transport_is_reading(p.tb));
+    assert_false(tide_transport_is_reading(tb));
     /* Bytes written now stay with the peer while paused. */
     assert_int_equal(tide_writer_write(p.a, data, 500), 0);
     st_spin(p.loop, 5);
@@ -625,20 +626,20 @@ static void test_flow_control(void **state) {
     ts_run_until(p.loop, st_rd_done, &x, 5);
     st_rd_reset(&x);
     assert_int_equal(tide_reader_buffered(rb), 1001);
-    assert_false(tide_transport_is_reading(p.tb));
+    assert_false(tide_transport_is_reading(tb));
     /* ...at the limit it does, and the held bytes arrive. */
     assert_int_equal(tide_reader_read(rb, 1, st_rd_cb, &x), 0);
     ts_run_until(p.loop, st_rd_done, &x, 5);
     st_rd_reset(&x);
-    assert_true(tide_transport_is_reading(p.tb));
+    assert_true(tide_transport_is_reading(tb));
     st_wait_buffered(p.loop, rb, 1500);
 
     /* A read that needs more than the pause threshold resumes reading while it waits. */
     assert_int_equal(tide_writer_write(p.a, data, 1000), 0);
     st_wait_buffered(p.loop, rb, 2500);
-    assert_false(tide_transport_is_reading(p.tb));
+    assert_false(tide_transport_is_reading(tb));
     assert_int_equal(tide_reader_readexactly(rb, 5000, st_rd_cb, &x), 0);
-    assert_true(tide_transport_is_reading(p.tb));
+    assert_true(tide_transport_is_reading(tb));
     st_spin(p.loop, 3);
     assert_int_equal(x.calls, 0);
     assert_int_equal(tide_writer_write(p.a, data, 3000), 0);
@@ -647,13 +648,14 @@ static void test_flow_control(void **state) {
     assert_int_equal(x.len, 5000);
     st_rd_reset(&x);
     assert_int_equal(tide_reader_buffered(rb), 500);
-    assert_true(tide_transport_is_reading(p.tb));
+    assert_true(tide_transport_is_reading(tb));
     st_pair_close(&p);
 }
 
 /* Read to EOF turns flow control off while it waits: a large body is not paused. */
 static void test_flow_read_all(void **state) {
     (void)state;
+    st_plain_only();
     st_pair p;
     st_pair_open(&p, 100);
     tide_reader_t *rb = tide_writer_get_reader(p.b);

@@ -62,6 +62,7 @@ static void expect_all(st_pair *p, st_wr *w, int status) {
 /* ---- writing ----------------------------------------------------------------------------- */
 
 static void test_write_and_half_close(void **state) {
+    st_plain_only();
     (void)state;
     st_pair p;
     st_pair_open(&p, 64);
@@ -124,6 +125,7 @@ static void test_drain_many_waiters_released(void **state) {
 /* All waiters fail with the connection's error; and as soon as the error is known,
  * before connection_lost runs, a new drain and a write see it. */
 static void test_drain_waiters_fail_on_loss(void **state) {
+    st_plain_only();
     (void)state;
     st_pair p;
     st_wr w[NWAITERS];

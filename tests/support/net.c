@@ -64,8 +64,8 @@ void nt_connect_unix(tide_loop_t *loop, const char *path, ts_recorder *r, nt_con
 int nt_adopt(tide_loop_t *loop, int fd, bool accepted, ts_recorder *r, nt_conn *c) {
     conn_for(c, r);
     tide_protocol_factory_cb fac = ts_recorder_factory();
-    int rc = accepted ? tide_loop_connect_accepted_socket(loop, fd, fac, &c->pool, nt_conn_cb, c)
-                      : tide_loop_connect_socket(loop, fd, fac, &c->pool, nt_conn_cb, c);
+    int rc = accepted ? tide_loop_connect_accepted_socket(loop, fd, fac, &c->pool, NULL, nt_conn_cb, c)
+                      : tide_loop_connect_socket(loop, fd, fac, &c->pool, NULL, nt_conn_cb, c);
     if (rc == 0)
         assert_int_equal(c->calls + r->made, 0); /* both deferred */
     return rc;

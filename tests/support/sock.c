@@ -128,8 +128,8 @@ static void adopted(tide_loop_t *loop, int status, tide_transport_t *t, tide_pro
 
 tide_transport_t *sk_wrap(tide_loop_t *loop, int fd, tide_protocol_t *p, bool server_side) {
     adopt a = {.protocol = p};
-    int rc = server_side ? tide_loop_connect_accepted_socket(loop, fd, hand_out, &a, adopted, &a)
-                         : tide_loop_connect_socket(loop, fd, hand_out, &a, adopted, &a);
+    int rc = server_side ? tide_loop_connect_accepted_socket(loop, fd, hand_out, &a, NULL, adopted, &a)
+                         : tide_loop_connect_socket(loop, fd, hand_out, &a, NULL, adopted, &a);
     assert_int_equal(rc, 0);
     ts_run_until_flag(loop, &a.done, 5);
     assert_int_equal(a.status, 0);

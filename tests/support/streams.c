@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "support/streams.h"
+#include "support/tls.h"
 #include "support/support.h"
 
 void st_rd_cb(tide_reader_t *r, int status, const void *data, size_t len, void *arg) {
@@ -71,6 +72,43 @@ bool st_pair_lost(void *arg) {
     return p->lost_a.calls > 0 && p->lost_b.calls > 0;
 }
 
+bool st_over_tls(void) {
+    const char *over = getenv("TIDE_TEST_STREAMS_OVER");
+    return over != NULL && strcmp(over, "tls") == 0;
+}
+
+void st_plain_only(void) {
+    if (st_over_tls())
+        skip();
+}
+
+static void upgraded(tide_writer_t *w, int status, void *arg) {
+    (void)w;
+    st_wr *x = arg;
+    x->calls++;
+    x->status = status;
+}
+
+static bool both_upgraded(void *arg) {
+    st_wr *x = arg;
+    return x[0].calls > 0 && x[1].calls > 0;
+}
+
+/* Both streams go through start_tls (a the client verifying "localhost", b the
+ * server), so the suites that use pairs also run over TLS (over the memory pair). */
+static void upgrade_pair(st_pair *p) {
+    st_wr x[2] = {{0}, {0}};
+    assert_int_equal(tide_writer_start_tls(p->a, tt_tls_connect_options()->tls, "localhost", NULL,
+                                           upgraded, &x[0]),
+                     0);
+    assert_int_equal(
+        tide_writer_start_tls(p->b, tt_tls_server_options()->tls, NULL, NULL, upgraded, &x[1]), 0);
+    ts_run_until(p->loop, both_upgraded, x, 10);
+    assert_int_equal(x[0].status, 0);
+    assert_int_equal(x[1].status, 0);
+    assert_true(tide_transport_is_tls(tide_writer_get_transport(p->a)));
+}
+
 void st_pair_open(st_pair *p, size_t limit) {
     memset(p, 0, sizeof(*p));
     p->loop = ts_loop_new();
@@ -82,6 +120,8 @@ void st_pair_open(st_pair *p, size_t limit) {
     ts_run_until(p->loop, both_made, p, 5);
     assert_ptr_equal(tide_writer_get_transport(p->a), p->ta);
     assert_ptr_equal(tide_writer_get_transport(p->b), p->tb);
+    if (st_over_tls())
+        upgrade_pair(p);
     assert_int_equal(tide_writer_wait_closed(p->a, st_wr_cb, &p->lost_a), 0);
     assert_int_equal(tide_writer_wait_closed(p->b, st_wr_cb, &p->lost_b), 0);
 }

@@ -40,6 +40,14 @@ typedef struct st_wr {
 void st_wr_cb(tide_writer_t *w, int status, void *arg);
 bool st_wr_done(void *wr); /* calls > 0 */
 
+/* True when TIDE_TEST_STREAMS_OVER=tls: st_pair_open then upgrades both streams to
+ * TLS (tests/tls.cmake runs suites that way a second time). ta and tb stay the memory
+ * transports underneath, so windows and injected errors still work. */
+bool st_over_tls(void);
+/* Skips the running test over TLS: it needs a half-close (TLS has none), or an error
+ * injected below the stream to be known above it synchronously. */
+void st_plain_only(void);
+
 /* Two streams connected through the in-memory pair, both made, each with a
  * wait_closed recording its loss. A test that closes a or b itself sets the pointer
  * to NULL once it is done with it (the stream may be freed after that). */

@@ -523,7 +523,7 @@ static void test_factory_refuses(void **state) {
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     int calls = 0;
     nt_conn *c = &f->conn[0];
-    assert_int_equal(tide_loop_connect_socket(f->loop, sv[0], null_factory, &calls, nt_conn_cb, c),
+    assert_int_equal(tide_loop_connect_socket(f->loop, sv[0], null_factory, &calls, NULL, nt_conn_cb, c),
                      0);
     ts_run_until(f->loop, nt_pred_conn, c, 5);
     assert_int_equal(calls, 1);
