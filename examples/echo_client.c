@@ -3,11 +3,16 @@
  * until EOF and closes, logging each step as the Python original does; it exits 0
  * once exactly what it sent came back.
  *
- *   echo_client [--host HOST] [--port PORT | --unix PATH] [MESSAGE]
+ *   echo_client [--host HOST] [--port PORT | --unix PATH]
+ *               [--tls [--cafile FILE] [--server-name NAME]] [MESSAGE]
  *
  * Without MESSAGE it sends "This is the message. ", "It will be sent ", "in parts.".
+ * With --tls the connection is TLS, verified against the system CAs or --cafile; TLS
+ * has no half-close, so the client then reads until everything came back instead of
+ * until EOF.
  * Any failure prints tide's message for it and exits 1. Single-threaded: the task
  * runs on the loop's thread. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,12 +24,17 @@ typedef struct client {
     const char *host;
     unsigned port;
     const char *unix_path;
+    bool tls;
+    const char *cafile;
+    const char *server_name;
+    tide_tls_config_t *tls_config;
     const char *parts[3];
     size_t nparts;
 } client;
 
 static int fail(const char *what, int err) {
-    fprintf(stderr, "echo_client: %s: %s\n", what, tide_strerror(err));
+    char why[256];
+    fprintf(stderr, "echo_client: %s: %s\n", what, tide_strerror_r(err, why, sizeof why));
     return 1;
 }
 
@@ -33,12 +43,13 @@ static int echo_client(void *arg) {
     client *c = arg;
     tide_reader_t *reader;
     tide_writer_t *writer;
+    tide_connect_options_t options = {.tls = c->tls_config, .server_hostname = c->server_name};
     int rc = c->unix_path != NULL
                  ? tide_loop_open_unix_connection_await(c->loop, c->unix_path,
-                                                        TIDE_STREAM_DEFAULT_LIMIT, NULL, &reader,
-                                                        &writer)
+                                                        TIDE_STREAM_DEFAULT_LIMIT, &options,
+                                                        &reader, &writer)
                  : tide_loop_open_connection_await(c->loop, c->host, (uint16_t)c->port,
-                                                   TIDE_STREAM_DEFAULT_LIMIT, NULL, &reader,
+                                                   TIDE_STREAM_DEFAULT_LIMIT, &options, &reader,
                                                    &writer);
     if (rc != 0)
         return fail("connect", rc);
@@ -51,9 +62,11 @@ static int echo_client(void *arg) {
     }
     if (rc == 0)
         rc = tide_writer_drain_await(writer);
+    bool eof_sent = false;
     if (rc == 0 && tide_writer_can_write_eof(writer)) {
         printf("Send: EOF\n");
         rc = tide_writer_write_eof(writer);
+        eof_sent = rc == 0;
     }
     if (rc != 0) {
         tide_writer_abort(writer);
@@ -61,12 +74,19 @@ static int echo_client(void *arg) {
         return fail("send", rc);
     }
 
-    /* Read until EOF; what comes back is compared with what was sent. */
+    /* Read until EOF (or, without a half-close, until all came back); what comes back
+     * is compared with what was sent. */
     char *echo = malloc(sent + 1);
     size_t got = 0;
     char buf[4096];
     size_t n;
-    while (echo != NULL && (rc = tide_reader_read_await(reader, buf, sizeof buf, &n)) == 0) {
+    while (echo != NULL) {
+        if (!eof_sent && got == sent) {
+            rc = TIDE_EOF; /* everything came back: as good as the EOF */
+            break;
+        }
+        if ((rc = tide_reader_read_await(reader, buf, sizeof buf, &n)) != 0)
+            break;
         printf("Received: '%.*s'\n", (int)n, buf);
         if (n > sent - got) {
             rc = TIDE_EPROTO; /* more than was sent */
@@ -104,10 +124,14 @@ static int echo_client(void *arg) {
 /* ---- command line and main ---------------------------------------------------------- */
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: echo_client [--host HOST] [--port PORT | --unix PATH] [MESSAGE]\n"
-                 "  --host HOST   server address or name (default 127.0.0.1)\n"
-                 "  --port PORT   TCP port (default 8888)\n"
-                 "  --unix PATH   connect to a Unix socket instead\n");
+    fprintf(out, "usage: echo_client [--host HOST] [--port PORT | --unix PATH]\n"
+                 "                   [--tls [--cafile FILE] [--server-name NAME]] [MESSAGE]\n"
+                 "  --host HOST          server address or name (default 127.0.0.1)\n"
+                 "  --port PORT          TCP port (default 8888)\n"
+                 "  --unix PATH          connect to a Unix socket instead\n"
+                 "  --tls                use TLS, verifying the server\n"
+                 "  --cafile FILE        trust the CA certificates in FILE (PEM)\n"
+                 "  --server-name NAME   the name to verify (default: HOST)\n");
 }
 
 static int parse_args(int argc, char **argv, client *c) {
@@ -120,6 +144,10 @@ static int parse_args(int argc, char **argv, client *c) {
         if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
             usage(stdout);
             exit(0);
+        }
+        if (strcmp(arg, "--tls") == 0) {
+            c->tls = true;
+            continue;
         }
         if (arg[0] != '-') {
             if (i + 1 != argc) {
@@ -147,6 +175,10 @@ static int parse_args(int argc, char **argv, client *c) {
             c->port = (unsigned)v;
         } else if (strcmp(arg, "--unix") == 0) {
             c->unix_path = val;
+        } else if (strcmp(arg, "--cafile") == 0) {
+            c->cafile = val;
+        } else if (strcmp(arg, "--server-name") == 0) {
+            c->server_name = val;
         } else {
             fprintf(stderr, "echo_client: unknown option '%s'\n", arg);
             usage(stderr);
@@ -162,9 +194,20 @@ int main(int argc, char **argv) {
     int status = parse_args(argc, argv, &c);
     if (status != 0)
         return status;
-    int rc = tide_loop_new(&c.loop);
-    if (rc != 0)
+    int rc;
+    if (c.tls) {
+        if ((rc = tide_tls_config_new_client(&c.tls_config)) != 0)
+            return fail("TLS", rc);
+        if (c.cafile && (rc = tide_tls_config_load_ca_file(c.tls_config, c.cafile)) != 0) {
+            tide_tls_config_unref(c.tls_config);
+            return fail(c.cafile, rc);
+        }
+    }
+    rc = tide_loop_new(&c.loop);
+    if (rc != 0) {
+        tide_tls_config_unref(c.tls_config);
         return fail("loop", rc);
+    }
     /* asyncio.run(tcp_echo_client(...)): the loop runs until the task is done. */
     status = 1;
     rc = tide_loop_run_until_complete(c.loop, echo_client, &c, NULL, &status);
@@ -172,5 +215,6 @@ int main(int argc, char **argv) {
         status = fail("run", rc);
     if ((rc = tide_loop_close(c.loop)) != 0)
         status = fail("loop close", rc);
+    tide_tls_config_unref(c.tls_config);
     return status;
 }

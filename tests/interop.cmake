@@ -1,15 +1,9 @@
 # Interop tests with Python's asyncio (label "interop"), both ways and in every style:
 # asyncio clients (protocols and streams) against examples/echo_server, and tide's
 # clients (examples/echo_client_protocol, the task-style examples/echo_client) against
-# asyncio servers. Debian's /usr/bin/python3 is preferred over whatever python3 comes
-# first on PATH. The scripts bound every wait themselves (tests/interop/interop.py).
-if(NOT TIDE_BUILD_EXAMPLES)
-  return()
-endif()
-find_program(TIDE_PYTHON3 NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
-find_program(TIDE_PYTHON3 NAMES python3)
-if(NOT TIDE_PYTHON3)
-  message(STATUS "python3 not found: the asyncio interop tests are not registered")
+# asyncio servers, with TIDE_PYTHON3 (tests/CMakeLists.txt). The scripts bound every
+# wait themselves (tests/interop/interop.py).
+if(NOT TIDE_BUILD_EXAMPLES OR NOT TIDE_PYTHON3)
   return()
 endif()
 
@@ -27,3 +21,8 @@ foreach(_style streams callbacks)
   tide_add_interop(streams_client_${_style} streams_client.py echo_server ${_style})
 endforeach()
 tide_add_interop(streams_server streams_server.py echo_client)
+
+# TLS examples (http_headers, echo_client --tls) against Python's ssl module.
+add_test(NAME interop.tls_examples
+  COMMAND ${TIDE_PYTHON3} "${_interop}/tls_examples.py" "$<TARGET_FILE_DIR:http_headers>")
+set_tests_properties(interop.tls_examples PROPERTIES LABELS interop TIMEOUT ${TIDE_TEST_TIMEOUT})

@@ -1,9 +1,12 @@
 """Shared by the interop scripts: deadlines scaled like the C tests, failure checks,
-and running tide's example programs (a client to completion, echo_server as a
-server whose address is read from its first line and whose log is drained)."""
+running tide's example programs (a client to completion, echo_server as a server
+whose address is read from its first line and whose log is drained), and a test CA
+with certificates for TLS peers."""
 import asyncio
 import os
 import signal
+import ssl
+import subprocess
 import sys
 
 SCALE = float(os.environ.get("TIDE_TEST_TIMEOUT_MULTIPLIER", "1") or 1)
@@ -86,6 +89,42 @@ class EchoServer:
         await self._kill()
         if self.log_task is not None and not self.log_task.done():
             self.log_task.cancel()
+
+
+class TestPKI:
+    """A throw-away CA and a server certificate for localhost (EC P-256, made with the
+    openssl command) in directory: ca.pem, server.pem, server.key."""
+
+    def __init__(self, directory, names=("localhost",)):
+        self.dir = directory
+        self.ca = os.path.join(directory, "ca.pem")
+        self.cert = os.path.join(directory, "server.pem")
+        self.key = os.path.join(directory, "server.key")
+        ca_key = os.path.join(directory, "ca.key")
+        csr = os.path.join(directory, "server.csr")
+        ext = os.path.join(directory, "server.ext")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=" + ",".join(f"DNS:{n}" for n in names) + "\n")
+            f.write("extendedKeyUsage=serverAuth\n")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        self._openssl("req", "-x509", *ec, "-keyout", ca_key, "-out", self.ca, "-days", "2",
+                      "-subj", "/CN=tide test CA")
+        self._openssl("req", *ec, "-keyout", self.key, "-out", csr, "-subj", f"/CN={names[0]}")
+        self._openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", ca_key,
+                      "-CAcreateserial", "-out", self.cert, "-days", "2", "-extfile", ext)
+
+    @staticmethod
+    def _openssl(*args):
+        done = subprocess.run(["openssl", *args], capture_output=True, timeout=DEADLINE)
+        check(done.returncode == 0, f"openssl {args[0]} failed: {done.stderr.decode()}")
+
+    def server_context(self):
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+    def client_context(self):
+        return ssl.create_default_context(cafile=self.ca)
 
 
 def run(coro):

@@ -1,0 +1,81 @@
+"""TLS examples against Python's ssl: examples/http_headers against an asyncio HTTPS
+server (verified with the test CA; refused without it; plain http too), and
+examples/echo_client --tls against an asyncio TLS echo server.
+
+    tls_examples.py BINARY_DIR"""
+import asyncio
+import os
+import sys
+import tempfile
+
+from interop import DEADLINE, TestPKI, check, run, run_client
+
+HEADERS = [b"HTTP/1.0 200 OK", b"Server: tide-test", b"X-Tide: yes"]
+
+
+async def http_responder(reader, writer):
+    request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
+    check(request.startswith(b"HEAD /some/path HTTP/1.0\r\nHost: localhost\r\n"),
+          f"unexpected request {request!r}")
+    writer.write(b"\r\n".join(HEADERS) + b"\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def echo(reader, writer):
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+async def fetch(http_headers, url, *args):
+    status, out, err = await run_client(http_headers, [*args, url])
+    print(f"http_headers {' '.join(args)} {url}: exit {status}")
+    return status, out, err
+
+
+async def main(bindir):
+    http_headers = os.path.join(bindir, "http_headers")
+    echo_client = os.path.join(bindir, "echo_client")
+    with tempfile.TemporaryDirectory() as tmp:
+        pki = TestPKI(tmp)
+        tls = await asyncio.start_server(http_responder, "127.0.0.1", 0,
+                                         ssl=pki.server_context())
+        plain = await asyncio.start_server(http_responder, "127.0.0.1", 0)
+        tls_port = tls.sockets[0].getsockname()[1]
+        plain_port = plain.sockets[0].getsockname()[1]
+        want = "".join(f"HTTP header> {h.decode()}\n" for h in HEADERS)
+
+        status, out, err = await fetch(http_headers, f"https://localhost:{tls_port}/some/path",
+                                       "--cafile", pki.ca)
+        check(status == 0 and out == want, f"https with the CA: {status} {out!r} {err!r}")
+        print("ok: https verified against the test CA")
+
+        status, out, err = await fetch(http_headers, f"https://localhost:{tls_port}/some/path")
+        check(status == 1 and out == "" and "CA" in err,
+              f"https without the CA must fail cleanly: {status} {out!r} {err!r}")
+        print(f"ok: refused without the CA: {err.strip()}")
+
+        status, out, err = await fetch(http_headers, f"http://localhost:{plain_port}/some/path")
+        check(status == 0 and out == want, f"plain http: {status} {out!r} {err!r}")
+        print("ok: plain http")
+
+        status, out, err = await fetch(http_headers, "ftp://localhost/")
+        check(status == 2, f"a bad URL is a usage error: {status}")
+        tls.close()
+        plain.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=pki.server_context())
+        port = server.sockets[0].getsockname()[1]
+        status, out, err = await run_client(echo_client, [
+            "--host", "localhost", "--port", str(port), "--tls", "--cafile", pki.ca, "over TLS"])
+        check(status == 0 and "Received: 'over TLS'" in out,
+              f"echo_client --tls: {status} {out!r} {err!r}")
+        print("ok: echo_client --tls against asyncio's ssl echo server")
+        server.close()
+        await server.wait_closed()
+
+
+if __name__ == "__main__":
+    run(main(sys.argv[1]))
