@@ -23,6 +23,8 @@ endforeach()
 tide_add_interop(streams_server streams_server.py echo_client)
 
 # TLS examples (http_headers, echo_client --tls) against Python's ssl module.
-add_test(NAME interop.tls_examples
-  COMMAND ${TIDE_PYTHON3} "${_interop}/tls_examples.py" "$<TARGET_FILE_DIR:http_headers>")
-set_tests_properties(interop.tls_examples PROPERTIES LABELS interop TIMEOUT ${TIDE_TEST_TIMEOUT})
+if(TIDE_WITH_TLS)
+  add_test(NAME interop.tls_examples
+    COMMAND ${TIDE_PYTHON3} "${_interop}/tls_examples.py" "$<TARGET_FILE_DIR:http_headers>")
+  set_tests_properties(interop.tls_examples PROPERTIES LABELS interop TIMEOUT ${TIDE_TEST_TIMEOUT})
+endif()

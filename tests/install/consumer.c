@@ -38,6 +38,15 @@ int main(void) {
         fprintf(stderr, "consumer: tide_loop_close: %s\n", tide_strerror(rc));
         return 1;
     }
-    printf("consumer: tide %s ok\n", tide_version_string());
+    /* A TLS call, so that a static link must bring mbedTLS along. */
+    tide_tls_config_t *tls = NULL;
+    rc = tide_tls_config_new_client(&tls);
+    if (rc != 0 && rc != TIDE_ENOSYS) {
+        fprintf(stderr, "consumer: tide_tls_config_new_client: %s\n", tide_strerror(rc));
+        return 1;
+    }
+    tide_tls_config_unref(tls);
+    printf("consumer: tide %s ok (TLS: %s)\n", tide_version_string(),
+           tide_tls_available() ? tide_tls_library_version() : "none");
     return 0;
 }
