@@ -1,7 +1,7 @@
 /* The protocol/transport contract (DESIGN.md "Contracts users rely on", asyncio.md
  * 2.6 and checklist 10), stamped onto every stream transport: the in-memory pair,
- * a socketpair, TCP over 127.0.0.1, a Unix socket bound to a path, and TLS over TCP
- * and over a socketpair. Each case runs once per kind, as its own cmocka group,
+ * a socketpair, TCP over 127.0.0.1, a Unix socket bound to a path, and TLS over TCP,
+ * a socketpair and a Unix socket. Each case runs once per kind, as its own cmocka group,
  * against the same fixture:
  *
  *   fx_init    a loop and two recording protocols: a (client side) and b (server
@@ -514,18 +514,26 @@ static void connect_tls_socketpair(fx *f) {
                      0);
 }
 
-static void connect_unix(fx *f) {
+static void connect_unix_with(fx *f, const tide_server_options_t *server,
+                              const tide_connect_options_t *client) {
     pools(f);
     snprintf(f->dir, sizeof(f->dir), "/tmp/tide-contract-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->path, sizeof(f->path), "%s/sock", f->dir);
     assert_int_equal(tide_loop_create_unix_server(f->loop, f->path, ts_recorder_factory(),
-                                                  &f->pool[1], NULL, &f->server),
+                                                  &f->pool[1], server, &f->server),
                      0);
     f->connects_wanted = 1;
     assert_int_equal(tide_loop_create_unix_connection(f->loop, f->path, ts_recorder_factory(),
-                                                      &f->pool[0], NULL, on_connected, f, NULL),
+                                                      &f->pool[0], client, on_connected, f, NULL),
                      0);
+}
+
+static void connect_unix(fx *f) { connect_unix_with(f, NULL, NULL); }
+
+/* TLS over a Unix socket: the name to verify comes from the options. */
+static void connect_tls_unix(fx *f) {
+    connect_unix_with(f, tt_tls_server_options(), tt_tls_connect_options());
 }
 
 static const kind KINDS[] = {
@@ -535,6 +543,7 @@ static const kind KINDS[] = {
     {"unix", "unix", false, false, connect_unix},
     {"tls-tcp", "tls", false, true, connect_tls_tcp},
     {"tls-socketpair", "tls", false, true, connect_tls_socketpair},
+    {"tls-unix", "tls", false, true, connect_tls_unix},
 };
 
 /* The cases built on write_eof: TLS has no half-close. */
