@@ -1,13 +1,9 @@
-/* Helpers of the protocol interface that need no transport: asking whether a protocol
- * is buffered, and feeding it bytes directly (for unit tests of a protocol's parsing).
+/* A helper of the protocol interface that needs no transport: feeding a protocol bytes
+ * directly (for unit tests of a protocol's parsing).
  * No state of its own; the protocol's callbacks run inside tide_protocol_feed. */
 #include <string.h>
 
 #include "tide.h"
-
-bool tide_protocol_is_buffered(const tide_protocol_t *p) {
-    return p != NULL && p->ops != NULL && TIDE_PROTOCOL_OP(p, get_buffer) != NULL;
-}
 
 int tide_protocol_feed(tide_protocol_t *p, const void *data, size_t len) {
     if (p == NULL || p->ops == NULL || (data == NULL && len > 0))

@@ -82,7 +82,13 @@ struct tide__stream_waiter {
     tide_writer_cb cb;
     void *arg;
     int status;
-    bool allocated; /* freed after the callback */
+    unsigned char origin; /* TIDE__W_*: who owns the record */
+};
+
+enum {
+    TIDE__W_CALLER = 0, /* embedded in an await's frame */
+    TIDE__W_SPARE,      /* the stream's own record, for one callback-form call at a time */
+    TIDE__W_HEAP        /* allocated for a callback-form call, freed after it */
 };
 
 enum {
@@ -111,6 +117,9 @@ struct tide_writer {
     /* start_server: called from connection_made. */
     tide_client_connected_cb on_connected;
     void *on_connected_arg;
+    /* The record a callback-form drain or wait_closed uses when it is free, so that a
+     * drain per message does not allocate. */
+    tide__stream_waiter spare;
     /* start_tls: the completion (NULL once an await gave up on it). */
     tide_writer_cb tls_cb;
     void *tls_arg;

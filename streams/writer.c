@@ -22,8 +22,10 @@ static void waiter_run(tide__call *call) {
     tide_writer_cb cb = w->cb;
     void *arg = w->arg;
     int status = w->status;
-    if (w->allocated)
+    if (w->origin == TIDE__W_HEAP)
         free(w);
+    else if (w->origin == TIDE__W_SPARE)
+        w->origin = TIDE__W_CALLER; /* free again, for the callback itself */
     cb(s, status, arg);
     tide__stream_maybe_free(s);
 }
@@ -35,7 +37,7 @@ static void waiter_init(tide__stream *s, tide__stream_waiter *w, tide_writer_cb 
     w->cb = cb;
     w->arg = arg;
     w->status = 0;
-    w->allocated = false;
+    w->origin = TIDE__W_CALLER;
 }
 
 static void waiter_finish(tide__stream_waiter *w, int status) {
@@ -102,26 +104,28 @@ void tide__writer_connection_lost(tide__stream *s, int status) {
 
 /* ---- public ------------------------------------------------------------------------------ */
 
-static int start_allocated(tide__stream *s, tide_writer_cb cb, void *arg,
+static int start_callback_form(tide__stream *s, tide_writer_cb cb, void *arg,
                            void (*begin)(tide__stream *, tide__stream_waiter *, tide_writer_cb,
                                          void *)) {
     if (s == NULL || cb == NULL)
         return TIDE_EINVAL;
-    tide__stream_waiter *w = malloc(sizeof(*w));
+    /* The spare is free when no callback-form call holds it (origin back to CALLER). */
+    bool spare = s->spare.origin == TIDE__W_CALLER;
+    tide__stream_waiter *w = spare ? &s->spare : malloc(sizeof(*w));
     if (w == NULL)
         return TIDE_ENOMEM;
     begin(s, w, cb, arg);
     /* Read only by the completion, which is always deferred. */
-    w->allocated = true;
+    w->origin = spare ? TIDE__W_SPARE : TIDE__W_HEAP;
     return 0;
 }
 
 int tide_writer_drain(tide_writer_t *s, tide_writer_cb cb, void *arg) {
-    return start_allocated(s, cb, arg, tide__writer_drain_start);
+    return start_callback_form(s, cb, arg, tide__writer_drain_start);
 }
 
 int tide_writer_wait_closed(tide_writer_t *s, tide_writer_cb cb, void *arg) {
-    return start_allocated(s, cb, arg, tide__writer_wait_closed_start);
+    return start_callback_form(s, cb, arg, tide__writer_wait_closed_start);
 }
 
 /* Writes go to the transport, which refuses them itself when closing or failed;

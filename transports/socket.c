@@ -58,10 +58,16 @@ typedef struct sock {
     ev_io rw;
     ev_io ww;
     ring wq;
-    struct sockaddr_storage peer;
-    struct sockaddr_storage local;
-    socklen_t peer_len; /* 0: unknown */
-    socklen_t local_len;
+    /* The peer of a TCP connection, cached: after a reset the kernel no longer knows
+     * it, and describe() and connection_lost handlers still want to name it. Unix
+     * addresses (up to 110 bytes, mostly unnamed) and the local address are asked
+     * from the kernel when wanted, which keeps an idle connection small. */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } peer;
+    socklen_t peer_len; /* 0: not cached */
 } sock;
 
 static sock *as_sock(tide_transport_t *t) { return TIDE_CONTAINER_OF(t, sock, base); }
@@ -334,7 +340,21 @@ static int sock_write(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, s
     size_t sent = 0;
     cursor_init(&c, bufs, n);
     if (s->wq.len == 0) {
-        int rc = send_cursor(s->fd, &c, &sent);
+        int rc = 0;
+        if (n == 1) {
+            /* The common case, one buffer and nothing queued: one send, no batch. */
+            struct iovec iov = {(void *)bufs[0].base, total};
+            ssize_t r = send_pieces(s->fd, &iov, 1);
+            if (r < 0)
+                rc = (int)r;
+            else
+                sent = (size_t)r;
+            if (sent == total)
+                return 0;
+            cursor_skip(&c, sent);
+        } else {
+            rc = send_cursor(s->fd, &c, &sent);
+        }
         if (rc < 0) {
             /* The write itself succeeds; the stored error fails the next ones and
              * connection_lost reports it. */
@@ -396,42 +416,45 @@ static void sock_resume_reading(tide_transport_t *t) {
 
 static size_t sock_write_buffer_size(const tide_transport_t *t) { return as_csock(t)->wq.len; }
 
-/* getpeername()-style copy: truncates to *len and reports the full length. */
-static int copy_addr(const struct sockaddr_storage *src, socklen_t src_len, struct sockaddr *addr,
-                     socklen_t *len) {
-    if (src_len == 0)
-        return TIDE_ENOTCONN;
-    memcpy(addr, src, *len < src_len ? *len : src_len);
-    *len = src_len;
-    return 0;
+/* A getsockname()/getpeername() result, from the kernel: truncated to *len, the full
+ * length reported. */
+static int kernel_addr(int (*get)(int, struct sockaddr *, socklen_t *), int fd,
+                       struct sockaddr *addr, socklen_t *len) {
+    return get(fd, addr, len) < 0 ? TIDE_ENOTCONN : 0;
 }
 
 static int sock_peername(const tide_transport_t *t, struct sockaddr *addr, socklen_t *len) {
     const sock *s = as_csock(t);
-    return copy_addr(&s->peer, s->peer_len, addr, len);
+    if (s->peer_len == 0)
+        return kernel_addr(tide__sys.getpeername, s->fd, addr, len);
+    memcpy(addr, &s->peer, *len < s->peer_len ? *len : s->peer_len);
+    *len = s->peer_len;
+    return 0;
 }
 
 static int sock_sockname(const tide_transport_t *t, struct sockaddr *addr, socklen_t *len) {
-    const sock *s = as_csock(t);
-    return copy_addr(&s->local, s->local_len, addr, len);
+    return kernel_addr(tide__sys.getsockname, as_csock(t)->fd, addr, len);
 }
 
 static int sock_fd(const tide_transport_t *t) { return as_csock(t)->fd; }
 
-static void format_or_unknown(const struct sockaddr_storage *ss, socklen_t len, char *buf,
-                              size_t size) {
-    if (len == 0)
+static void format_name(const tide_transport_t *t,
+                        int (*get)(const tide_transport_t *, struct sockaddr *, socklen_t *),
+                        char *buf, size_t size) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (get(t, (struct sockaddr *)&ss, &len) != 0 || len == 0)
         snprintf(buf, size, "?");
     else
-        tide_format_address((const struct sockaddr *)ss, len, buf, size);
+        tide_format_address((const struct sockaddr *)&ss, len, buf, size);
 }
 
 static void sock_describe(const tide_transport_t *t, char *buf, size_t size) {
-    const sock *s = as_csock(t);
     char local[128], peer[128];
-    format_or_unknown(&s->local, s->local_len, local, sizeof(local));
-    format_or_unknown(&s->peer, s->peer_len, peer, sizeof(peer));
-    snprintf(buf, size, "%s transport fd %d %s -> %s", t->ops->kind, s->fd, local, peer);
+    format_name(t, sock_sockname, local, sizeof(local));
+    format_name(t, sock_peername, peer, sizeof(peer));
+    snprintf(buf, size, "%s transport fd %d %s -> %s", t->ops->kind, as_csock(t)->fd, local,
+             peer);
 }
 
 static void sock_release(tide_transport_t *t) {
@@ -471,19 +494,18 @@ int tide__socket_transport_new(tide_loop_t *loop, int fd, tide_protocol_t *proto
     if (s == NULL)
         return TIDE_ENOMEM;
     s->fd = fd;
-    s->local_len = sizeof(s->local);
-    if (tide__sys.getsockname(fd, (struct sockaddr *)&s->local, &s->local_len) < 0) {
+    struct sockaddr_storage local;
+    socklen_t local_len = sizeof(local);
+    if (tide__sys.getsockname(fd, (struct sockaddr *)&local, &local_len) < 0) {
         int err = tide_err_from_errno(errno);
         free(s);
         return err;
     }
-    /* Cached now: after a reset the kernel no longer knows the peer, and describe()
-     * and connection_lost handlers still want to name it. */
+    int family = local.ss_family;
     s->peer_len = sizeof(s->peer);
-    if (tide__sys.getpeername(fd, (struct sockaddr *)&s->peer, &s->peer_len) < 0)
+    if (family == AF_UNIX ||
+        tide__sys.getpeername(fd, &s->peer.sa, &s->peer_len) < 0 || s->peer_len > sizeof(s->peer))
         s->peer_len = 0;
-
-    int family = s->local.ss_family;
     if (family == AF_INET || family == AF_INET6) {
         int on = 1;
         /* Best effort: a protocol that writes whole messages wants them sent now,

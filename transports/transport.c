@@ -126,10 +126,6 @@ void tide__transport_lost(tide_transport_t *t, int status) { schedule_lost(t, st
 
 /* ---- input ---------------------------------------------------------------------- */
 
-bool tide__transport_is_buffered(const tide_transport_t *t) {
-    return tide_protocol_is_buffered(t->protocol);
-}
-
 void tide__transport_data(tide_transport_t *t, const void *data, size_t len) {
     if (len == 0 || !tide__transport_wants_read(t))
         return;
@@ -230,17 +226,11 @@ static int write_allowed(const tide_transport_t *t) {
     return 0;
 }
 
-int tide_transport_writelines(tide_transport_t *t, const tide_iovec_t *bufs, size_t n) {
-    if (t == NULL || (bufs == NULL && n > 0))
-        return TIDE_EINVAL;
+/* The write both public forms share, once total is known. */
+static int write_total(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, size_t total) {
     int rc = write_allowed(t);
-    if (rc != 0)
+    if (rc != 0 || total == 0)
         return rc;
-    size_t total;
-    if (!tide__iov_total(bufs, n, &total))
-        return TIDE_EINVAL;
-    if (total == 0)
-        return 0;
     if (t->max_buffer != 0 && t->ops->get_write_buffer_size(t) + total > t->max_buffer)
         return TIDE_ENOBUFS;
     rc = t->ops->write(t, bufs, n, total);
@@ -249,11 +239,18 @@ int tide_transport_writelines(tide_transport_t *t, const tide_iovec_t *bufs, siz
     return rc;
 }
 
+int tide_transport_writelines(tide_transport_t *t, const tide_iovec_t *bufs, size_t n) {
+    size_t total;
+    if (t == NULL || (bufs == NULL && n > 0) || !tide__iov_total(bufs, n, &total))
+        return TIDE_EINVAL;
+    return write_total(t, bufs, n, total);
+}
+
 int tide_transport_write(tide_transport_t *t, const void *data, size_t len) {
-    if (data == NULL && len > 0)
+    if (t == NULL || (data == NULL && len > 0))
         return TIDE_EINVAL;
     tide_iovec_t one = {data, len};
-    return tide_transport_writelines(t, &one, 1);
+    return write_total(t, &one, 1, len);
 }
 
 int tide_transport_write_eof(tide_transport_t *t) {

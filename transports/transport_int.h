@@ -108,7 +108,10 @@ void tide__transport_lost(tide_transport_t *t, int status);
 /* Input from the kind: deliver bytes (data_received), or ask the protocol for memory
  * (buffered protocols). The base checks the state; the kind then reads. */
 void tide__transport_data(tide_transport_t *t, const void *data, size_t len);
-bool tide__transport_is_buffered(const tide_transport_t *t);
+/* Inline: asked on every read. */
+static inline bool tide__transport_is_buffered(const tide_transport_t *t) {
+    return tide_protocol_is_buffered(t->protocol);
+}
 /* Returns the protocol's buffer or NULL after failing the transport (TIDE_ENOBUFS). */
 void *tide__transport_get_buffer(tide_transport_t *t, size_t sizehint, size_t *len);
 void tide__transport_buffer_updated(tide_transport_t *t, size_t nbytes);

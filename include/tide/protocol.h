@@ -70,8 +70,11 @@ struct tide_protocol {
  * transport before calling the factory, so nothing can fail in between. */
 typedef tide_protocol_t *(*tide_protocol_factory_cb)(void *arg);
 
-/* True when p is a buffered protocol (it has get_buffer). */
-TIDE_EXTERN bool tide_protocol_is_buffered(const tide_protocol_t *p);
+/* True when p is a buffered protocol (it has get_buffer). Inline: transports ask it on
+ * every read. */
+static inline bool tide_protocol_is_buffered(const tide_protocol_t *p) {
+    return p != NULL && p->ops != NULL && TIDE_PROTOCOL_OP(p, get_buffer) != NULL;
+}
 
 /* Delivers len bytes to p as a transport would, without any transport: one
  * data_received call, or for a buffered protocol get_buffer / buffer_updated repeated
