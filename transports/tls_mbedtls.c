@@ -2,10 +2,19 @@
  * as the protocol of another transport (asyncio's sslproto design, asyncio.md section 7).
  *
  * This is the only file that includes mbedTLS. It compiles against 2.28 (Debian 12)
- * and 3.x; the differences are confined to the small shims guarded by
- * MBEDTLS_VERSION_NUMBER below, and mbedTLS is reached through its functions, never
- * through struct fields, with one exception: telling whether a session was resumed
- * compares master secrets, since 2.28 has no accessor for it (see resumed()).
+ * and 3.x (checked with 3.6: scripts/check-mbedtls3); the differences are confined to
+ * shims guarded by MBEDTLS_VERSION_NUMBER and the TLS_* macros below. mbedTLS is
+ * reached through its functions, never through struct fields, with exceptions where it
+ * has no accessor, each read-only: telling whether a session was resumed (TLS 1.2
+ * compares master secrets, TLS 1.3 watches the handshake's state: resumed(),
+ * handshake_run()), and whether a session can resume at all (session_usable()).
+ *
+ * TLS 1.3 (3.x): the server issues session tickets (the only way to resume 1.3), and
+ * the client keeps the latest ticket, which arrives after the handshake, as the session
+ * tide_tls_get_session copies, any number of times (mbedTLS 3.x itself exports a
+ * session once). A session taken before the ticket came is filled by it later
+ * (ticket_slot). A client closing before its first ticket came reads until it comes
+ * (awaits_ticket()), so that the kernel does not reset the connection over unread bytes.
  *
  * One layer (struct tide__tls) is two objects in one allocation: the protocol installed
  * on the lower transport, which receives ciphertext into `in` (a buffered protocol, so
@@ -26,9 +35,13 @@
  * resumed at 64 KiB.
  *
  * Threads: a frozen configuration is shared by connections on several loops. Its
- * mbedtls_ssl_config, certificates and keys are only read; the random generator and
- * the session cache are called under the configuration's own mutexes, so this does
- * not depend on MBEDTLS_THREADING_C. A layer itself lives on its loop's thread.
+ * mbedtls_ssl_config, certificates and keys are only read; the random generator, the
+ * session cache and the ticket keys are called under the configuration's own mutexes,
+ * so this does not depend on MBEDTLS_THREADING_C. On 3.x without it, PSA's process-wide
+ * key store is guarded by one lock of ours (see crypto_enter()), which serialises the
+ * mbedTLS calls of all threads; build mbedTLS 3.x with MBEDTLS_THREADING_C and
+ * MBEDTLS_THREADING_PTHREAD to run them in parallel. A layer itself lives on its
+ * loop's thread.
  *
  * Reentrancy: application callbacks (data_received, eof_received, pause_writing, ...)
  * may close or abort the TLS transport, and handshake callbacks may abort the layer;
@@ -58,6 +71,21 @@
 #include <mbedtls/x509_crt.h>
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_PSA_CRYPTO_C)
 #include <psa/crypto.h>
+#define TLS_PSA 1 /* 3.x: PSA must be initialised; TLS 1.3 always goes through it */
+#endif
+/* TLS 1.3 as tide uses it: 3.2 made the version API (mbedtls_ssl_conf_*_tls_version,
+ * mbedtls_ssl_get_version_number, mbedtls_ssl_is_handshake_over) what it is now. */
+#if MBEDTLS_VERSION_NUMBER >= 0x03020000 && defined(MBEDTLS_SSL_PROTO_TLS1_3)
+#define TLS_13 1
+#if defined(MBEDTLS_SSL_SESSION_TICKETS)
+#define TLS_13_TICKETS 1 /* TLS 1.3 resumes by tickets only */
+#endif
+#endif
+/* Servers issue tickets where TLS 1.3 is built (without them a 1.3 session cannot be
+ * resumed); 2.28 servers keep resuming TLS 1.2 by session ID from the cache. */
+#if defined(TLS_13_TICKETS) && defined(MBEDTLS_SSL_TICKET_C) && defined(MBEDTLS_SSL_SRV_C)
+#include <mbedtls/ssl_ticket.h>
+#define TLS_SERVER_TICKETS 1
 #endif
 
 #include "core/buf.h"
@@ -114,13 +142,84 @@ struct tide_tls_config {
     char **alpn; /* NULL-terminated, as mbedTLS wants it */
     mbedtls_ssl_cache_context cache;
     bool cache_ready;
+#if defined(TLS_SERVER_TICKETS)
+    mbedtls_ssl_ticket_context ticket; /* under cache_lock, like the cache */
+    bool ticket_ready;
+#endif
 };
+
+#if defined(TLS_13_TICKETS) && defined(MBEDTLS_SSL_CLI_C)
+#define TLS_TICKET_SLOT 1
+/* A TLS 1.3 session is a ticket, which the server sends after the handshake. A session
+ * taken before its connection got one shares this slot with the connection, which
+ * fills it from every ticket that arrives later; the session may meanwhile move to a
+ * connection on another thread, hence the lock. */
+typedef struct ticket_slot {
+    atomic_int refs;
+    pthread_mutex_t lock;
+    bool filled;
+    mbedtls_ssl_session s;
+} ticket_slot;
+#endif
 
 struct tide_tls_session {
     mbedtls_ssl_session s;
+#if defined(TLS_TICKET_SLOT)
+    ticket_slot *slot; /* set: the ticket to come is the session (s is unused) */
+#endif
 };
 
 /* ---- shims between 2.28 and 3.x ------------------------------------------------- */
+
+/* 3.x keeps PSA's key store process-wide, and without MBEDTLS_THREADING_C nothing
+ * guards it (3.6 makes PSA thread-safe only with it); TLS 1.3 creates and destroys
+ * keys in every handshake, record protection and context free. Connections on loops of
+ * several threads would race there, so every mbedTLS call that may reach PSA is then
+ * made under one process-wide lock. It is recursive because a call can come back into
+ * tide (our BIO writes to the lower transport, whose pause_writing reaches the
+ * application, which may write to another TLS transport of the same thread). */
+#if defined(TLS_PSA) && !defined(MBEDTLS_THREADING_C)
+#define TLS_PSA_LOCK 1
+static pthread_mutex_t psa_lock;
+#endif
+#if defined(TLS_PSA)
+static pthread_once_t psa_once = PTHREAD_ONCE_INIT;
+static psa_status_t psa_status;
+
+static void psa_once_init(void) {
+#if defined(TLS_PSA_LOCK)
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&psa_lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+#endif
+    /* Not thread-safe itself without MBEDTLS_THREADING_C: run once, here. */
+    psa_status = psa_crypto_init();
+}
+#endif
+
+/* 0, or TIDE_ENOMEM when PSA cannot start (it fails for want of memory or entropy). */
+static int crypto_init(void) {
+#if defined(TLS_PSA)
+    pthread_once(&psa_once, psa_once_init);
+    return psa_status == PSA_SUCCESS ? 0 : TIDE_ENOMEM;
+#else
+    return 0;
+#endif
+}
+
+static void crypto_enter(void) {
+#if defined(TLS_PSA_LOCK)
+    pthread_mutex_lock(&psa_lock);
+#endif
+}
+
+static void crypto_leave(void) {
+#if defined(TLS_PSA_LOCK)
+    pthread_mutex_unlock(&psa_lock);
+#endif
+}
 
 static int rng(void *p, unsigned char *out, size_t len) {
     tide_tls_config_t *cfg = p;
@@ -183,16 +282,6 @@ static bool version_supported(int v) {
     return false;
 }
 
-/* mbedTLS 3.x (TLS 1.3) hands a NewSessionTicket up from read/write: retry at once. */
-static bool is_ticket(int ret) {
-#if defined(MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
-    return ret == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET;
-#else
-    (void)ret;
-    return false;
-#endif
-}
-
 static bool is_want(int ret) {
     return ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE
 #if defined(MBEDTLS_ERR_SSL_ASYNC_IN_PROGRESS)
@@ -246,6 +335,30 @@ static int cache_set(void *p, const mbedtls_ssl_session *s) {
     pthread_mutex_lock(&cfg->cache_lock);
     int rc = mbedtls_ssl_cache_set(&cfg->cache, s);
     pthread_mutex_unlock(&cfg->cache_lock);
+    return rc;
+}
+#endif
+
+#if defined(TLS_SERVER_TICKETS)
+/* Session tickets, like the cache: under the configuration's lock (the ticket keys are
+ * shared by every loop, and mbedTLS locks them only with MBEDTLS_THREADING_C), and a
+ * ticket that parses tells the connection what it may resume. */
+static int ticket_write(void *p, const mbedtls_ssl_session *s, unsigned char *start,
+                        const unsigned char *end, size_t *tlen, uint32_t *lifetime) {
+    tide_tls_config_t *cfg = p;
+    pthread_mutex_lock(&cfg->cache_lock);
+    int rc = mbedtls_ssl_ticket_write(&cfg->ticket, s, start, end, tlen, lifetime);
+    pthread_mutex_unlock(&cfg->cache_lock);
+    return rc;
+}
+
+static int ticket_parse(void *p, mbedtls_ssl_session *s, unsigned char *buf, size_t len) {
+    tide_tls_config_t *cfg = p;
+    pthread_mutex_lock(&cfg->cache_lock);
+    int rc = mbedtls_ssl_ticket_parse(&cfg->ticket, s, buf, len);
+    pthread_mutex_unlock(&cfg->cache_lock);
+    if (rc == 0)
+        cache_hit(s);
     return rc;
 }
 #endif
@@ -358,10 +471,8 @@ static int config_new(tide_tls_config_t **out, bool server) {
     if (out == NULL)
         return TIDE_EINVAL;
     *out = NULL;
-#if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_PSA_CRYPTO_C)
-    if (psa_crypto_init() != PSA_SUCCESS)
+    if (crypto_init() != 0)
         return TIDE_ENOMEM;
-#endif
     tide_tls_config_t *cfg = calloc(1, sizeof(*cfg));
     if (cfg == NULL)
         return TIDE_ENOMEM;
@@ -404,9 +515,14 @@ tide_tls_config_t *tide_tls_config_ref(tide_tls_config_t *config) {
 }
 
 static void config_free(tide_tls_config_t *cfg) {
+    crypto_enter(); /* keys may live in PSA */
     mbedtls_ssl_config_free(&cfg->conf);
     if (cfg->cache_ready)
         mbedtls_ssl_cache_free(&cfg->cache);
+#if defined(TLS_SERVER_TICKETS)
+    if (cfg->ticket_ready)
+        mbedtls_ssl_ticket_free(&cfg->ticket);
+#endif
     mbedtls_x509_crt_free(&cfg->ca);
     mbedtls_x509_crt_free(&cfg->crt);
     mbedtls_pk_free(&cfg->key);
@@ -415,6 +531,7 @@ static void config_free(tide_tls_config_t *cfg) {
         mbedtls_x509_crt_free(&cfg->sni[i].crt);
         mbedtls_pk_free(&cfg->sni[i].key);
     }
+    crypto_leave();
     free(cfg->sni);
     if (cfg->alpn) {
         for (char **p = cfg->alpn; *p; p++)
@@ -579,7 +696,9 @@ static int add_pair(tide_tls_config_t *cfg, const char *name, const unsigned cha
     mbedtls_pk_context pk;
     mbedtls_x509_crt_init(&crt);
     mbedtls_pk_init(&pk);
+    crypto_enter();
     int rc = parse_pair(cfg, &crt, &pk, cert, cert_len, key, key_len, password);
+    crypto_leave();
     if (rc != 0)
         goto fail;
     if (name == NULL) {
@@ -607,8 +726,10 @@ static int add_pair(tide_tls_config_t *cfg, const char *name, const unsigned cha
     cfg->nsni++;
     return 0;
 fail:
+    crypto_enter();
     mbedtls_x509_crt_free(&crt);
     mbedtls_pk_free(&pk);
+    crypto_leave();
     return rc;
 }
 
@@ -838,6 +959,30 @@ static int freeze_locked(tide_tls_config_t *cfg) {
         mbedtls_ssl_conf_session_cache(conf, cfg, cache_get, cache_set);
     }
 #endif
+#if defined(TLS_SERVER_TICKETS)
+    if (cfg->server && cfg->cache_enabled) {
+        /* TLS 1.3 caps a ticket's lifetime at 7 days (RFC 8446 4.6.1). */
+        double life = cfg->cache_lifetime < 604800.0 ? cfg->cache_lifetime : 604800.0;
+        crypto_enter();
+        if (cfg->ticket_ready) /* an earlier freeze failed after this point */
+            mbedtls_ssl_ticket_free(&cfg->ticket);
+        mbedtls_ssl_ticket_init(&cfg->ticket);
+        cfg->ticket_ready = true;
+        rc = mbedtls_ssl_ticket_setup(&cfg->ticket, rng, cfg, MBEDTLS_CIPHER_AES_256_GCM,
+                                      (uint32_t)life);
+        crypto_leave();
+        if (rc != 0)
+            return tls_code(rc);
+        mbedtls_ssl_conf_session_tickets_cb(conf, ticket_write, ticket_parse, cfg);
+    }
+#endif
+#if defined(TLS_13_TICKETS) && defined(MBEDTLS_SSL_CLI_C) && MBEDTLS_VERSION_NUMBER >= 0x03060100
+    /* Since 3.6.1 a client ignores TLS 1.3 tickets unless asked to hand them up
+     * (MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET), which is when we keep them. */
+    if (!cfg->server)
+        mbedtls_ssl_conf_tls13_enable_signal_new_session_tickets(
+            conf, MBEDTLS_SSL_TLS1_3_SIGNAL_NEW_SESSION_TICKETS_ENABLED);
+#endif
     cfg->frozen = true;
     return 0;
 }
@@ -863,9 +1008,32 @@ int tide__tls_check(const tide__tls_params *params) {
 
 /* ---- sessions --------------------------------------------------------------------- */
 
+#if defined(TLS_TICKET_SLOT)
+static ticket_slot *slot_new(void) {
+    ticket_slot *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    atomic_init(&t->refs, 1);
+    pthread_mutex_init(&t->lock, NULL);
+    mbedtls_ssl_session_init(&t->s);
+    return t;
+}
+
+static void slot_unref(ticket_slot *t) {
+    if (t == NULL || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    mbedtls_ssl_session_free(&t->s);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}
+#endif
+
 void tide_tls_session_free(tide_tls_session_t *session) {
     if (session == NULL)
         return;
+#if defined(TLS_TICKET_SLOT)
+    slot_unref(session->slot);
+#endif
     mbedtls_ssl_session_free(&session->s);
     free(session);
 }
@@ -916,6 +1084,19 @@ struct tide__tls {
     bool graceful;      /* on abort, close the lower (flushing an alert) instead */
     bool resumed;
     bool verified;
+    bool full_hs; /* TLS 1.3: the handshake authenticated with certificates */
+    bool linger;  /* closing: wait_notify only until the server's first ticket */
+    unsigned tickets;
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    /* Client: the session to hand out (tide_tls_get_session), taken at the end of the
+     * handshake and again from every TLS 1.3 ticket; mbedTLS 3.x exports each session
+     * of a connection only once, so we export it and give copies of ours. */
+    mbedtls_ssl_session saved;
+    bool has_saved;
+#endif
+#if defined(TLS_TICKET_SLOT)
+    ticket_slot *slot; /* sessions handed out before the first ticket */
+#endif
 };
 
 static const tide__transport_ops tls_ops;
@@ -933,10 +1114,134 @@ static tide__tls *of_transport(const tide_transport_t *t) {
     return (t != NULL && t->ops == &tls_ops) ? (tide__tls *)(void *)t : NULL;
 }
 
+/* mbedTLS calls that may reach PSA, under its lock where there is one. */
+static int ssl_read(tide__tls *c, unsigned char *buf, size_t len) {
+    crypto_enter();
+    int r = mbedtls_ssl_read(&c->ssl, buf, len);
+    crypto_leave();
+    return r;
+}
+
+static int ssl_write(tide__tls *c, const unsigned char *buf, size_t len) {
+    crypto_enter();
+    int r = mbedtls_ssl_write(&c->ssl, buf, len);
+    crypto_leave();
+    return r;
+}
+
+static void ssl_free(tide__tls *c) {
+    crypto_enter();
+    mbedtls_ssl_free(&c->ssl);
+    crypto_leave();
+}
+
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+/* A deep copy through the serialised form, the only public way to copy a session. */
+static int session_copy(const mbedtls_ssl_session *from, mbedtls_ssl_session *to) {
+    size_t len = 0;
+    int rc = mbedtls_ssl_session_save(from, NULL, 0, &len);
+    if (rc != MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL)
+        return rc != 0 ? rc : MBEDTLS_ERR_SSL_INTERNAL_ERROR;
+    unsigned char *buf = malloc(len);
+    if (buf == NULL)
+        return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+    rc = mbedtls_ssl_session_save(from, buf, len, &len);
+    if (rc == 0)
+        rc = mbedtls_ssl_session_load(to, buf, len);
+    mbedtls_platform_zeroize(buf, len); /* it holds the session's secrets */
+    free(buf);
+    return rc;
+}
+#endif
+
+#if defined(TLS_TICKET_SLOT)
+/* TLS 1.2 sessions resume by themselves (ID or ticket); TLS 1.3 ones need a ticket. */
+static bool session_has_ticket(const mbedtls_ssl_session *s) {
+    return s->MBEDTLS_PRIVATE(tls_version) != MBEDTLS_SSL_VERSION_TLS1_3 ||
+           s->MBEDTLS_PRIVATE(ticket) != NULL;
+}
+
+/* Sessions handed out before a ticket came get the saved one (see ticket_slot). */
+static void fill_slot(tide__tls *c) {
+    if (c->slot == NULL || !c->has_saved)
+        return;
+    mbedtls_ssl_session copy;
+    mbedtls_ssl_session_init(&copy);
+    if (session_copy(&c->saved, &copy) != 0) {
+        mbedtls_ssl_session_free(&copy);
+        return; /* the slot keeps what it had: at worst no resumption */
+    }
+    pthread_mutex_lock(&c->slot->lock);
+    mbedtls_ssl_session_free(&c->slot->s);
+    c->slot->s = copy;
+    c->slot->filled = true;
+    pthread_mutex_unlock(&c->slot->lock);
+}
+#endif
+
+/* Takes the connection's current session into `saved` (3.x clients). A failure keeps
+ * the previous one. */
+static int save_session(tide__tls *c) {
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    if (c->config->server)
+        return 0;
+    mbedtls_ssl_session s;
+    mbedtls_ssl_session_init(&s);
+    int rc = mbedtls_ssl_get_session(&c->ssl, &s);
+    if (rc != 0) {
+        mbedtls_ssl_session_free(&s);
+        return rc;
+    }
+    if (c->has_saved)
+        mbedtls_ssl_session_free(&c->saved);
+    c->saved = s; /* moves what it owns */
+    c->has_saved = true;
+#else
+    (void)c;
+#endif
+    return 0;
+}
+
+/* mbedTLS 3.x (TLS 1.3) hands a NewSessionTicket up from handshake, read and write:
+ * keep the session it completes (a failure only costs a later resumption), then the
+ * caller retries at once. */
+static bool ticket(tide__tls *c, int ret) {
+#if defined(MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
+    if (ret != MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
+        return false;
+    c->tickets++;
+#if defined(TLS_TICKET_SLOT)
+    if (save_session(c) == 0)
+        fill_slot(c);
+#else
+    (void)save_session(c);
+#endif
+    return true;
+#else
+    (void)c;
+    (void)ret;
+    return false;
+#endif
+}
+
+static void forget_session(tide__tls *c) {
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    if (c->has_saved)
+        mbedtls_ssl_session_free(&c->saved);
+    c->has_saved = false;
+#endif
+#if defined(TLS_TICKET_SLOT)
+    slot_unref(c->slot);
+    c->slot = NULL;
+#endif
+    (void)c;
+}
+
 static void layer_free(tide__tls *c) {
     tide__timer_stop(&c->timer);
     tide__loop_undefer(&c->kick);
-    mbedtls_ssl_free(&c->ssl);
+    forget_session(c);
+    ssl_free(c);
     tide__buf_free(&c->in);
     tide__buf_free(&c->out);
     free(c->hostname);
@@ -1071,13 +1376,13 @@ static int encrypt(tide__tls *c, const unsigned char *data, size_t len, size_t *
             chunk = len - *used;
         if (chunk > TLS_CHUNK)
             chunk = TLS_CHUNK;
-        int r = mbedtls_ssl_write(&c->ssl, data + *used, chunk);
+        int r = ssl_write(c, data + *used, chunk);
         if (r > 0) {
             c->retry_len = 0;
             *used += (size_t)r;
             continue;
         }
-        if (is_ticket(r))
+        if (ticket(c, r))
             continue;
         if (c->bio_error != 0)
             return c->bio_error;
@@ -1108,10 +1413,16 @@ static int flush_out(tide__tls *c) {
 }
 
 static bool resumed(tide__tls *c) {
-    /* A resumed session keeps the master secret of the one offered (client) or found
-     * in the cache (server); a full handshake makes a fresh one. The session is read in
-     * place: on 3.x, mbedtls_ssl_get_session works once per connection, and that once
-     * belongs to the user (tide_tls_get_session). */
+#if defined(TLS_13)
+    /* TLS 1.3 has no master secret (the field stays zero, as in the session offered):
+     * a resumption is the handshake that authenticated by the ticket's PSK instead of
+     * certificates, and tide configures no other PSK (see handshake_run()). */
+    if (mbedtls_ssl_get_version_number(&c->ssl) == MBEDTLS_SSL_VERSION_TLS1_3)
+        return c->offered && !c->full_hs;
+#endif
+    /* TLS 1.2: a resumed session keeps the master secret of the one offered (client)
+     * or found in the cache or a ticket (server); a full handshake makes a fresh one.
+     * The session is read in place (2.28 has no accessor for it). */
     const mbedtls_ssl_session *now = c->ssl.MBEDTLS_PRIVATE(session);
     return c->offered && now != NULL &&
            memcmp(now->MBEDTLS_PRIVATE(master), c->offered_master, sizeof(c->offered_master)) == 0;
@@ -1147,11 +1458,41 @@ static void hs_fail(tide__tls *c, int err, bool graceful) {
     }
 }
 
+/* Runs the handshake as far as it can go. With TLS 1.3 built, one step at a time, to
+ * note whether it passed the certificate states: TLS 1.3 skips them exactly when the
+ * peers authenticate by PSK, that is resume a ticket. There is no accessor for this,
+ * so the state is read in place. */
+static int handshake_run(tide__tls *c) {
+#if defined(TLS_13)
+    /* As mbedtls_ssl_handshake does: not mbedtls_ssl_is_handshake_over(), which counts
+     * a server's pending NewSessionTicket state as over. */
+    for (;;) {
+        int state = c->ssl.MBEDTLS_PRIVATE(state);
+        if (state == MBEDTLS_SSL_HANDSHAKE_OVER)
+            return 0;
+        if (state == MBEDTLS_SSL_CERTIFICATE_REQUEST || state == MBEDTLS_SSL_SERVER_CERTIFICATE)
+            c->full_hs = true;
+        crypto_enter();
+        int ret = mbedtls_ssl_handshake_step(&c->ssl);
+        crypto_leave();
+        if (ret != 0)
+            return ret;
+    }
+#else
+    crypto_enter();
+    int ret = mbedtls_ssl_handshake(&c->ssl);
+    crypto_leave();
+    return ret;
+#endif
+}
+
 static void hs_done(tide__tls *c) {
     tide__timer_stop(&c->timer);
     c->phase = PH_OPEN;
     c->handshake_done = true;
     c->resumed = resumed(c);
+    /* On TLS 1.3 this session has no ticket yet: ticket() replaces it when one comes. */
+    (void)save_session(c);
     c->verified = mbedtls_ssl_get_peer_cert(&c->ssl) != NULL &&
                   mbedtls_ssl_get_verify_result(&c->ssl) == 0 && c->config->verify;
     if (!c->upgrade) {
@@ -1186,13 +1527,13 @@ static void handshake_step(tide__tls *c) {
     }
     for (;;) {
         tls_running = c->config->server ? c : NULL;
-        int ret = mbedtls_ssl_handshake(&c->ssl);
+        int ret = handshake_run(c);
         tls_running = NULL;
         if (ret == 0) {
             hs_done(c);
             return;
         }
-        if (is_ticket(ret))
+        if (ticket(c, ret))
             continue;
         if (c->bio_error != 0) {
             hs_fail(c, c->bio_error, false);
@@ -1218,9 +1559,24 @@ static void deliver_eof(tide__tls *c) {
         tide_transport_close(&c->t);
 }
 
+/* mbedTLS 3.x answers WANT_READ when it has just set a post-handshake message (a TLS
+ * 1.3 NewSessionTicket) aside to process on the next call, which moves the handshake
+ * state off "over": that call must come now, since no further input may arrive. */
+static bool held_back(tide__tls *c, int r) {
+#if defined(TLS_13)
+    return r == MBEDTLS_ERR_SSL_WANT_READ &&
+           c->ssl.MBEDTLS_PRIVATE(state) != MBEDTLS_SSL_HANDSHAKE_OVER &&
+           mbedtls_ssl_check_pending(&c->ssl);
+#else
+    (void)c;
+    (void)r;
+    return false;
+#endif
+}
+
 /* What ended a run of reads (r <= 0). Returns true when reading may go on. */
 static bool read_end(tide__tls *c, int r) {
-    if (is_ticket(r))
+    if (ticket(c, r))
         return true;
     if (r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
         c->peer_notified = true;
@@ -1234,6 +1590,8 @@ static bool read_end(tide__tls *c, int r) {
         return false;
     }
     if (r != 0 && is_want(r)) {
+        if (held_back(c, r))
+            return true;
         /* The lower ended without close_notify: truncation (or its own error). */
         if (c->lower_eof)
             fatal(c, c->lower_error ? c->lower_error : TIDE_ETLS_TRUNCATED, false);
@@ -1271,7 +1629,7 @@ static void read_app_data(tide__tls *c) {
                 /* Decrypt the next record without taking any of it, so that the
                  * protocol is asked for memory only when there is plaintext. */
                 unsigned char none;
-                int r = mbedtls_ssl_read(&c->ssl, &none, 0);
+                int r = ssl_read(c, &none, 0);
                 if (r < 0 && !read_end(c, r))
                     return;
                 continue;
@@ -1282,7 +1640,7 @@ static void read_app_data(tide__tls *c) {
                 return;
             if (len > budget)
                 len = budget;
-            int r = mbedtls_ssl_read(&c->ssl, buf, len);
+            int r = ssl_read(c, buf, len);
             if (r > 0) {
                 budget -= (size_t)r;
                 tide__transport_buffer_updated(&c->t, (size_t)r);
@@ -1303,10 +1661,10 @@ static void read_app_data(tide__tls *c) {
         size_t got = 0;
         int r = 0;
         while (got < size) {
-            r = mbedtls_ssl_read(&c->ssl, scratch + got, size - got);
+            r = ssl_read(c, scratch + got, size - got);
             if (r > 0)
                 got += (size_t)r;
-            else if (!is_ticket(r))
+            else if (!ticket(c, r))
                 break;
         }
         if (got > 0) {
@@ -1316,6 +1674,30 @@ static void read_app_data(tide__tls *c) {
         if (got < size && !read_end(c, r))
             return;
     }
+}
+
+/* A TLS 1.3 server sends its session tickets after the handshake, unasked. A client
+ * that closes the socket before reading them leaves bytes unread, and the kernel then
+ * resets the connection instead of ending it, which can destroy data the server has
+ * not read yet. So such a client, closing before the first ticket came, keeps reading
+ * until it comes (or the server's close_notify, or EOF), bounded by the shutdown
+ * deadline, and only then closes the socket. */
+static bool awaits_ticket(tide__tls *c) {
+#if defined(TLS_13)
+    return !c->config->server && c->tickets == 0 &&
+           mbedtls_ssl_get_version_number(&c->ssl) == MBEDTLS_SSL_VERSION_TLS1_3;
+#else
+    (void)c;
+    return false;
+#endif
+}
+
+/* The wait of a closing connection is over: close the lower, flushing what it holds. */
+static void end_wait(tide__tls *c) {
+    c->wait_notify = false;
+    c->linger = false;
+    tide__buf_consume(&c->in, c->in.len);
+    close_lower(c, true);
 }
 
 /* Closing and waiting for the peer's close_notify: application data is dropped. */
@@ -1329,13 +1711,15 @@ static void drain_closing(tide__tls *c) {
         return;
     }
     for (;;) {
-        int r = mbedtls_ssl_read(&c->ssl, scratch, size);
-        if (r > 0 || is_ticket(r))
+        int r = ssl_read(c, scratch, size);
+        if (r > 0 || held_back(c, r))
             continue;
-        if (r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || (is_want(r) && c->lower_eof)) {
-            c->wait_notify = false;
-            tide__buf_consume(&c->in, c->in.len);
-            close_lower(c, true);
+        if (ticket(c, r)) {
+            if (!c->linger)
+                continue;
+            end_wait(c);
+        } else if (r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || (is_want(r) && c->lower_eof)) {
+            end_wait(c);
         } else if (!is_want(r)) {
             fatal(c, c->bio_error ? c->bio_error : map_error(c, r), false);
         }
@@ -1366,6 +1750,8 @@ static void timer_fired(tide__timer *timer) {
     enter(c);
     if (c->phase == PH_HANDSHAKE)
         hs_fail(c, TIDE_ETLS_HANDSHAKE_TIMEOUT, false);
+    else if (c->phase == PH_CLOSING && c->linger && c->wait_notify)
+        end_wait(c); /* no ticket came: our close was complete anyway */
     else if (c->phase == PH_CLOSING)
         fatal(c, TIDE_ETLS_SHUTDOWN_TIMEOUT, false);
     else
@@ -1544,14 +1930,18 @@ static void start_shutdown(tide__tls *c) {
     }
     int r;
     do {
+        crypto_enter();
         r = mbedtls_ssl_close_notify(&c->ssl);
-    } while (is_ticket(r));
+        crypto_leave();
+    } while (ticket(c, r));
     if (c->bio_error != 0) {
         fatal(c, c->bio_error, false);
         return;
     }
-    if (c->config->wait_close_notify && !c->peer_notified && !c->lower_eof) {
+    bool ticket_due = awaits_ticket(c);
+    if ((c->config->wait_close_notify || ticket_due) && !c->peer_notified && !c->lower_eof) {
         c->wait_notify = true;
+        c->linger = !c->config->wait_close_notify;
         defer_kick(c); /* records already buffered may hold it */
         return;
     }
@@ -1665,11 +2055,68 @@ static const tide__transport_ops tls_ops = {
 /* Frees a layer that never got its TLS transport initialised. */
 static void layer_drop(tide__tls *c) {
     tide__timer_stop(&c->timer);
-    mbedtls_ssl_free(&c->ssl);
+    forget_session(c);
+    ssl_free(c);
     tide__buf_free(&c->in);
     free(c->hostname);
     tide_tls_config_unref(c->config);
     free(c);
+}
+
+/* Whether offering a session can resume it. A TLS 1.3 session is its ticket, which
+ * arrives after the handshake: one taken before has none, and would only pin the
+ * version to 1.3. mbedTLS fails the handshake when a ticket's server name differs from
+ * the connection's; such a session is not offered, a full handshake follows instead. */
+static bool session_usable(const tide__tls *c, const mbedtls_ssl_session *s) {
+#if defined(TLS_13)
+    if (mbedtls_ssl_session_get_ciphersuite_id(s) == 0)
+        return false;
+    if (s->MBEDTLS_PRIVATE(tls_version) != MBEDTLS_SSL_VERSION_TLS1_3)
+        return true;
+#if defined(TLS_13_TICKETS)
+    if (s->MBEDTLS_PRIVATE(ticket) == NULL)
+        return false;
+#if defined(MBEDTLS_SSL_SERVER_NAME_INDICATION)
+    const char *was = s->MBEDTLS_PRIVATE(hostname);
+    if ((was == NULL) != (c->hostname == NULL) || (was != NULL && strcmp(was, c->hostname) != 0))
+        return false;
+#endif
+#endif
+    return true;
+#else
+    (void)c;
+    (void)s;
+    return true;
+#endif
+}
+
+/* Loads a session to resume, when it can resume anything. Returns an mbedTLS code. */
+static int offer_session(tide__tls *c, const tide_tls_session_t *session) {
+    const mbedtls_ssl_session *s = &session->s;
+#if defined(TLS_TICKET_SLOT)
+    ticket_slot *slot = session->slot;
+    if (slot) {
+        pthread_mutex_lock(&slot->lock);
+        if (!slot->filled) {
+            pthread_mutex_unlock(&slot->lock);
+            return 0; /* no ticket came (yet): a full handshake */
+        }
+        s = &slot->s;
+    }
+#endif
+    int rc = 0;
+    if (session_usable(c, s)) {
+        rc = mbedtls_ssl_set_session(&c->ssl, s); /* copies */
+        if (rc == 0) {
+            memcpy(c->offered_master, s->MBEDTLS_PRIVATE(master), sizeof(c->offered_master));
+            c->offered = true;
+        }
+    }
+#if defined(TLS_TICKET_SLOT)
+    if (slot)
+        pthread_mutex_unlock(&slot->lock);
+#endif
+    return rc;
 }
 
 static int layer_new(tide_loop_t *loop, const tide__tls_params *params, tide__tls **out) {
@@ -1686,7 +2133,9 @@ static int layer_new(tide_loop_t *loop, const tide__tls_params *params, tide__tl
     tide__call_init(&c->kick, kick_run);
     tide__timer_init(loop, &c->timer, timer_fired);
     mbedtls_ssl_init(&c->ssl);
+    crypto_enter();
     rc = mbedtls_ssl_setup(&c->ssl, &cfg->conf);
+    crypto_leave();
     if (rc != 0) {
         rc = rc == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TIDE_ENOMEM : tls_code(rc);
         goto fail;
@@ -1706,14 +2155,11 @@ static int layer_new(tide_loop_t *loop, const tide__tls_params *params, tide__tl
         }
     }
     if (!cfg->server && params->session) {
-        rc = mbedtls_ssl_set_session(&c->ssl, &params->session->s);
+        rc = offer_session(c, params->session);
         if (rc != 0) {
             rc = rc == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TIDE_ENOMEM : tls_code(rc);
             goto fail;
         }
-        memcpy(c->offered_master, params->session->s.MBEDTLS_PRIVATE(master),
-               sizeof(c->offered_master));
-        c->offered = true;
     }
     mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
     *out = c;
@@ -1904,7 +2350,31 @@ int tide_tls_get_session(const tide_transport_t *transport, tide_tls_session_t *
     if (s == NULL)
         return TIDE_ENOMEM;
     mbedtls_ssl_session_init(&s->s);
+#if defined(TLS_TICKET_SLOT)
+    s->slot = NULL;
+#endif
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    int rc = c->has_saved ? 0 : save_session(c);
+#if defined(TLS_TICKET_SLOT)
+    if (rc == 0 && !session_has_ticket(&c->saved)) {
+        /* TLS 1.3 before the ticket: the session is the slot the ticket will fill. */
+        if (c->slot == NULL)
+            c->slot = slot_new();
+        if (c->slot == NULL) {
+            tide_tls_session_free(s);
+            return TIDE_ENOMEM;
+        }
+        atomic_fetch_add_explicit(&c->slot->refs, 1, memory_order_relaxed);
+        s->slot = c->slot;
+        *session = s;
+        return 0;
+    }
+#endif
+    if (rc == 0)
+        rc = session_copy(&c->saved, &s->s);
+#else
     int rc = mbedtls_ssl_get_session(&c->ssl, &s->s);
+#endif
     if (rc != 0) {
         tide_tls_session_free(s);
         return rc == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TIDE_ENOMEM : tls_code(rc);

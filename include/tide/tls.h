@@ -66,8 +66,10 @@ TIDE_EXTERN const char *tide_tls_library_version(void);
  * connection using it holds one until it is gone, so the creator may unref as soon as
  * it has started its connections or servers. It is frozen by its first use: setters
  * then return TIDE_EBUSY. A frozen configuration may be used from several loops on
- * several threads at once. Setters return 0, TIDE_EINVAL, TIDE_ENOMEM, TIDE_EBUSY, or
- * for files TIDE_ENOENT / TIDE_EACCES / a TLS code when the content does not parse. */
+ * several threads at once (with an mbedTLS 3.x built without MBEDTLS_THREADING_C, the
+ * TLS work of all threads is then serialised by one lock). Setters return 0,
+ * TIDE_EINVAL, TIDE_ENOMEM, TIDE_EBUSY, or for files TIDE_ENOENT / TIDE_EACCES / a TLS
+ * code when the content does not parse. */
 
 /* A client configuration: verification on, TLS 1.2 minimum, the system CA bundle as
  * trust anchors unless CA files or memory are loaded (the bundle is
@@ -79,7 +81,8 @@ TIDE_EXTERN int tide_tls_config_new_client(tide_tls_config_t **config);
  * first use, else that use fails with TIDE_ETLS_CONFIG; clients are not asked for
  * certificates unless tide_tls_config_set_verify_peer(cfg, true), which also needs CAs
  * loaded (the system bundle is not used for clients: TIDE_ETLS_NO_TRUST).
- * A session cache for resumption is on. Returns 0 or TIDE_ENOMEM. */
+ * Resumption is on: a session cache (TLS 1.2 session IDs) and, with mbedTLS 3.x,
+ * session tickets (TLS 1.3 resumes by tickets only). Returns 0 or TIDE_ENOMEM. */
 TIDE_EXTERN int tide_tls_config_new_server(tide_tls_config_t **config);
 
 /* Takes / drops a reference; the last unref frees. NULL is a no-op for unref. */
@@ -138,10 +141,15 @@ TIDE_EXTERN int tide_tls_config_set_timeouts(tide_tls_config_t *config, double h
                                             double shutdown);
 
 /* close() waits for the peer's close_notify (bounded by the shutdown deadline) before
- * closing the transport underneath. Default false: send ours, flush, close. */
+ * closing the transport underneath. Default false: send ours, flush, close; except that
+ * a TLS 1.3 client that has not yet received the server's session ticket (sent after
+ * the handshake) first reads until it comes, the peer's close_notify or EOF, bounded by
+ * the deadline: closing the socket over unread bytes would make the kernel reset the
+ * connection, which can destroy data the server has not read yet. */
 TIDE_EXTERN int tide_tls_config_set_wait_close_notify(tide_tls_config_t *config, bool wait);
 
-/* Server: keep sessions for resumption by session ID (default on, 600 s). */
+/* Server: keep sessions for resumption (default on, 600 s): by session ID, and with
+ * mbedTLS 3.x by session tickets (for TLS 1.3 too; at most 7 days there). */
 TIDE_EXTERN int tide_tls_config_set_session_cache(tide_tls_config_t *config, bool enabled,
                                                  double lifetime);
 
@@ -149,10 +157,14 @@ TIDE_EXTERN int tide_tls_config_set_session_cache(tide_tls_config_t *config, boo
 
 /* Copies the session of an established client connection, to resume it on a new
  * connection (tide_connect_options_t.tls_session; FTP data connections); the
- * session's secrets are in it, keep it in memory only. mbedTLS 3.x lets a connection's
- * session be copied once (later calls give a TLS code). Returns 0,
- * TIDE_EINVAL (not a TLS client transport), TIDE_ENOTCONN (handshake not done),
- * TIDE_ENOMEM. Free with tide_tls_session_free. */
+ * session's secrets are in it, keep it in memory only. Each call gives a new copy.
+ * TLS 1.3: the session is the server's latest ticket, which arrives after the
+ * handshake (with or before the server's first data); a session taken before that
+ * follows its connection: it resumes with the latest ticket the connection has read,
+ * also once the connection is gone, and makes a full handshake while none came. A TLS
+ * 1.3 session is only offered to the same server name. Returns 0, TIDE_EINVAL (not a TLS
+ * client transport), TIDE_ENOTCONN (handshake not done), TIDE_ENOMEM. Free with
+ * tide_tls_session_free. */
 TIDE_EXTERN int tide_tls_get_session(const tide_transport_t *transport,
                                      tide_tls_session_t **session);
 TIDE_EXTERN void tide_tls_session_free(tide_tls_session_t *session);
@@ -195,7 +207,8 @@ typedef struct tide_tls_info {
     const char *alpn;        /* the protocol chosen, or NULL */
     const char *server_name; /* client: the name sent (verified unless verification is
                               * off); server: the client's SNI; or NULL */
-    bool resumed;            /* the session was resumed (TLS 1.2 session ID or ticket) */
+    bool resumed;            /* the session was resumed (TLS 1.2 session ID or ticket,
+                              * TLS 1.3 ticket) */
     bool server_side;
     bool peer_verified;      /* the peer's certificate was verified (chain and name) */
 } tide_tls_info_t;

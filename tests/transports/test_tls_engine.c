@@ -53,6 +53,7 @@ int main(void) {
 #include <mbedtls/entropy.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
+#include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
 
 /* ---- certificates ------------------------------------------------------------------ */
@@ -169,6 +170,15 @@ static tide_tls_config_t *client_cfg(int ca_slot) {
         assert_int_equal(
             tide_tls_config_load_ca_mem(cfg, certs[ca_slot].crt, strlen(certs[ca_slot].crt)), 0);
     return cfg;
+}
+
+/* Whether this mbedTLS build has TLS 1.3 (then tide negotiates it by default). */
+static bool tls13_available(void) {
+    tide_tls_config_t *cfg;
+    assert_int_equal(tide_tls_config_new_client(&cfg), 0);
+    int rc = tide_tls_config_set_versions(cfg, TIDE_TLS_VERSION_1_3, 0);
+    tide_tls_config_unref(cfg);
+    return rc == 0;
 }
 
 /* ---- start_tls on both ends ------------------------------------------------------------ */
@@ -954,15 +964,30 @@ static void test_sni_wildcard_one_label(void **state) {
     sni_case(state, "x.a.wild.test", TIDE_ETLS_CERT_HOSTNAME, NULL);
 }
 
-static void test_session_resumption(void **state) {
+/* Resumption with the client's highest version capped at max_version (0: the
+ * library's highest): TLS 1.2 resumes by session ID, TLS 1.3 by ticket. */
+static void resumption_case(void **state, int max_version) {
     ts_duo *d = sk_open(state, SK_SOCKETPAIR);
     make_certs();
     tide_tls_config_t *ccfg = client_cfg(CERT_CA);
+    assert_int_equal(tide_tls_config_set_versions(ccfg, 0, max_version), 0);
     tide_tls_config_t *scfg = server_cfg(CERT_LOCALHOST);
     hs_result h[2];
     upgrade_both(d, ccfg, "localhost", scfg, NULL, h);
     assert_int_equal(h[0].status, 0);
-    tide_tls_session_t *sess = NULL;
+    tide_tls_info_t vi;
+    assert_int_equal(tide_tls_get_info(h[0].tls, &vi), 0);
+    if (max_version == TIDE_TLS_VERSION_1_2 || !tls13_available())
+        assert_string_equal(vi.version, "TLSv1.2");
+    else
+        assert_string_equal(vi.version, "TLSv1.3");
+    /* A TLS 1.3 session is the ticket the server sends after the handshake. One taken
+     * at once (as an FTP client does) resumes once the connection has read the ticket;
+     * every call gives a session (mbedTLS 3.x exports a session only once). */
+    tide_tls_session_t *sess = NULL, *early = NULL;
+    assert_int_equal(tide_tls_get_session(h[0].tls, &early), 0);
+    assert_int_equal(tide_transport_write(h[1].tls, "ready", 5), 0);
+    run_until_len(d->loop, &d->a, 5, 5);
     assert_int_equal(tide_tls_get_session(h[0].tls, &sess), 0);
     tide_tls_info_t info;
     assert_int_equal(tide_tls_get_info(h[0].tls, &info), 0);
@@ -986,6 +1011,20 @@ static void test_session_resumption(void **state) {
     ts_run_until(d->loop, ts_pred_duo_lost, &d2, 5);
     ts_duo_free(&d2);
 
+    /* The session taken before the ticket, after its connection is gone. */
+    ts_duo_init(&d2, d->loop);
+    assert_true(sk_connect(&d2, SK_SOCKETPAIR));
+    upgrade_both(&d2, ccfg, "localhost", scfg, early, h);
+    assert_int_equal(h[0].status, 0);
+    assert_int_equal(tide_tls_get_info(h[0].tls, &info), 0);
+    assert_true(info.resumed);
+    assert_int_equal(tide_tls_get_info(h[1].tls, &info), 0);
+    assert_true(info.resumed);
+    tide_transport_close(h[0].tls);
+    ts_run_until(d->loop, ts_pred_duo_lost, &d2, 5);
+    ts_duo_free(&d2);
+    tide_tls_session_free(early);
+
     /* A server without a cache makes a full handshake. */
     tide_tls_config_t *nocache = server_cfg(CERT_LOCALHOST);
     assert_int_equal(tide_tls_config_set_session_cache(nocache, false, 0), 0);
@@ -1004,6 +1043,11 @@ static void test_session_resumption(void **state) {
     tide_tls_config_unref(nocache);
     tide_tls_config_unref(ccfg);
     tide_tls_config_unref(scfg);
+}
+
+static void test_session_resumption(void **state) { resumption_case(state, 0); }
+static void test_session_resumption_tls12(void **state) {
+    resumption_case(state, TIDE_TLS_VERSION_1_2);
 }
 
 /* ---- configuration ---------------------------------------------------------------------- */
@@ -1067,6 +1111,17 @@ static void test_config_rules(void **state) {
     } else {
         unsetenv("SSL_CERT_FILE");
     }
+}
+
+/* This file makes certificates with mbedTLS itself: its headers must be those of the
+ * library it runs with, and of the ones tide was built with (two mbedTLS installed,
+ * say Debian's 2.28 and a 3.x prefix, must not be mixed; the structures differ). */
+static void test_same_mbedtls(void **state) {
+    (void)state;
+    assert_string_equal(tide_tls_library_version(), MBEDTLS_VERSION_STRING_FULL);
+#if defined(MBEDTLS_VERSION_C)
+    assert_int_equal(mbedtls_version_get_number(), MBEDTLS_VERSION_NUMBER);
+#endif
 }
 
 static void test_strerror(void **state) {
@@ -1210,9 +1265,11 @@ static bool pred_thr_made(void *arg) {
     return c->a.made && c->b.made;
 }
 
+/* The server echoes: the client has then also read what the server sent after its
+ * handshake (TLS 1.3: the session ticket that makes the session resumable). */
 static bool pred_thr_done(void *arg) {
     thr_conn *c = arg;
-    return c->b.len >= 5 || c->a.lost || c->b.lost;
+    return c->a.len >= 5 || c->a.lost || c->b.lost;
 }
 
 static bool pred_thr_lost(void *arg) {
@@ -1246,6 +1303,7 @@ static void *worker_main(void *arg) {
             break;
         c.h[0].r = &c.a;
         c.h[1].r = &c.b;
+        c.b.echo = true;
         if (tide_loop_start_tls(loop, ta, &c.a.base, w->ccfg, "localhost", sess, on_start_tls,
                                 &c.h[0]) != 0 ||
             tide_loop_start_tls(loop, tb, &c.b.base, w->scfg, NULL, NULL, on_start_tls,
@@ -1255,7 +1313,7 @@ static void *worker_main(void *arg) {
             tide_transport_write(c.h[0].tls, "hello", 5);
             thr_run(loop, pred_thr_done, &c);
         }
-        if (c.h[0].status == 0 && c.b.len == 5) {
+        if (c.h[0].status == 0 && c.b.len == 5 && c.a.len == 5) {
             w->ok++;
             tide_tls_info_t info;
             if (tide_tls_get_info(c.h[1].tls, &info) == 0 && info.resumed)
@@ -1298,6 +1356,7 @@ static void test_threads_share_config(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_same_mbedtls), /* first: a mismatch breaks the rest */
         TS_DUO_TEST(test_handshake_echo_close),
         TS_DUO_TEST(test_memory_pair),
         TS_DUO_TEST(test_verify_untrusted),
@@ -1329,6 +1388,7 @@ int main(void) {
         TS_DUO_TEST(test_sni_default),
         TS_DUO_TEST(test_sni_wildcard_one_label),
         TS_DUO_TEST(test_session_resumption),
+        TS_DUO_TEST(test_session_resumption_tls12),
         TS_DUO_TEST(test_new_layer),
         TS_DUO_TEST(test_new_layer_fails),
         TS_DUO_TEST(test_new_layer_given_up),
