@@ -185,6 +185,41 @@ int tide_writer_wait_closed_await(tide_writer_t *writer) {
     return writer_await(writer, tide__writer_wait_closed_start);
 }
 
+/* ---- start_tls ------------------------------------------------------------------------------ */
+
+typedef struct tls_wait {
+    tide__waiter w; /* first: on_abandon gets it */
+    tide__stream *s;
+} tls_wait;
+
+/* A half-made TLS session cannot be picked up later: withdraw and abort. */
+static void tls_abandon(tide__waiter *w) {
+    tide__stream *s = ((tls_wait *)w)->s;
+    s->tls_cb = NULL;
+    if (s->transport)
+        tide_transport_abort(s->transport);
+}
+
+static void tls_done(tide_writer_t *writer, int status, void *arg) {
+    (void)writer;
+    tide__task_wake(&((tls_wait *)arg)->w, status);
+}
+
+int tide_writer_start_tls_await(tide_writer_t *s, tide_tls_config_t *config,
+                                const char *server_hostname, const tide_tls_session_t *session) {
+    if (s == NULL)
+        return tide_task_current() ? TIDE_EINVAL : TIDE_ENOTASK;
+    int rc = in_task(s->loop);
+    if (rc != 0)
+        return rc;
+    tls_wait tw = {.s = s};
+    tide__waiter_init(&tw.w, tls_abandon);
+    rc = tide_writer_start_tls(s, config, server_hostname, session, tls_done, &tw);
+    if (rc != 0)
+        return rc;
+    return tide__task_wait(&tw.w);
+}
+
 /* ---- opening ---------------------------------------------------------------------------- */
 
 typedef struct open_wait open_wait;

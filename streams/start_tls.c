@@ -9,9 +9,8 @@
  * that are really the peer's early ClientHello make the handshake go on.
  *
  * Lifetime: the stream is not freed while the handshake runs (idle() checks the
- * flag); an abandoned await withdraws its completion and aborts the connection. */
+ * flag). The await form is in await.c with the others. */
 #include "streams/streams_int.h"
-#include "tide/task.h"
 #include "transports/tls_int.h"
 
 static void started(tide_loop_t *loop, int status, tide_transport_t *tls, void *arg) {
@@ -49,39 +48,4 @@ int tide_writer_start_tls(tide_writer_t *s, tide_tls_config_t *config, const cha
     s->tls_cb = cb;
     s->tls_arg = arg;
     return 0;
-}
-
-/* ---- the task style ------------------------------------------------------------------------ */
-
-typedef struct tls_wait {
-    tide__waiter w; /* first: on_abandon gets it */
-    tide__stream *s;
-} tls_wait;
-
-/* A half-made TLS session cannot be picked up later: withdraw and abort. */
-static void tls_abandon(tide__waiter *w) {
-    tide__stream *s = ((tls_wait *)w)->s;
-    s->tls_cb = NULL;
-    if (s->transport)
-        tide_transport_abort(s->transport);
-}
-
-static void tls_done(tide_writer_t *writer, int status, void *arg) {
-    (void)writer;
-    tide__task_wake(&((tls_wait *)arg)->w, status);
-}
-
-int tide_writer_start_tls_await(tide_writer_t *s, tide_tls_config_t *config,
-                                const char *server_hostname, const tide_tls_session_t *session) {
-    tide_task_t *task = tide_task_current();
-    if (task == NULL)
-        return TIDE_ENOTASK;
-    if (s == NULL || tide_task_get_loop(task) != s->loop)
-        return TIDE_EINVAL;
-    tls_wait tw = {.s = s};
-    tide__waiter_init(&tw.w, tls_abandon);
-    int rc = tide_writer_start_tls(s, config, server_hostname, session, tls_done, &tw);
-    if (rc != 0)
-        return rc;
-    return tide__task_wait(&tw.w);
 }
