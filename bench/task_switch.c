@@ -5,12 +5,13 @@
  *                   two switches plus the ready queue and, once per round of all the
  *                   tasks, one loop iteration (a non-blocking poll)
  *
- * Not part of the test suite. Build by hand against the static library, e.g.
- *   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build --target tide_static
- *   cc -O2 -std=c11 -D_GNU_SOURCE -Iinclude -I. bench/task_switch.c build/libtide.a \
- *      -lev -lpthread -o task_switch && ./task_switch
- * (add -DTIDE_TASK_UCONTEXT=1 and core/task_switch.c to the command line to measure
- * the ucontext fallback's raw switch instead). Single-threaded; run on an idle core. */
+ * Not part of the test suite. bench/CMakeLists.txt builds it against the static
+ * library (bench/run.py runs it pinned to one core, as its "switch" part):
+ *   cmake -S bench -B build-bench -DCMAKE_BUILD_TYPE=Release
+ *   cmake --build build-bench --target task_switch && build-bench/task_switch [ROUNDS]
+ * (to measure the ucontext fallback's raw switch instead, build it by hand with
+ * -DTIDE_TASK_UCONTEXT=1 and core/task_switch.c on the command line). Single-threaded;
+ * run on an idle core. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
