@@ -1,6 +1,7 @@
 """TLS examples against Python's ssl: examples/http_headers against an asyncio HTTPS
-server (verified with the test CA; refused without it; plain http too), and
-examples/echo_client --tls against an asyncio TLS echo server.
+server (verified with the test CA; refused without it; plain http too),
+examples/echo_client --tls against an asyncio TLS echo server, and an asyncio ssl
+client against examples/echo_server --tls-cert/--tls-key in each style.
 
     tls_examples.py BINARY_DIR"""
 import asyncio
@@ -8,7 +9,7 @@ import os
 import sys
 import tempfile
 
-from interop import DEADLINE, TestPKI, check, run, run_client
+from interop import DEADLINE, EchoServer, TestPKI, check, run, run_client
 
 HEADERS = [b"HTTP/1.0 200 OK", b"Server: tide-test", b"X-Tide: yes"]
 
@@ -75,6 +76,22 @@ async def main(bindir):
         print("ok: echo_client --tls against asyncio's ssl echo server")
         server.close()
         await server.wait_closed()
+
+        echo_server = os.path.join(bindir, "echo_server")
+        for style in ("protocol", "buffered", "streams", "callbacks"):
+            async with EchoServer([echo_server, "--port", "0", "--style", style, "--tls-cert",
+                                   pki.cert, "--tls-key", pki.key]) as tide_server:
+                port = int(tide_server.address.rsplit(":", 1)[1])
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                    "127.0.0.1", port, ssl=pki.client_context(), server_hostname="localhost"),
+                    DEADLINE)
+                message = os.urandom(100000)
+                writer.write(message)
+                echoed = await asyncio.wait_for(reader.readexactly(len(message)), DEADLINE)
+                check(echoed == message, f"echo_server --style {style} over TLS")
+                writer.close()
+                await writer.wait_closed()
+                await tide_server.stop(f"echo_server --style {style} --tls-cert")
 
 
 if __name__ == "__main__":
