@@ -140,7 +140,6 @@ struct tide_tls_config {
     sni_entry *sni;
     size_t nsni;
     char **alpn; /* NULL-terminated, as mbedTLS wants it */
-    int *suites; /* the library's suites, AES-GCM first; 0-terminated */
     mbedtls_ssl_cache_context cache;
     bool cache_ready;
 #if defined(TLS_SERVER_TICKETS)
@@ -534,7 +533,6 @@ static void config_free(tide_tls_config_t *cfg) {
     }
     crypto_leave();
     free(cfg->sni);
-    free(cfg->suites);
     if (cfg->alpn) {
         for (char **p = cfg->alpn; *p; p++)
             free(*p);
@@ -908,29 +906,6 @@ static int sni_choose(void *p, mbedtls_ssl_context *ssl, const unsigned char *na
 
 /* Builds the mbedtls_ssl_config from the settings. Only on success does the
  * configuration become frozen, so a failure (no CA yet) can be fixed and retried. */
-/* The library's default suites in its own order, except that AES-GCM ones come first:
- * mbedTLS prefers ChaCha20-Poly1305, which it runs in portable C, while AES-GCM runs on
- * the CPU's AES instructions (about 3 x the bulk throughput here) and is what OpenSSL
- * peers prefer. NULL when out of memory (the defaults then stay). */
-static int *preferred_suites(void) {
-    const int *all = mbedtls_ssl_list_ciphersuites();
-    size_t n = 0;
-    while (all[n] != 0)
-        n++;
-    int *out = malloc((n + 1) * sizeof(*out));
-    if (out == NULL)
-        return NULL;
-    size_t k = 0;
-    for (int gcm = 1; gcm >= 0; gcm--)
-        for (size_t i = 0; i < n; i++) {
-            const char *name = mbedtls_ssl_get_ciphersuite_name(all[i]);
-            if ((name != NULL && strstr(name, "-GCM-") != NULL) == (gcm == 1))
-                out[k++] = all[i];
-        }
-    out[k] = 0;
-    return out;
-}
-
 static int freeze_locked(tide_tls_config_t *cfg) {
     if (cfg->server && !cfg->has_cert && cfg->nsni == 0)
         return TIDE_ETLS_CONFIG;
@@ -948,10 +923,6 @@ static int freeze_locked(tide_tls_config_t *cfg) {
         return tls_code(rc);
     mbedtls_ssl_conf_rng(conf, rng, cfg);
     conf_versions(cfg);
-    if (cfg->suites == NULL)
-        cfg->suites = preferred_suites();
-    if (cfg->suites != NULL)
-        mbedtls_ssl_conf_ciphersuites(conf, cfg->suites);
     mbedtls_ssl_conf_authmode(conf,
                               cfg->verify ? MBEDTLS_SSL_VERIFY_REQUIRED : MBEDTLS_SSL_VERIFY_NONE);
     if (cfg->has_ca)
