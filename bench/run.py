@@ -579,9 +579,9 @@ def report(res, path_md, docs):
     L.append(f"- {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}; loopback TCP only.")
     L.append(f"- Python {m['python']} (Debian), uvloop {m['uvloop']}; "
              + ", ".join(f"{k} {v}" for k, v in m["libs"].items()) + ".")
-    L.append("- **A shared 2-core machine:** other engineers were building and testing on it "
-             "during the run, so absolute figures are noisy; compare the ratios, which come "
-             "from servers interleaved within the same cell.\n")
+    L.append("- **Two cores**, the server pinned to one and the load generator to the other: "
+             "absolute figures move from run to run; compare the ratios, which come from "
+             "servers interleaved within the same cell and repetition.\n")
     L.append("## Method\n")
     L.append(f"""- **Load generator** (`bench/loadgen.c`): one thread, epoll, N connections; each
   sends a message of S bytes, waits for all S echoed bytes (every byte compared with what
