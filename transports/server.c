@@ -221,48 +221,41 @@ static void tls_accepted(tide__tls *tls, int status, void *arg) {
     tide__transport_start(t, NULL, NULL);
 }
 
-static void serve_tls(tide_server_t *s, int fd) {
-    tide__tls_params params = {.config = s->opts.tls};
-    tide__tls *tls = NULL;
-    tide_transport_t *t = NULL;
-    int rc = tide__tls_new(s->loop, &params, tls_accepted, s, &tls);
-    if (rc == 0 && (rc = tide__socket_transport_new(s->loop, fd, tide__tls_lower_protocol(tls),
-                                                    &t)) < 0)
-        tide__tls_discard(tls);
-    if (rc < 0) {
-        tide__sys.close(fd);
-        tide__log(s->loop, TIDE_LOG_ERROR, "server: cannot make a TLS transport for a client: %s",
-                  tide_strerror(rc));
-        return;
-    }
-    attach(s, t);
-}
-
+/* A client's socket: a transport with the user's protocol, or, for a TLS server, with
+ * the TLS layer as its protocol (the user's protocol comes once the handshake is done:
+ * tls_accepted). The transport exists before the factory runs, so that nothing can
+ * fail between the user making a protocol and tide taking it over. */
 static void serve(tide_server_t *s, int fd) {
     if (s->opts.keep_alive) {
         int one = 1;
         tide__sys.setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
     }
+    tide__tls *tls = NULL;
+    int rc = 0;
     if (s->opts.tls) {
-        serve_tls(s, fd);
-        return;
+        tide__tls_params params = {.config = s->opts.tls};
+        rc = tide__tls_new(s->loop, &params, tls_accepted, s, &tls);
     }
-    /* The transport exists before the factory runs, so that nothing can fail between
-     * the user making a protocol and tide taking it over. */
     tide_transport_t *t = NULL;
-    int rc = tide__socket_transport_new(s->loop, fd, NULL, &t);
+    if (rc == 0 &&
+        (rc = tide__socket_transport_new(s->loop, fd, tls ? tide__tls_lower_protocol(tls) : NULL,
+                                         &t)) < 0 &&
+        tls)
+        tide__tls_discard(tls);
     if (rc < 0) {
         tide__sys.close(fd);
         tide__log(s->loop, TIDE_LOG_ERROR, "server: cannot make a transport for a client: %s",
                   tide_strerror(rc));
         return;
     }
-    tide_protocol_t *protocol = s->factory(s->factory_arg);
-    if (protocol == NULL) {
-        tide__transport_discard(t); /* closes the descriptor: the client is refused */
-        return;
+    if (tls == NULL) {
+        tide_protocol_t *protocol = s->factory(s->factory_arg);
+        if (protocol == NULL) {
+            tide__transport_discard(t); /* closes the descriptor: the client is refused */
+            return;
+        }
+        t->protocol = protocol;
     }
-    t->protocol = protocol;
     attach(s, t);
 }
 

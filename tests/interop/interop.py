@@ -27,12 +27,14 @@ def shown(text):
     return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} bytes)"
 
 
-async def run_client(client_bin, args):
-    """Runs a client program to completion: (exit status, stdout, stderr)."""
+async def run_client(client_bin, args, stdin=None):
+    """Runs a client program to completion, with stdin (bytes) as its standard input
+    when given: (exit status, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        client_bin, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        client_bin, *args, stdin=asyncio.subprocess.PIPE if stdin is not None else None,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
+        out, err = await asyncio.wait_for(proc.communicate(stdin), DEADLINE)
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -82,13 +82,6 @@ void st_plain_only(void) {
         skip();
 }
 
-static void upgraded(tide_writer_t *w, int status, void *arg) {
-    (void)w;
-    st_wr *x = arg;
-    x->calls++;
-    x->status = status;
-}
-
 static bool both_upgraded(void *arg) {
     st_wr *x = arg;
     return x[0].calls > 0 && x[1].calls > 0;
@@ -99,10 +92,10 @@ static bool both_upgraded(void *arg) {
 static void upgrade_pair(st_pair *p) {
     st_wr x[2] = {{0}, {0}};
     assert_int_equal(tide_writer_start_tls(p->a, tt_tls_connect_options()->tls, "localhost", NULL,
-                                           upgraded, &x[0]),
+                                           st_wr_cb, &x[0]),
                      0);
     assert_int_equal(
-        tide_writer_start_tls(p->b, tt_tls_server_options()->tls, NULL, NULL, upgraded, &x[1]), 0);
+        tide_writer_start_tls(p->b, tt_tls_server_options()->tls, NULL, NULL, st_wr_cb, &x[1]), 0);
     ts_run_until(p->loop, both_upgraded, x, 10);
     assert_int_equal(x[0].status, 0);
     assert_int_equal(x[1].status, 0);
