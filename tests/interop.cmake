@@ -21,6 +21,8 @@ foreach(_style streams callbacks)
   tide_add_interop(streams_client_${_style} streams_client.py echo_server ${_style})
 endforeach()
 tide_add_interop(streams_server streams_server.py echo_client)
+# Clients that leave echo_server in hostile ways, in every style, plain and TLS.
+tide_add_interop(departures departures.py echo_server)
 
 # TLS examples (http_headers, echo_client --tls) against Python's ssl module.
 if(TIDE_WITH_TLS)

@@ -199,9 +199,9 @@ static void attach(tide_server_t *s, tide_transport_t *t) {
 }
 
 /* A TLS client finished its handshake. The client counts (and is closed through the
- * server) from its accept on: the socket transport underneath is what the server
- * tracks, so a client stuck in its handshake still holds a max_connections slot and
- * is closed by close_clients. */
+ * server) from its accept on: until now the socket transport underneath is what the
+ * server tracks, so a client stuck in its handshake still holds a max_connections slot
+ * and is closed by close_clients; from now on its TLS transport is. */
 static void tls_accepted(tide__tls *tls, int status, void *arg) {
     tide_server_t *s = arg;
     if (status < 0) {
@@ -218,6 +218,7 @@ static void tls_accepted(tide__tls *tls, int status, void *arg) {
     tide_transport_t *t = tide__tls_transport(tls);
     t->protocol = protocol;
     t->state |= TIDE__T_SERVER_SIDE;
+    tide__server_hand_over(tide__tls_lower(tls), t);
     tide__transport_start(t, NULL, NULL);
 }
 
@@ -300,6 +301,15 @@ static void on_accept(struct ev_loop *ev, ev_io *w, int revents) {
             return;
         }
     }
+}
+
+void tide__server_hand_over(tide_transport_t *from, tide_transport_t *to) {
+    if (from->server == NULL)
+        return;
+    to->server = from->server;
+    tide__queue_insert_tail(&from->server_node, &to->server_node); /* just before it */
+    tide__queue_remove(&from->server_node);
+    from->server = NULL;
 }
 
 void tide__server_detach(tide_transport_t *t) {
@@ -672,10 +682,7 @@ static void each_client(tide_server_t *s, void (*op)(tide_transport_t *)) {
         tide__queue *n = tide__queue_head(&pending);
         tide__queue_remove(n);
         tide__queue_insert_tail(&s->clients, n);
-        tide_transport_t *t = TIDE__QUEUE_DATA(n, tide_transport_t, server_node);
-        /* A TLS client closes through its TLS transport, so that close_notify goes out. */
-        tide_transport_t *upper = tide__tls_upper(t);
-        op(upper ? upper : t);
+        op(TIDE__QUEUE_DATA(n, tide_transport_t, server_node));
     }
 }
 

@@ -49,6 +49,8 @@ int tide__tls_new(tide_loop_t *loop, const tide__tls_params *params, tide__tls_h
                   void *arg, tide__tls **out);
 tide_protocol_t *tide__tls_lower_protocol(tide__tls *tls);
 tide_transport_t *tide__tls_transport(tide__tls *tls);
+/* The transport beneath the layer (NULL once it is lost). */
+tide_transport_t *tide__tls_lower(const tide__tls *tls);
 void tide__tls_discard(tide__tls *tls);
 
 /* Gives up on a layer whose TLS transport was never started (a cancelled connect, a
@@ -64,10 +66,6 @@ void tide__tls_abort(tide__tls *tls);
 int tide__tls_upgrade(tide_loop_t *loop, tide_transport_t *lower, tide_protocol_t *app,
                       const tide__tls_params *params, const void *received, size_t received_len,
                       tide_start_tls_cb cb, void *arg, tide_transport_t **tls_out);
-
-/* The TLS transport running over lower, when lower's protocol is a TLS layer whose
- * TLS transport was started; else NULL. Servers close their TLS clients through it. */
-tide_transport_t *tide__tls_upper(const tide_transport_t *lower);
 
 /* mbedTLS's text for one of its codes (used by tide_strerror_r; core/errors.c has a
  * weak fallback for builds without TLS). */

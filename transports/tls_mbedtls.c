@@ -1727,12 +1727,27 @@ static void drain_closing(tide__tls *c) {
     }
 }
 
+/* Once the lower is lost, nothing more can arrive nor leave: an open connection ends as
+ * soon as what was decrypted is delivered. An application that is not reading (paused,
+ * or half-open after eof_received) would otherwise never hear of the loss: its writes
+ * stay queued below, so resume_writing never comes, and the transport keeps the loop
+ * running for ever. It gets connection_lost now, as a socket transport that fails with
+ * output queued; what it did not read is dropped, as the kernel drops a reset socket's. */
+static void end_if_lower_lost(tide__tls *c) {
+    if (c->phase != PH_OPEN || !c->lower_lost)
+        return;
+    if (tide__transport_wants_read(&c->t) && tide__call_pending(&c->kick))
+        return; /* the next turn delivers more, then ends it */
+    fatal(c, c->peer_notified ? 0 : c->lower_error ? c->lower_error : TIDE_ETLS_TRUNCATED, false);
+}
+
 static void process(tide__tls *c) {
     if (c->phase == PH_HANDSHAKE)
         handshake_step(c);
-    if (c->phase == PH_OPEN)
+    if (c->phase == PH_OPEN) {
         read_app_data(c);
-    else if (c->phase == PH_CLOSING)
+        end_if_lower_lost(c);
+    } else if (c->phase == PH_CLOSING)
         drain_closing(c);
     if (c->phase == PH_OPEN || c->phase == PH_CLOSING || c->phase == PH_HANDSHAKE)
         update_lower_reading(c);
@@ -2191,6 +2206,8 @@ tide_protocol_t *tide__tls_lower_protocol(tide__tls *tls) { return &tls->lower_p
 
 tide_transport_t *tide__tls_transport(tide__tls *tls) { return &tls->t; }
 
+tide_transport_t *tide__tls_lower(const tide__tls *tls) { return tls->lower; }
+
 void tide__tls_discard(tide__tls *tls) {
     if (tls == NULL)
         return;
@@ -2254,6 +2271,7 @@ int tide__tls_upgrade(tide_loop_t *loop, tide_transport_t *lower, tide_protocol_
     c->t.max_buffer = lower->max_buffer;
     lower->max_buffer = 0;
     tide_transport_set_protocol(lower, &c->lower_proto);
+    tide__server_hand_over(lower, &c->t);
     sync_limits(c);
     if (lower->state & TIDE__T_READ_PAUSED)
         tide_transport_resume_reading(lower);
@@ -2269,17 +2287,6 @@ int tide_loop_start_tls(tide_loop_t *loop, tide_transport_t *transport, tide_pro
                         const tide_tls_session_t *session, tide_start_tls_cb cb, void *arg) {
     tide__tls_params params = {config, server_hostname, session};
     return tide__tls_upgrade(loop, transport, protocol, &params, NULL, 0, cb, arg, NULL);
-}
-
-tide_transport_t *tide__tls_upper(const tide_transport_t *lower) {
-    if (lower == NULL || lower->protocol == NULL || lower->protocol->ops != &lower_ops)
-        return NULL;
-    tide__tls *c = of_lower(lower->protocol);
-    if (c->upper_gone)
-        return NULL;
-    if ((c->t.state & TIDE__T_MADE) || tide__call_pending(&c->t.deferred))
-        return &c->t;
-    return NULL;
 }
 
 /* ---- inspecting ------------------------------------------------------------------------ */

@@ -205,6 +205,11 @@ tide_transport_t *tide__tls_transport(tide__tls *tls) {
     return NULL;
 }
 
+tide_transport_t *tide__tls_lower(const tide__tls *tls) {
+    (void)tls;
+    return NULL;
+}
+
 void tide__tls_discard(tide__tls *tls) { (void)tls; }
 
 void tide__tls_abort(tide__tls *tls) { (void)tls; }
@@ -223,9 +228,4 @@ int tide__tls_upgrade(tide_loop_t *loop, tide_transport_t *lower, tide_protocol_
     if (tls_out)
         *tls_out = NULL;
     return TIDE_ENOSYS;
-}
-
-tide_transport_t *tide__tls_upper(const tide_transport_t *lower) {
-    (void)lower;
-    return NULL;
 }

@@ -185,4 +185,10 @@ int tide__fd_set_nonblocking(int fd);
  * connection_lost returned. */
 void tide__server_detach(tide_transport_t *t);
 
+/* A transport layered over a server's client (TLS) takes the client's place in the
+ * server's list: the server counts, closes and waits for the transport whose
+ * connection_lost the application sees, not the one beneath it, which may end first.
+ * No-op when `from` belongs to no server. */
+void tide__server_hand_over(tide_transport_t *from, tide_transport_t *to);
+
 #endif

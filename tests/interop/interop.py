@@ -52,6 +52,7 @@ class EchoServer:
         self.proc = None
         self.log = []
         self.log_task = None
+        self.logged = asyncio.Condition()
 
     async def __aenter__(self):
         self.proc = await asyncio.create_subprocess_exec(*self.args,
@@ -71,7 +72,18 @@ class EchoServer:
 
     async def _drain_log(self):
         async for out in self.proc.stdout:
-            self.log.append(out.decode().rstrip("\n"))
+            async with self.logged:
+                self.log.append(out.decode().rstrip("\n"))
+                self.logged.notify_all()
+
+    async def expect_log(self, text, what):
+        """Waits (bounded) until a line of the server's log contains text."""
+        async with self.logged:
+            try:
+                await asyncio.wait_for(self.logged.wait_for(
+                    lambda: any(text in line for line in self.log)), DEADLINE)
+            except asyncio.TimeoutError:
+                raise Failure(f"{what}: no {text!r} in the server's log {self.log[-3:]}")
 
     async def stop(self, what="echo_server", tail=2):
         self.proc.send_signal(signal.SIGTERM)

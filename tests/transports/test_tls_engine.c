@@ -263,7 +263,7 @@ static void test_handshake_echo_close(void **state) {
     assert_false(tide_transport_can_write_eof(tc));
     assert_int_equal(tide_transport_write_eof(tc), TIDE_ENOTSUP);
     assert_true(tide_transport_get_fd(tc) >= 0);
-    assert_ptr_equal(tide__tls_upper(d->ta), tc);
+    assert_int_equal(tide_transport_get_fd(tc), tide_transport_get_fd(d->ta));
 
     /* Both ways; the server echoes. */
     d->b.echo = true;
@@ -756,6 +756,33 @@ static void test_pause_reading_backpressure(void **state) {
     assert_true(size_at_resume <= low);
     tide_transport_close(h[0].tls);
     ts_run_until(d->loop, ts_pred_duo_lost, d, 5);
+}
+
+/* ---- the lower lost while the application does not read ------------------------------ */
+
+/* The server pauses reading and writes until its output is queued (the client reads
+ * nothing); then the client's socket goes away. The server's TLS transport must end at
+ * once with the lower's error: nothing can resume its writing nor deliver its input any
+ * more, and a transport waiting for either kept the loop running for ever. */
+static void test_lost_while_paused(void **state) {
+    ts_duo *d = sk_open(state, SK_SOCKETPAIR);
+    hs_result h[2];
+    tls_socketpair(d, h);
+    tide_transport_pause_reading(h[0].tls);
+    tide_transport_pause_reading(h[1].tls);
+    uint64_t off = 0;
+    /* Far more than the client's TLS input buffer and the socket buffers hold. */
+    for (int i = 0; i < 64; i++) {
+        sk_write_pattern(h[1].tls, 64 * 1024, &off);
+        ts_spin(d->loop, 3);
+    }
+    assert_true(tide_transport_get_write_buffer_size(h[1].tls) > 0);
+    assert_true(d->b.pauses == 1 && d->b.resumes == 0);
+    tide_transport_abort(d->ta);
+    ts_run_until(d->loop, ts_pred_lost, &d->b, 5);
+    assert_true(d->b.lost_status < 0);
+    assert_int_equal(d->b.resumes, 0);
+    ts_run_until(d->loop, ts_pred_lost, &d->a, 5);
 }
 
 /* ---- 16 MiB each way with injected EAGAIN and short writes --------------------------- */
@@ -1380,6 +1407,7 @@ int main(void) {
         TS_DUO_TEST(test_writes_before_handshake),
         TS_DUO_TEST(test_pause_reading_buffered),
         TS_DUO_TEST(test_pause_reading_backpressure),
+        TS_DUO_TEST(test_lost_while_paused),
         TS_DUO_TEST(test_big_transfer),
         TS_DUO_TEST(test_info_and_certificate),
         TS_DUO_TEST(test_alpn),
