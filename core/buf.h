@@ -16,10 +16,14 @@ typedef struct tide__buf {
     size_t len;
 } tide__buf;
 
-static inline unsigned char *tide__buf_begin(const tide__buf *b) { return b->data + b->head; }
+/* A buffer that never held anything has no block: NULL, never NULL plus an offset
+ * (undefined behaviour, even plus 0). */
+static inline unsigned char *tide__buf_begin(const tide__buf *b) {
+    return b->data ? b->data + b->head : NULL;
+}
 
 static inline unsigned char *tide__buf_end(const tide__buf *b) {
-    return b->data + b->head + b->len;
+    return b->data ? b->data + b->head + b->len : NULL;
 }
 
 /* Free bytes after the live ones. */

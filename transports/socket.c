@@ -373,7 +373,9 @@ static int sock_write(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, s
         return 0;
     }
     for (; c.i < c.n; c.i++, c.off = 0)
-        ring_put(&s->wq, (const unsigned char *)c.bufs[c.i].base + c.off, c.bufs[c.i].len - c.off);
+        if (c.bufs[c.i].len > c.off) /* an empty piece may have no base at all */
+            ring_put(&s->wq, (const unsigned char *)c.bufs[c.i].base + c.off,
+                     c.bufs[c.i].len - c.off);
     ev_io_start(ev_of(s), &s->ww);
     return 0;
 }

@@ -207,7 +207,7 @@ void tide__transport_check_resume(tide_transport_t *t) {
 bool tide__iov_total(const tide_iovec_t *bufs, size_t n, size_t *total) {
     size_t sum = 0;
     for (size_t i = 0; i < n; i++) {
-        if (bufs[i].len > SIZE_MAX - sum)
+        if (bufs[i].len > SIZE_MAX - sum || (bufs[i].base == NULL && bufs[i].len > 0))
             return false;
         sum += bufs[i].len;
     }

@@ -136,7 +136,7 @@ static inline bool tide__transport_closing(const tide_transport_t *t) {
     return (t->state & TIDE__T_CLOSING) != 0;
 }
 
-/* Sums an iovec array; returns false on overflow. */
+/* Sums an iovec array; returns false on overflow or a piece with no base but a length. */
 bool tide__iov_total(const tide_iovec_t *bufs, size_t n, size_t *total);
 
 /* ---- the socket system-call seam ------------------------------------------------

@@ -29,7 +29,9 @@ typedef struct tide_iovec {
  * every error case no byte was accepted. */
 TIDE_EXTERN int tide_transport_write(tide_transport_t *t, const void *data, size_t len);
 
-/* Writes the concatenation of n buffers with one writev; same rules as write. */
+/* Writes the concatenation of n buffers with one writev; same rules as write, and
+ * TIDE_EINVAL for a piece with a NULL base and a non-zero length (an empty piece may
+ * have a NULL base). */
 TIDE_EXTERN int tide_transport_writelines(tide_transport_t *t, const tide_iovec_t *bufs, size_t n);
 
 /* Half-closes: shuts down the sending side once the queue is flushed; reading goes on.

@@ -381,12 +381,15 @@ static void test_writelines_many_small(void **state) {
     tide_iovec_t empty[3] = {{"", 0}, {NULL, 0}, {"", 0}};
     assert_int_equal(tide_transport_writelines(d->ta, empty, 3), 0);
     assert_int_equal(tide_transport_writelines(d->ta, NULL, 0), 0);
+    tide_iovec_t no_base[2] = {{"x", 1}, {NULL, 1}};
+    assert_int_equal(tide_transport_writelines(d->ta, no_base, 2), TIDE_EINVAL);
 
     /* With the peer not reading: the rest is copied into the queue, in order. */
     tide_transport_pause_reading(d->tb);
     sk_fill(d->ta, 8192, &off);
     size_t before = tide_transport_get_write_buffer_size(d->ta);
     n = make_pieces(store, v, off);
+    v[37 * 40].base = NULL; /* an empty piece (every 37th is) with no base, queued */
     assert_int_equal(tide_transport_writelines(d->ta, v, NBUFS), 0);
     off += n;
     assert_int_equal(tide_transport_get_write_buffer_size(d->ta), before + n);
