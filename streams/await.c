@@ -43,7 +43,8 @@ static void read_done(tide_reader_t *r, int status, const void *data, size_t len
     (void)r;
     read_wait *rw = arg;
     if (data != NULL && len > 0) {
-        /* The buffer sizes checked at the start make this impossible; never overrun. */
+        /* Every read is capped to the caller's buffer, so this cannot happen: but never
+         * overrun it. */
         if (len > rw->cap) {
             len = rw->cap;
             status = TIDE_ENOBUFS;
@@ -83,17 +84,6 @@ static int read_finish(read_wait *rw, int rc, size_t *len) {
     return rc;
 }
 
-/* The longest record a separator read can hand over: the limit plus the separator. */
-static int sep_room(const tide_reader_t *r, const tide_iovec_t *seps, size_t n, size_t cap) {
-    if (seps == NULL || n == 0)
-        return TIDE_EINVAL;
-    size_t longest = 0;
-    for (size_t i = 0; i < n; i++)
-        if (seps[i].len > longest)
-            longest = seps[i].len;
-    return cap < r->limit || cap - r->limit < longest ? TIDE_EINVAL : 0;
-}
-
 int tide_reader_read_await(tide_reader_t *r, void *buf, size_t n, size_t *len) {
     read_wait rw;
     int rc = read_begin(&rw, r, buf, n, len);
@@ -112,32 +102,30 @@ int tide_reader_readexactly_await(tide_reader_t *r, void *buf, size_t n, size_t 
     return read_finish(&rw, tide_reader_readexactly(r, n, read_done, &rw), len);
 }
 
-int tide_reader_readuntil_any_await(tide_reader_t *r, const tide_iovec_t *seps, size_t n,
-                                    void *buf, size_t cap, size_t *len) {
+/* The separator reads hand over at most cap bytes: a longer record is a limit overrun
+ * (nothing consumed), so any buffer size works and no record is ever cut. */
+static int read_record(tide_reader_t *r, bool line, const tide_iovec_t *seps, size_t n, void *buf,
+                       size_t cap, size_t *len) {
     read_wait rw;
     int rc = read_begin(&rw, r, buf, cap, len);
-    if (rc == 0)
-        rc = sep_room(r, seps, n, cap);
     if (rc != 0)
         return rc;
-    return read_finish(&rw, tide_reader_readuntil_any(r, seps, n, read_done, &rw), len);
+    return read_finish(&rw, tide__reader_read_record(r, line, seps, n, cap, read_done, &rw), len);
+}
+
+int tide_reader_readuntil_any_await(tide_reader_t *r, const tide_iovec_t *seps, size_t n,
+                                    void *buf, size_t cap, size_t *len) {
+    return read_record(r, false, seps, n, buf, cap, len);
 }
 
 int tide_reader_readuntil_await(tide_reader_t *r, const void *sep, size_t seplen, void *buf,
                                 size_t cap, size_t *len) {
     tide_iovec_t one = {sep, seplen};
-    return tide_reader_readuntil_any_await(r, &one, 1, buf, cap, len);
+    return read_record(r, false, &one, 1, buf, cap, len);
 }
 
 int tide_reader_readline_await(tide_reader_t *r, void *buf, size_t cap, size_t *len) {
-    read_wait rw;
-    tide_iovec_t nl = {"\n", 1};
-    int rc = read_begin(&rw, r, buf, cap, len);
-    if (rc == 0)
-        rc = sep_room(r, &nl, 1, cap);
-    if (rc != 0)
-        return rc;
-    return read_finish(&rw, tide_reader_readline(r, read_done, &rw), len);
+    return read_record(r, true, NULL, 0, buf, cap, len);
 }
 
 int tide_reader_discard_until_await(tide_reader_t *r, const void *sep, size_t seplen,

@@ -112,7 +112,7 @@ static bool evaluate_sep(tide_reader_t *r, result *res, bool ended) {
         if (op->kind == TIDE__RD_DISCARD) {
             res->len = op->n + end;
             res->consume = end;
-        } else if (start > r->limit) {
+        } else if (start > r->limit || end > op->cap) {
             res->status = TIDE_ELIMIT;
             res->len = end;
         } else {
@@ -133,7 +133,10 @@ static bool evaluate_sep(tide_reader_t *r, result *res, bool ended) {
         res->status = r->error ? r->error : (op->n > 0 ? TIDE_EINCOMPLETE : TIDE_EOF);
         return true;
     }
-    if (op->offset > r->limit) {
+    /* Beyond the limit, or past the cap even for a separator at the first byte that
+     * could start one, or (once the stream ended) more than the cap to hand over. */
+    if (op->offset > r->limit || (!ended && op->offset + op->min_len > op->cap) ||
+        (ended && avail(r) > op->cap)) {
         res->status = TIDE_ELIMIT;
         return true;
     }
@@ -323,17 +326,27 @@ static int store_seps(tide_reader_t *r, const tide_iovec_t *seps, size_t n, size
 }
 
 static int start_sep(tide_reader_t *r, int kind, const tide_iovec_t *seps, size_t n,
-                     tide_read_cb cb, void *arg) {
+                     size_t cap, tide_read_cb cb, void *arg) {
     size_t total = 0;
-    int rc = validate_seps(seps, n, &total);
+    int rc = cap > 0 ? validate_seps(seps, n, &total) : TIDE_EINVAL;
     if (rc == 0)
         rc = check_start(r, cb);
     if (rc == 0)
         rc = store_seps(r, seps, n, total);
     if (rc != 0)
         return rc;
+    r->op.cap = cap; /* before start(): it evaluates at once */
     start(r, kind, 0, cb, arg);
     return 0;
+}
+
+static const tide_iovec_t newline = {"\n", 1};
+
+int tide__reader_read_record(tide_reader_t *r, bool line, const tide_iovec_t *seps, size_t n,
+                             size_t cap, tide_read_cb cb, void *arg) {
+    if (line)
+        return start_sep(r, TIDE__RD_LINE, &newline, 1, cap, cb, arg);
+    return start_sep(r, TIDE__RD_UNTIL, seps, n, cap, cb, arg);
 }
 
 int tide_reader_read(tide_reader_t *r, size_t n, tide_read_cb cb, void *arg) {
@@ -355,23 +368,22 @@ int tide_reader_readexactly(tide_reader_t *r, size_t n, tide_read_cb cb, void *a
 int tide_reader_readuntil(tide_reader_t *r, const void *sep, size_t seplen, tide_read_cb cb,
                           void *arg) {
     tide_iovec_t one = {sep, seplen};
-    return start_sep(r, TIDE__RD_UNTIL, &one, 1, cb, arg);
+    return start_sep(r, TIDE__RD_UNTIL, &one, 1, SIZE_MAX, cb, arg);
 }
 
 int tide_reader_readuntil_any(tide_reader_t *r, const tide_iovec_t *seps, size_t n, tide_read_cb cb,
                               void *arg) {
-    return start_sep(r, TIDE__RD_UNTIL, seps, n, cb, arg);
+    return start_sep(r, TIDE__RD_UNTIL, seps, n, SIZE_MAX, cb, arg);
 }
 
 int tide_reader_readline(tide_reader_t *r, tide_read_cb cb, void *arg) {
-    tide_iovec_t nl = {"\n", 1};
-    return start_sep(r, TIDE__RD_LINE, &nl, 1, cb, arg);
+    return start_sep(r, TIDE__RD_LINE, &newline, 1, SIZE_MAX, cb, arg);
 }
 
 int tide_reader_discard_until(tide_reader_t *r, const void *sep, size_t seplen, tide_read_cb cb,
                               void *arg) {
     tide_iovec_t one = {sep, seplen};
-    return start_sep(r, TIDE__RD_DISCARD, &one, 1, cb, arg);
+    return start_sep(r, TIDE__RD_DISCARD, &one, 1, SIZE_MAX, cb, arg);
 }
 
 /* ---- the rest of the public reader --------------------------------------------------------- */

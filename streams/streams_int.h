@@ -43,6 +43,7 @@ typedef struct tide__read_op {
     size_t min_len; /* of the separators */
     size_t max_len;
     size_t offset; /* bytes at the front known to hold no separator start */
+    size_t cap;    /* UNTIL, LINE: the longest record handed over (SIZE_MAX: no cap) */
     tide_read_cb cb;
     void *arg;
 } tide__read_op;
@@ -140,6 +141,13 @@ void tide__reader_connection_lost(tide_reader_t *r, int err);
 /* Drops the pending read without calling it (a task was cancelled); the buffer keeps
  * every byte not yet handed over, so the next read works at once. */
 void tide__reader_cancel_pending(tide_reader_t *r);
+
+/* readuntil_any (line: readline) for a caller's buffer of cap bytes: a record that,
+ * with its separator, would be longer than cap is TIDE_ELIMIT like one beyond the
+ * limit, with nothing consumed, so a record is never cut. Same returns as
+ * tide_reader_readuntil_any, and TIDE_EINVAL for cap 0. */
+int tide__reader_read_record(tide_reader_t *r, bool line, const tide_iovec_t *seps, size_t n,
+                             size_t cap, tide_read_cb cb, void *arg);
 /* True while a read is pending (started and its callback not yet begun). */
 bool tide__reader_pending(const tide_reader_t *r);
 /* start_tls: the unread bytes went to the TLS layer (which copied them); the reader

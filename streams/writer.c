@@ -55,6 +55,10 @@ static int write_failure(const tide__stream *s) {
         return s->transport->error;
     if (s->transport->state & TIDE__T_ABORTED)
         return TIDE_ECONNABORTED;
+    /* Closing (the user's close, or the transport's own after EOF): a write would be
+     * refused, so a drain cannot promise that anything more goes out. */
+    if (s->transport->state & TIDE__T_CLOSING)
+        return TIDE_ECLOSED;
     return 0;
 }
 

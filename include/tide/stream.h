@@ -30,7 +30,11 @@
  *   longer satisfies a read (asyncio raises at once, dropping them).
  * - drain completes with an error once the connection is lost or its queued data was
  *   discarded (asyncio returns normally after an abort), and with the real error as
- *   soon as a write has failed.
+ *   soon as a write has failed. A drain started once the writer is closing (after
+ *   tide_writer_close, or the transport's own close after EOF) completes with
+ *   TIDE_ECLOSED, never 0: nothing more is sent that it could wait for (asyncio yields
+ *   once, then raises ConnectionResetError if the connection was lost meanwhile, and
+ *   returns normally if it was not).
  * - A second concurrent read is refused with TIDE_EBUSY (the pending one goes on).
  * - The end of a read distinguishes a clean end before any byte (TIDE_EOF) from a
  *   record cut short (TIDE_EINCOMPLETE, with the partial bytes). */
@@ -229,8 +233,11 @@ TIDE_EXTERN bool tide_writer_can_write_eof(const tide_writer_t *writer);
  * 0 on a later iteration when writing is not paused, else when it resumes. With an
  * error instead: the reader's stored error, the transport's error as soon as a write
  * failed, the connection's error once it was lost, TIDE_ECONNABORTED when it was
- * aborted (queued data discarded), TIDE_ECLOSED after a clean end. Any number of
- * drains may wait at once. Returns 0 or TIDE_ENOMEM (cb then never runs). */
+ * aborted (queued data discarded), TIDE_ECLOSED when started after a clean end or
+ * once the writer is closing (tide_writer_close, or the transport closing itself after
+ * EOF); a drain already waiting when the close came still completes with 0 once the
+ * queue is flushed below the mark. Any number of drains may wait at once. Returns 0 or
+ * TIDE_ENOMEM (cb then never runs). */
 TIDE_EXTERN int tide_writer_drain(tide_writer_t *writer, tide_writer_cb cb, void *arg);
 
 /* Closes the transport gracefully (queued data is flushed first) and hands the stream
@@ -298,18 +305,21 @@ TIDE_EXTERN int tide_reader_read_await(tide_reader_t *reader, void *buf, size_t 
 TIDE_EXTERN int tide_reader_readexactly_await(tide_reader_t *reader, void *buf, size_t n,
                                               size_t *len);
 
-/* Reads through the separator into buf. cap must be at least the reader's limit plus
- * seplen (the longest record the reader accepts), else TIDE_EINVAL: no record is ever
- * cut. */
+/* Reads through the separator into buf, which may have any size cap > 0: a record
+ * whose separator starts beyond the reader's limit, or that (with its separator) is
+ * longer than cap, is TIDE_ELIMIT with nothing consumed, as in the callback form, so a
+ * record is never cut. A buffer of the limit plus seplen takes every record the reader
+ * accepts. TIDE_EINVAL for cap 0. */
 TIDE_EXTERN int tide_reader_readuntil_await(tide_reader_t *reader, const void *sep, size_t seplen,
                                             void *buf, size_t cap, size_t *len);
 
-/* readuntil_await with several separators; cap is at least limit + the longest one. */
+/* readuntil_await with several separators (the match that ends first wins). */
 TIDE_EXTERN int tide_reader_readuntil_any_await(tide_reader_t *reader, const tide_iovec_t *seps,
                                                 size_t n, void *buf, size_t cap, size_t *len);
 
-/* Reads a line into buf (cap at least limit + 1): with its newline, or the last one
- * without it at EOF; then TIDE_EOF. */
+/* Reads a line into buf: with its newline, or the last one without it at EOF; then
+ * TIDE_EOF. A line longer than cap (newline included) or than the limit is TIDE_ELIMIT
+ * with nothing consumed, as for readuntil_await. */
 TIDE_EXTERN int tide_reader_readline_await(tide_reader_t *reader, void *buf, size_t cap,
                                            size_t *len);
 

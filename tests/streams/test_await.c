@@ -30,6 +30,15 @@
         TS_CHECK(n_ == strlen(text) && memcmp(line_, (text), n_) == 0);                            \
     } while (0)
 
+/* readline_await into a buffer of exactly cap bytes must return the line. */
+#define CHECK_LINE_CAP(r, cap, text)                                                               \
+    do {                                                                                           \
+        char line_[cap];                                                                           \
+        size_t n_ = 99;                                                                            \
+        TS_CHECK(tide_reader_readline_await((r), line_, sizeof line_, &n_) == 0);                  \
+        TS_CHECK(n_ == strlen(text) && memcmp(line_, (text), n_) == 0);                            \
+    } while (0)
+
 #define LIMIT 100
 
 /* ---- outside a task ------------------------------------------------------------------------ */
@@ -77,7 +86,7 @@ static void test_outside_task(void **state) {
 static int reads_task(void *arg) {
     st_pair *p = arg;
     tide_reader_t *r = tide_writer_get_reader(p->a);
-    char buf[LIMIT + 8];
+    char buf[LIMIT + 8], big_line[LIMIT + 1];
     size_t n = 0;
     const char *input = "hello world\nABCDEFGHIJ--x|y;rest-of-it\nskip me SEP" "tail\n";
     TS_CHECK(tide_writer_write(p->b, input, strlen(input)) == 0);
@@ -98,9 +107,23 @@ static int reads_task(void *arg) {
     /* A read that has to wait for its bytes. */
     TS_CHECK(tide_writer_write(p->b, "late", 4) == 0);
     TS_CHECK(tide_reader_readexactly_await(r, buf, 4, &n) == 0 && memcmp(buf, "late", 4) == 0);
-    /* A buffer smaller than limit + separator is refused before anything starts. */
-    TS_CHECK(tide_reader_readline_await(r, buf, LIMIT, &n) == TIDE_EINVAL);
-    TS_CHECK(tide_reader_readuntil_await(r, "ab", 2, buf, LIMIT + 1, &n) == TIDE_EINVAL);
+    /* Any buffer size: a record longer than the buffer is a limit overrun with nothing
+     * consumed, the record's length reported; a record that fills it exactly fits. */
+    TS_CHECK(tide_writer_write(p->b, "0123456789\n", 11) == 0);
+    TS_CHECK(tide_reader_readline_await(r, buf, 10, &n) == TIDE_ELIMIT && n == 11);
+    TS_CHECK(tide_reader_buffered(r) == 11);
+    CHECK_LINE_CAP(r, 11, "0123456789\n");
+    memset(big_line, 'y', LIMIT);
+    big_line[LIMIT] = '\n';
+    TS_CHECK(tide_writer_write(p->b, big_line, LIMIT + 1) == 0);
+    TS_CHECK(tide_reader_readline_await(r, buf, LIMIT, &n) == TIDE_ELIMIT && n == LIMIT + 1);
+    TS_CHECK(tide_reader_readline_await(r, buf, LIMIT + 1, &n) == 0 && n == LIMIT + 1);
+    TS_CHECK(memcmp(buf, big_line, LIMIT + 1) == 0);
+    TS_CHECK(tide_writer_write(p->b, "abc--", 5) == 0);
+    TS_CHECK(tide_reader_readuntil_await(r, "--", 2, buf, 4, &n) == TIDE_ELIMIT && n == 5);
+    TS_CHECK(tide_reader_readuntil_await(r, "--", 2, buf, 5, &n) == 0 && n == 5);
+    /* A buffer that can hold nothing, and read-all, are refused before anything starts. */
+    TS_CHECK(tide_reader_readline_await(r, buf, 0, &n) == TIDE_EINVAL);
     TS_CHECK(tide_reader_read_await(r, buf, TIDE_READ_ALL, &n) == TIDE_EINVAL);
     TS_CHECK(!tide__reader_pending(r));
     /* The limit: nothing consumed, the record's length reported. */
@@ -110,10 +133,12 @@ static int reads_task(void *arg) {
     TS_CHECK(tide_writer_write(p->b, big, sizeof big) == 0);
     TS_CHECK(tide_reader_readline_await(r, buf, sizeof buf, &n) == TIDE_ELIMIT && n == sizeof big);
     TS_CHECK(tide_reader_skip(r, n) == 0);
-    /* The end: the last line without newline, then EOF; read after EOF. */
+    /* The end: the last line without newline (too long for a small buffer, then read
+     * whole), then EOF; read after EOF. */
     TS_CHECK(tide_writer_write(p->b, "end", 3) == 0);
     TS_CHECK(tide_writer_write_eof(p->b) == 0);
-    CHECK_LINE(r, 0, "end");
+    TS_CHECK(tide_reader_readline_await(r, buf, 2, &n) == TIDE_ELIMIT);
+    CHECK_LINE_CAP(r, 3, "end");
     CHECK_LINE(r, TIDE_EOF, "");
     TS_CHECK(tide_reader_read_await(r, buf, 5, &n) == TIDE_EOF && n == 0);
     TS_CHECK(tide_reader_readexactly_await(r, buf, 1, &n) == TIDE_EOF);
@@ -126,6 +151,30 @@ static void test_reads_memory(void **state) {
     st_pair p;
     st_pair_open(&p, LIMIT);
     assert_int_equal(ts_run_task(p.loop, reads_task, &p), 0);
+    st_pair_close(&p);
+}
+
+/* After a successful exchange, close then drain: TIDE_ECLOSED, as asyncio's drain
+ * raises there (it never reports success for data that cannot go out). */
+static int drain_after_close_task(void *arg) {
+    st_pair *p = arg;
+    char buf[8];
+    size_t n = 0;
+    TS_CHECK(tide_writer_write(p->a, "ping", 4) == 0);
+    TS_CHECK(tide_writer_drain_await(p->a) == 0);
+    TS_CHECK(tide_reader_readexactly_await(tide_writer_get_reader(p->b), buf, 4, &n) == 0);
+    tide_writer_close(p->a);
+    TS_CHECK(tide_writer_drain_await(p->a) == TIDE_ECLOSED);
+    TS_CHECK(tide_writer_wait_closed_await(p->a) == 0);
+    p->a = NULL;
+    return 0;
+}
+
+static void test_drain_after_close(void **state) {
+    (void)state;
+    st_pair p;
+    st_pair_open(&p, LIMIT);
+    assert_int_equal(ts_run_task(p.loop, drain_after_close_task, &p), 0);
     st_pair_close(&p);
 }
 
@@ -528,6 +577,7 @@ static void test_other_loop(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outside_task), cmocka_unit_test(test_reads_memory),
+        cmocka_unit_test(test_drain_after_close),
         cmocka_unit_test(test_incomplete),   cmocka_unit_test(test_cancel_readline),
         cmocka_unit_test(test_deadline),     cmocka_unit_test(test_cancel_drain),
         cmocka_unit_test(test_echo_tcp),     cmocka_unit_test(test_echo_unix),

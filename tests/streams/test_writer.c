@@ -171,6 +171,36 @@ static void test_drain_after_abort(void **state) {
     st_pair_close(&p);
 }
 
+/* A drain started once the writer is closing cannot promise anything: TIDE_ECLOSED,
+ * never 0 (code ported from asyncio relies on drain failing here). A drain that was
+ * already waiting when the close came completes with 0 once the queue is flushed. */
+static void test_drain_after_close(void **state) {
+    (void)state;
+    st_pair p;
+    st_pair_open(&p, 64);
+    st_rd x = {0};
+    assert_int_equal(tide_writer_write(p.a, "ping", 4), 0);
+    assert_int_equal(tide_reader_readexactly(tide_writer_get_reader(p.b), 4, st_rd_cb, &x), 0);
+    st_expect(p.loop, &x, 0, "ping");
+    st_wr w[NWAITERS];
+    st_wr after = {0}, later = {0};
+    pause_a(&p);
+    start_drains(&p, w);
+    tide_writer_close(p.a);
+    assert_int_equal(tide_writer_drain(p.a, st_wr_cb, &after), 0);
+    ts_run_until(p.loop, st_wr_done, &after, 5);
+    assert_int_equal(after.status, TIDE_ECLOSED);
+    assert_int_equal(w[0].calls, 0);
+    /* The peer reads again: the queue is flushed, the early drains are released. */
+    assert_int_equal(tide_memory_transport_set_window(p.ta, SIZE_MAX), 0);
+    expect_all(&p, w, 0);
+    assert_int_equal(tide_writer_drain(p.a, st_wr_cb, &later), 0);
+    ts_run_until(p.loop, st_wr_done, &later, 5);
+    assert_int_equal(later.status, TIDE_ECLOSED);
+    p.a = NULL;
+    st_pair_close(&p);
+}
+
 /* checklist 31: the reader's stored error comes first. */
 static void test_drain_reader_exception_first(void **state) {
     (void)state;
@@ -361,6 +391,7 @@ int main(void) {
         cmocka_unit_test(test_drain_many_waiters_released),
         cmocka_unit_test(test_drain_waiters_fail_on_loss),
         cmocka_unit_test(test_drain_after_abort),
+        cmocka_unit_test(test_drain_after_close),
         cmocka_unit_test(test_drain_reader_exception_first),
         cmocka_unit_test(test_after_clean_close),
         cmocka_unit_test(test_wait_closed_error),
