@@ -74,9 +74,16 @@ char *tide_strerror_r(int err, char *buf, size_t len) {
 int tide_err_from_errno(int errno_value) {
     if (errno_value <= 0)
         return TIDE_EIO;
-    if (errno_value == EWOULDBLOCK)
+    switch (errno_value) {
+    case EWOULDBLOCK:
         return TIDE_EAGAIN;
-    return -errno_value;
+    case ETIMEDOUT:
+        return TIDE_ETIMEOUT; /* one code for every time-out (errno.h) */
+    case ECANCELED:
+        return TIDE_ECANCELLED;
+    default:
+        return -errno_value;
+    }
 }
 
 int tide_err_from_gai(int gai_error) {

@@ -373,7 +373,7 @@ static void stagger_fired(tide__timer *timer) {
 }
 
 static void deadline_fired(tide__timer *timer) {
-    fail(TIDE__QUEUE_DATA(timer, tide_connect_t, deadline), TIDE_ETIMEDOUT);
+    fail(TIDE__QUEUE_DATA(timer, tide_connect_t, deadline), TIDE_ETIMEOUT);
 }
 
 static int begin_attempts(tide_connect_t *req) {

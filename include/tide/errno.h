@@ -2,7 +2,17 @@
  * Every tide function returns 0 (or a non-negative count) on success and a negative
  * code on failure. TIDE_E<errno> equals -errno; tide's own codes live in a block of
  * their own; TLS codes carry mbedTLS's raw code inside them. Codes are append-only
- * and never renumbered. */
+ * and never renumbered.
+ *
+ * One code per meaning, on every path:
+ * - Anything that timed out is TIDE_ETIMEOUT: a task's or an await's deadline, a
+ *   connect's timeout, a server's wait_closed deadline, and the kernel's own
+ *   ETIMEDOUT (a connect or an established connection whose peer stopped answering),
+ *   as Python folds both into TimeoutError. TIDE_ETIMEDOUT stays in the table (codes
+ *   are never removed) but tide never returns it.
+ * - Anything cancelled is TIDE_ECANCELLED; TIDE_ECANCELED (errno's spelling) is never
+ *   returned either. tide_err_from_errno maps both errno values accordingly. The TLS
+ *   handshake and shutdown deadlines keep their own, more precise codes. */
 #ifndef TIDE_ERRNO_H
 #define TIDE_ERRNO_H
 
@@ -53,17 +63,17 @@ extern "C" {
     X(EISCONN, -EISCONN, "socket is already connected")                           \
     X(ENOTCONN, -ENOTCONN, "socket is not connected")                             \
     X(ESHUTDOWN, -ESHUTDOWN, "cannot send after shutdown")                        \
-    X(ETIMEDOUT, -ETIMEDOUT, "connection timed out")                              \
+    X(ETIMEDOUT, -ETIMEDOUT, "connection timed out (never returned: see ETIMEOUT)") \
     X(ECONNREFUSED, -ECONNREFUSED, "connection refused")                          \
     X(EHOSTUNREACH, -EHOSTUNREACH, "host is unreachable")                         \
     X(EALREADY, -EALREADY, "operation already in progress")                       \
     X(EINPROGRESS, -EINPROGRESS, "operation in progress")                         \
-    X(ECANCELED, -ECANCELED, "operation canceled")                                \
+    X(ECANCELED, -ECANCELED, "operation canceled (never returned: see ECANCELLED)") \
     X(EOF, -4001, "end of file")                                                  \
     X(ELIMIT, -4002, "limit overrun: no separator within the reader's limit")     \
     X(EINCOMPLETE, -4003, "incomplete read: end of stream before enough data")    \
     X(ECANCELLED, -4004, "cancelled")                                             \
-    X(ETIMEOUT, -4005, "deadline expired")                                        \
+    X(ETIMEOUT, -4005, "timed out")                                               \
     X(ECLOSED, -4006, "transport or server is closing or closed")                 \
     X(ENOTASK, -4007, "called outside a task")                                    \
     X(EAI_AGAIN, -4101, "temporary failure in name resolution")                   \
@@ -107,7 +117,8 @@ TIDE_EXTERN const char *tide_err_name(int err);
  * returns buf; for TLS codes the text includes mbedTLS's own description. */
 TIDE_EXTERN char *tide_strerror_r(int err, char *buf, size_t len);
 
-/* Converts a positive errno value into the matching tide code. */
+/* Converts a positive errno value into the matching tide code (ETIMEDOUT into
+ * TIDE_ETIMEOUT, ECANCELED into TIDE_ECANCELLED, EWOULDBLOCK into TIDE_EAGAIN). */
 TIDE_EXTERN int tide_err_from_errno(int errno_value);
 
 /* Converts a getaddrinfo() EAI_* result into the matching tide code. */

@@ -40,7 +40,7 @@ typedef struct tide_connect_options {
     /* Reorder addresses by family: the first `interleave` from the first family, then
      * alternate. 0 keeps resolver order (1 when happy eyeballs is on). */
     int interleave;
-    /* Give up after this many seconds in total with TIDE_ETIMEDOUT (0: no limit). The
+    /* Give up after this many seconds in total with TIDE_ETIMEOUT (0: no limit). The
      * TLS handshake has its own deadline (tide_tls_config_set_timeouts). */
     double timeout;
     /* TLS (tide/tls.h): a client configuration makes this a TLS connection; the factory

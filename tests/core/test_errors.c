@@ -44,6 +44,16 @@ static void test_own_codes(void **state) {
     assert_int_not_equal(TIDE_ECANCELLED, TIDE_ECANCELED);
 }
 
+/* One code per meaning: the errno spellings of "timed out" and "cancelled" come back
+ * as tide's own codes, which every deadline and cancellation returns. */
+static void test_one_code_per_meaning(void **state) {
+    (void)state;
+    assert_int_equal(tide_err_from_errno(ETIMEDOUT), TIDE_ETIMEOUT);
+    assert_int_equal(tide_err_from_errno(ECANCELED), TIDE_ECANCELLED);
+    assert_int_equal(tide_err_from_errno(EWOULDBLOCK), TIDE_EAGAIN);
+    assert_int_equal(tide_err_from_errno(ECONNRESET), TIDE_ECONNRESET);
+}
+
 /* Every code of the table: negative, unique, named and described; tide's own block
  * stays clear of errno values. */
 static void test_table_is_consistent(void **state) {
@@ -187,6 +197,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_errno_codes),
         cmocka_unit_test(test_own_codes),
+        cmocka_unit_test(test_one_code_per_meaning),
         cmocka_unit_test(test_table_is_consistent),
         cmocka_unit_test(test_unknown_codes),
         cmocka_unit_test(test_from_errno),

@@ -204,14 +204,14 @@ static void test_inject_error(void **state) {
     ts_duo *f = *state;
     fx_connect(f);
     assert_int_equal(tide_transport_write(f->ta, "lost", 4), 0);
-    assert_int_equal(tide_memory_transport_inject_error(f->tb, TIDE_ETIMEDOUT), 0);
+    assert_int_equal(tide_memory_transport_inject_error(f->tb, TIDE_ETIMEOUT), 0);
     assert_true(tide_transport_is_closing(f->ta));
     assert_true(tide_transport_is_closing(f->tb));
-    assert_int_equal(tide_transport_write(f->ta, "x", 1), TIDE_ETIMEDOUT);
+    assert_int_equal(tide_transport_write(f->ta, "x", 1), TIDE_ETIMEOUT);
     assert_int_equal(f->a.lost + f->b.lost, 0);
     fx_finish(f);
-    assert_int_equal(f->a.lost_status, TIDE_ETIMEDOUT);
-    assert_int_equal(f->b.lost_status, TIDE_ETIMEDOUT);
+    assert_int_equal(f->a.lost_status, TIDE_ETIMEOUT);
+    assert_int_equal(f->b.lost_status, TIDE_ETIMEOUT);
     assert_string_equal(f->a.events, "ML");
     assert_string_equal(f->b.events, "ML");
 }
