@@ -14,11 +14,16 @@
  * Everything here runs on the loop's thread except tide_loop_call_soon_threadsafe()
  * and the worker threads of tide__loop_run_in_thread(), which only touch the mutex-
  * protected thread-safe queue and the libev async watcher. */
+#include <errno.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/core_int.h"
 #include "tide/ev.h"
@@ -119,6 +124,46 @@ static const char *level_name(tide_log_level_t level) {
     }
 }
 
+/* Lines the default handler could not write, process-wide (stderr is). */
+static atomic_ulong log_dropped;
+
+/* One write of a whole line to fd that never waits: a socket is sent to without
+ * blocking; anything else is written only when poll says it has room, which for a
+ * pipe means room for a line this short (PIPE_BUF), so the write cannot block. */
+static bool write_nowait(int fd, const char *line, size_t len) {
+    ssize_t r = send(fd, line, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r < 0 && errno == ENOTSOCK) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (poll(&p, 1, 0) != 1 || (p.revents & POLLOUT) == 0)
+            return false;
+        r = write(fd, line, len);
+    }
+    return r == (ssize_t)len;
+}
+
+/* The default handler: a line on stderr, unless stderr cannot take it now (a pipe
+ * nobody drains): then the line is dropped and counted, and the next line that gets
+ * through says how many were lost. Never blocks the loop's thread. */
+static void log_to_stderr(tide_log_level_t level, const char *msg) {
+    int saved = errno;
+    char line[640];
+    unsigned long dropped = atomic_exchange(&log_dropped, 0);
+    if (dropped > 0) {
+        int n = snprintf(line, sizeof(line), "tide: warning: %lu log line(s) dropped: stderr was full\n",
+                         dropped);
+        if (!write_nowait(STDERR_FILENO, line, (size_t)n)) {
+            atomic_fetch_add(&log_dropped, dropped + 1);
+            errno = saved;
+            return;
+        }
+    }
+    int n = snprintf(line, sizeof(line), "tide: %s: %s\n", level_name(level), msg);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;
+    if (!write_nowait(STDERR_FILENO, line, len))
+        atomic_fetch_add(&log_dropped, 1);
+    errno = saved;
+}
+
 static void vlog(tide_loop_t *loop, tide_log_level_t level, const char *fmt, va_list ap) {
     char msg[512];
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -127,7 +172,7 @@ static void vlog(tide_loop_t *loop, tide_log_level_t level, const char *fmt, va_
         return;
     }
     if (level >= TIDE_LOG_WARNING || (loop != NULL && loop->debug))
-        fprintf(stderr, "tide: %s: %s\n", level_name(level), msg);
+        log_to_stderr(level, msg);
 }
 
 void tide_loop_log(tide_loop_t *loop, tide_log_level_t level, const char *fmt, ...) {

@@ -13,8 +13,9 @@
  * --workers N runs N threads, each with its own loop and its own SO_REUSEPORT
  * listening socket on the same port (the kernel spreads connections over them), as
  * asyncio's loop-per-thread with reuse_port=True. --tls-cert/--tls-key serve TLS
- * (tide/tls.h) instead of plain TCP. --quiet drops the per-connection lines (for
- * benchmarks).
+ * (tide/tls.h) instead of plain TCP. --quiet prints nothing per connection, not even
+ * for connections that end with an error (for benchmarks, and for runs whose output
+ * nobody reads: a line written to a full pipe would block the loop's thread).
  *
  * The first line it prints is "listening on ADDRESS" (port 0 picks a free port, and the
  * real one is printed). It echoes every byte back, with flow control: when a client
@@ -103,7 +104,7 @@ static void greet(tide_transport_t *transport, char *peer, size_t size) {
 
 /* Announces the end of a connection with its status (every style). */
 static void farewell(const char *peer, int status) {
-    if (opts.quiet && status == 0)
+    if (opts.quiet)
         return;
     if (status == 0)
         printf("connection from %s closed\n", peer);
@@ -121,7 +122,8 @@ static void echo_data_received(tide_protocol_t *self, const void *data, size_t l
     echo_conn *c = conn_of(self);
     int rc = tide_transport_write(c->transport, data, len);
     if (rc != 0) {
-        fprintf(stderr, "echo_server: write to %s: %s\n", c->peer, tide_strerror(rc));
+        if (!opts.quiet)
+            fprintf(stderr, "echo_server: write to %s: %s\n", c->peer, tide_strerror(rc));
         tide_transport_abort(c->transport);
     }
 }
@@ -236,7 +238,8 @@ static void on_stream_client(tide_reader_t *reader, tide_writer_t *writer, void 
     /* Detached: the task frees itself when it ends; the loop runs until it has. */
     int rc = tide_task_spawn(app->loop, handle_echo, writer, NULL, NULL);
     if (rc != 0) {
-        fprintf(stderr, "echo_server: task: %s\n", tide_strerror(rc));
+        if (!opts.quiet)
+            fprintf(stderr, "echo_server: task: %s\n", tide_strerror(rc));
         tide_writer_abort(writer);
     }
 }
@@ -393,7 +396,7 @@ static void usage(FILE *out) {
                  "                  through SO_REUSEPORT (default 1)\n"
                  "  --tls-cert F    serve TLS with this certificate chain (PEM) ...\n"
                  "  --tls-key F     ... and this private key\n"
-                 "  --quiet         do not print a line per connection\n");
+                 "  --quiet         print nothing per connection (not even errors)\n");
 }
 
 static int parse_uint(const char *s, unsigned max, unsigned *out) {

@@ -119,8 +119,12 @@ TIDE_EXTERN bool tide_loop_get_debug(const tide_loop_t *loop);
 /* Sets the threshold in seconds above which debug mode reports a callback. */
 TIDE_EXTERN void tide_loop_set_slow_callback_duration(tide_loop_t *loop, double seconds);
 
-/* Replaces the loop's log handler; NULL restores the default, which writes
- * warnings and errors to stderr as "tide: LEVEL: message". */
+/* Replaces the loop's log handler; NULL restores the default, which writes warnings
+ * and errors (and, in debug mode, every level) to stderr as "tide: LEVEL: message",
+ * one line per write, never waiting: when stderr cannot take a line at once (a pipe or
+ * socket that nobody drains), the line is dropped and counted, and the next line that
+ * gets through is preceded by "tide: warning: N log line(s) dropped: stderr was full".
+ * A handler of your own runs on the loop's thread: it must not block either. */
 TIDE_EXTERN void tide_loop_set_log_handler(tide_loop_t *loop, tide_log_cb cb, void *arg);
 
 /* Logs a message through the loop's handler (printf-style). */

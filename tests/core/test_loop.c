@@ -7,12 +7,14 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "support/support.h"
 #include "tide/ev.h"
@@ -610,6 +612,46 @@ static void test_no_fd_leak(void **state) {
     assert_int_equal(ts_count_fds(), before);
 }
 
+/* The default log handler writes to stderr without ever waiting: with stderr a pipe
+ * that nobody drains, lines are dropped and counted, and the first line that gets
+ * through once there is room says how many were lost. A blocking write would hang
+ * here; the alarm bounds that (its default action ends the test as a failure). */
+static void test_default_log_never_blocks(void **state) {
+    (void)state;
+    tide_loop_t *loop = ts_loop_new();
+    int saved = dup(STDERR_FILENO), p[2];
+    assert_true(saved >= 0);
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
+    /* Fill the pipe through a non-blocking description, then make it blocking again. */
+    assert_int_equal(fcntl(p[1], F_SETFL, O_NONBLOCK), 0);
+    static char fill[4096];
+    memset(fill, 'x', sizeof fill);
+    while (write(p[1], fill, sizeof fill) > 0)
+        ;
+    assert_int_equal(fcntl(p[1], F_SETFL, 0), 0);
+    assert_true(dup2(p[1], STDERR_FILENO) == STDERR_FILENO);
+    alarm(10);
+    for (int i = 0; i < 3; i++)
+        tide_loop_log(loop, TIDE_LOG_WARNING, "dropped line %d", i);
+    alarm(0);
+    char got[256];
+    ssize_t n;
+    while ((n = read(p[0], fill, sizeof fill)) > 0)
+        assert_true(memchr(fill, 't', (size_t)n) == NULL); /* only the filler was there */
+    tide_loop_log(loop, TIDE_LOG_WARNING, "this one gets through");
+    n = read(p[0], got, sizeof got - 1);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    close(p[0]);
+    close(p[1]);
+    assert_true(n > 0);
+    got[n] = '\0';
+    assert_string_equal(got, "tide: warning: 3 log line(s) dropped: stderr was full\n"
+                             "tide: warning: this one gets through\n");
+    ts_loop_close(loop);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_call_soon_fifo),
@@ -626,6 +668,7 @@ int main(void) {
         cmocka_unit_test(test_close_refuses_while_transport_open),
         cmocka_unit_test(test_attach_to_ev_loop),
         cmocka_unit_test(test_no_fd_leak),
+        cmocka_unit_test(test_default_log_never_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

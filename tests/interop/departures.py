@@ -1,6 +1,7 @@
 """Clients leaving examples/echo_server in every way hostile testing found, in each of
 its styles, plain and over TLS: the server must report each loss, and SIGTERM must then
-end it with status 0 (its loop returns, nothing left open).
+end it with status 0 (its loop returns, nothing left open). And --quiet, whose output
+nobody reads, must keep serving however many connections fail.
 
 The case that once hung a TLS server for ever: a client sends without ever reading
 until the server, whose echo queue passed its high-water mark, stops reading from it;
@@ -77,7 +78,27 @@ DEPARTURES = {
 }
 
 
+def resets(port, count):
+    """count clients that connect and reset at once: each is a connection lost with an
+    error on the server's side."""
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+
+async def quiet_means_quiet(echo_server):
+    """--quiet with stdout a pipe that nobody reads: thousands of connections lost with
+    an error must not fill it (a full pipe once blocked the server in write())."""
+    async with EchoServer([echo_server, "--port", "0", "--quiet"], drain_log=False) as server:
+        port = int(server.address.rsplit(":", 1)[1])
+        await asyncio.wait_for(asyncio.to_thread(resets, port, 3000), DEADLINE * 4)
+        await asyncio.wait_for(asyncio.to_thread(echo_then_leave, port, None, False), DEADLINE)
+        await server.stop("echo_server --quiet after 3,000 resets, stdout never read")
+
+
 async def main(echo_server):
+    await quiet_means_quiet(echo_server)
     with tempfile.TemporaryDirectory() as tmp:
         pki = TestPKI(tmp)
         for tls in (False, True):

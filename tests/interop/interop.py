@@ -44,11 +44,13 @@ async def run_client(client_bin, args, stdin=None):
 
 class EchoServer:
     """examples/echo_server as a subprocess: `async with EchoServer(args) as server`
-    starts it and reads `server.address` from its "listening on" line; `stop()` sends
-    SIGTERM and expects exit status 0; leaving the block kills it if still running."""
+    starts it and reads `server.address` from its "listening on" line, then keeps reading
+    its log unless drain_log is false; `stop()` sends SIGTERM and expects exit status 0;
+    leaving the block kills it if still running."""
 
-    def __init__(self, args):
+    def __init__(self, args, drain_log=True):
         self.args = args
+        self.drain_log = drain_log
         self.proc = None
         self.log = []
         self.log_task = None
@@ -63,8 +65,10 @@ class EchoServer:
             print(f"server: {line}")
             check(line.startswith("listening on "), f"unexpected first line {line!r}")
             self.address = line[len("listening on "):]
-            # Keep reading the server's log so that its pipe never fills up.
-            self.log_task = asyncio.ensure_future(self._drain_log())
+            # Keep reading the server's log so that its pipe never fills up (unless
+            # the test wants a pipe that nobody drains).
+            if self.drain_log:
+                self.log_task = asyncio.ensure_future(self._drain_log())
         except BaseException:
             await self._kill()
             raise
@@ -88,7 +92,8 @@ class EchoServer:
     async def stop(self, what="echo_server", tail=2):
         self.proc.send_signal(signal.SIGTERM)
         status = await asyncio.wait_for(self.proc.wait(), DEADLINE)
-        await asyncio.wait_for(self.log_task, DEADLINE)
+        if self.log_task is not None:
+            await asyncio.wait_for(self.log_task, DEADLINE)
         for out in self.log[-tail:]:
             print(f"server: {out}")
         check(status == 0, f"{what} exited with status {status} after SIGTERM")
