@@ -24,7 +24,8 @@
  *
  * Loop thread only; `current` is per thread, as a loop is. The fault handler reads
  * only `current` and the running task's stack fields, which nothing changes while
- * that task is the one faulting, and calls only async-signal-safe functions. */
+ * that task is the one faulting, and calls only async-signal-safe functions (and
+ * sigaltstack, a bare system call). */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -228,8 +229,9 @@ static uintptr_t fault_sp(const void *uc) {
 }
 
 /* A stack overflow happens on the stack in use, so only the running task can have
- * overflowed: the fault is in its guard page, or its stack pointer is already below
- * its stack. A fault in another task's guard page is a stray pointer, not ours. */
+ * overflowed: the fault is in its guard page, or it is a stack access (at the stack
+ * pointer, give or take a page) with the stack pointer already below the task's
+ * stack. A fault in another task's guard page is a stray pointer, not an overflow. */
 static bool is_overflow(const tide_task_t *t, const siginfo_t *si, const void *uc) {
     if (t == NULL || t->map == NULL || si->si_code <= 0) /* si_code <= 0: sent, not a fault */
         return false;
@@ -237,7 +239,15 @@ static bool is_overflow(const tide_task_t *t, const siginfo_t *si, const void *u
     uintptr_t addr = (uintptr_t)si->si_addr, sp = fault_sp(uc);
     if (addr >= guard && addr < bottom)
         return true;
-    return sp != 0 && sp < bottom && sp + OVERSHOOT >= guard;
+    if (sp == 0 || sp >= bottom || sp + OVERSHOOT < guard || addr + guard_size < sp)
+        return false;
+    /* A signal handler running on the alternate stack (which may lie just below a task
+     * stack) is not the task: its faults are its own. */
+    stack_t alt;
+    if (sigaltstack(NULL, &alt) == 0 && !(alt.ss_flags & SS_DISABLE) &&
+        sp >= (uintptr_t)alt.ss_sp && sp - (uintptr_t)alt.ss_sp < alt.ss_size)
+        return false;
+    return true;
 }
 
 static size_t put_str(char *buf, size_t at, size_t cap, const char *s) {

@@ -32,8 +32,8 @@
 /* ---- running a child ------------------------------------------------------------- */
 
 typedef struct outcome {
-    int status;       /* from waitpid */
-    char err[65536];  /* the child's stderr, NUL-terminated (truncated if longer) */
+    int status;      /* from waitpid */
+    char err[65536]; /* the child's stderr, NUL-terminated (truncated if longer) */
     size_t err_len;
 } outcome;
 
@@ -93,8 +93,7 @@ static void run_child(int (*body)(void)) {
     if (!exited) {
         kill(pid, SIGKILL);
         waitpid(pid, &out.status, 0);
-        fail_msg("the child did not finish within %.0f s; its stderr:\n%s", ts_scaled(30),
-                 out.err);
+        fail_msg("the child did not finish within %.0f s; its stderr:\n%s", ts_scaled(30), out.err);
     }
 }
 
@@ -106,8 +105,8 @@ static void expect_signal(int sig) {
 
 static void expect_exit(int code) {
     if (!WIFEXITED(out.status) || WEXITSTATUS(out.status) != code)
-        fail_msg("expected exit %d, got status 0x%x; stderr:\n%s", code,
-                 (unsigned)out.status, out.err);
+        fail_msg("expected exit %d, got status 0x%x; stderr:\n%s", code, (unsigned)out.status,
+                 out.err);
 }
 
 static bool said(const char *text) { return strstr(out.err, text) != NULL; }
@@ -303,8 +302,8 @@ static int child_fault_outside_dfl(void) {
         return 3;
     if (tide_task_spawn(loop, does_nothing, NULL, NULL, NULL) != 0)
         return 4; /* never runs: spawning is what installs tide's handler */
-    trap_page = mmap(NULL, (size_t)sysconf(_SC_PAGESIZE), PROT_NONE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    trap_page =
+        mmap(NULL, (size_t)sysconf(_SC_PAGESIZE), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (trap_page == MAP_FAILED)
         return 9;
     *(volatile char *)trap_page = 1;
