@@ -15,13 +15,30 @@
  * touched) with a PROT_NONE guard page at the low end; a stack is unmapped as soon as
  * its task finishes, so a finished task awaiting its join holds only its record.
  *
- * Loop thread only; `current` is per thread, as a loop is. */
+ * An overflow faults in the guard page. The first stack made installs, once per
+ * process, a SIGSEGV/SIGBUS handler that runs on the thread's alternate signal stack
+ * (set up per thread when it first runs a task, unless the thread has one already):
+ * a fault of the running task's stack is reported on stderr, then handed back to the
+ * disposition tide found, so the process still dies as it would have; every other
+ * fault goes straight to that disposition.
+ *
+ * Loop thread only; `current` is per thread, as a loop is. The fault handler reads
+ * only `current` and the running task's stack fields, which nothing changes while
+ * that task is the one faulting, and calls only async-signal-safe functions (and
+ * sigaltstack, a bare system call). */
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <ucontext.h>
+#endif
 
 #include "core/core_int.h"
 
@@ -133,7 +150,10 @@ static size_t stack_len(const tide_task_t *t) { return t->map_size - page_size()
 
 /* ---- stacks ---------------------------------------------------------------------- */
 
+static void overflow_reports_install(void);
+
 static int stack_map(tide_task_t *t, size_t size) {
+    overflow_reports_install();
     size_t page = page_size();
     if (size == 0)
         size = TIDE_TASK_DEFAULT_STACK_SIZE;
@@ -175,6 +195,194 @@ static void stack_unmap(tide_task_t *t) {
 }
 
 void *tide__task_guard_page(const tide_task_t *t) { return t->map; }
+
+/* ---- overflow reports -------------------------------------------------------------
+ * Without these an overflow is a bare SIGSEGV: the guard page stops it, but nothing
+ * says which task ran out or that stack_size is the remedy. */
+
+static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
+static struct sigaction prev_segv, prev_bus; /* what tide found; read by the handler */
+static size_t guard_size;                    /* the page size, read by the handler */
+static pthread_key_t altstack_key;
+static bool altstack_key_made;
+static _Thread_local bool altstack_checked TIDE__TLS_FAST;
+
+/* A stack pointer this far below a task's guard page still counts as its overflow:
+ * one frame larger than a page steps over the guard (without -fstack-clash-protection)
+ * and faults further down when nothing is mapped there. */
+#define OVERSHOOT ((uintptr_t)1 << 20)
+
+/* The alternate signal stack tide gives a thread: room for the report and for the
+ * handler it passes the fault on to. */
+#define ALTSTACK_SIZE ((size_t)64 * 1024)
+
+/* The interrupted stack pointer, or 0 where tide does not know how to read it. */
+static uintptr_t fault_sp(const void *uc) {
+#if defined(__linux__) && defined(__x86_64__) && defined(REG_RSP)
+    return (uintptr_t)((const ucontext_t *)uc)->uc_mcontext.gregs[REG_RSP];
+#elif defined(__linux__) && defined(__aarch64__)
+    return (uintptr_t)((const ucontext_t *)uc)->uc_mcontext.sp;
+#else
+    (void)uc;
+    return 0;
+#endif
+}
+
+/* A stack overflow happens on the stack in use, so only the running task can have
+ * overflowed: the fault is in its guard page, or it is a stack access (at the stack
+ * pointer, give or take a page) with the stack pointer already below the task's
+ * stack. A fault in another task's guard page is a stray pointer, not an overflow. */
+static bool is_overflow(const tide_task_t *t, const siginfo_t *si, const void *uc) {
+    if (t == NULL || t->map == NULL || si->si_code <= 0) /* si_code <= 0: sent, not a fault */
+        return false;
+    uintptr_t guard = (uintptr_t)t->map, bottom = guard + guard_size;
+    uintptr_t addr = (uintptr_t)si->si_addr, sp = fault_sp(uc);
+    if (addr >= guard && addr < bottom)
+        return true;
+    if (sp == 0 || sp >= bottom || sp + OVERSHOOT < guard || addr + guard_size < sp)
+        return false;
+    /* A signal handler running on the alternate stack (which may lie just below a task
+     * stack) is not the task: its faults are its own. */
+    stack_t alt;
+    if (sigaltstack(NULL, &alt) == 0 && !(alt.ss_flags & SS_DISABLE) &&
+        sp >= (uintptr_t)alt.ss_sp && sp - (uintptr_t)alt.ss_sp < alt.ss_size)
+        return false;
+    return true;
+}
+
+static size_t put_str(char *buf, size_t at, size_t cap, const char *s) {
+    while (*s != '\0' && at < cap)
+        buf[at++] = *s++;
+    return at;
+}
+
+static size_t put_num(char *buf, size_t at, size_t cap, uintmax_t v, unsigned base) {
+    char digits[24];
+    size_t n = 0;
+    do {
+        digits[n++] = "0123456789abcdef"[v % base];
+        v /= base;
+    } while (v != 0);
+    if (base == 16)
+        at = put_str(buf, at, cap, "0x");
+    while (n > 0 && at < cap)
+        buf[at++] = digits[--n];
+    return at;
+}
+
+/* snprintf is not async-signal-safe: the message is put together by hand. */
+static void report_overflow(const tide_task_t *t, const void *addr) {
+    char msg[256];
+    size_t cap = sizeof(msg), n = 0;
+    n = put_str(msg, n, cap, "tide: task ");
+    n = put_num(msg, n, cap, (uintptr_t)t, 16);
+    n = put_str(msg, n, cap, " (function ");
+    n = put_num(msg, n, cap, (uintptr_t)t->fn, 16);
+    n = put_str(msg, n, cap, ") overflowed its stack of ");
+    n = put_num(msg, n, cap, t->map_size - guard_size, 10);
+    n = put_str(msg, n, cap, " bytes (fault at ");
+    n = put_num(msg, n, cap, (uintptr_t)addr, 16);
+    n = put_str(msg, n, cap, "); give it a larger stack_size in tide_task_options_t\n");
+    ssize_t w = write(STDERR_FILENO, msg, n);
+    (void)w; /* nothing better to do: the process is about to die */
+}
+
+/* Puts back the disposition tide found and lets the signal act on it: a fault
+ * repeats when the handler returns, a sent signal is raised again (blocked until
+ * then). SIG_IGN cannot stop a real fault, which the kernel delivers as SIG_DFL. */
+static void hand_back(int sig, const siginfo_t *si, const struct sigaction *prev) {
+    struct sigaction act = *prev;
+    bool sent = si->si_code <= 0;
+    if (!(act.sa_flags & SA_SIGINFO) && act.sa_handler == SIG_IGN) {
+        if (sent)
+            return;
+        act.sa_handler = SIG_DFL;
+    }
+    sigaction(sig, &act, NULL);
+    if (sent)
+        raise(sig);
+}
+
+static void on_fault(int sig, siginfo_t *si, void *uc) {
+    int saved_errno = errno;
+    const struct sigaction *prev = sig == SIGBUS ? &prev_bus : &prev_segv;
+    tide_task_t *t = current;
+    if (is_overflow(t, si, uc)) {
+        report_overflow(t, si->si_addr);
+        /* The task's stack cannot be recovered: step aside for good, so the fault
+         * ends the process exactly as without tide (core dump included). */
+        hand_back(sig, si, prev);
+    } else if (prev->sa_flags & SA_SIGINFO) {
+        /* The application's handler stays in charge of its own faults, as often as
+         * they come (a handler that repairs the fault and returns, a sanitizer's). */
+        sigset_t old;
+        pthread_sigmask(SIG_BLOCK, &prev->sa_mask, &old);
+        prev->sa_sigaction(sig, si, uc);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    } else if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
+        sigset_t old;
+        pthread_sigmask(SIG_BLOCK, &prev->sa_mask, &old);
+        prev->sa_handler(sig);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    } else {
+        hand_back(sig, si, prev);
+    }
+    errno = saved_errno;
+}
+
+static void altstack_free(void *map) {
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) == 0 && cur.ss_sp == (char *)map + guard_size) {
+        stack_t off = {.ss_flags = SS_DISABLE};
+        if (sigaltstack(&off, NULL) != 0)
+            return; /* still in use: keep the mapping rather than pull it from under */
+    }
+    munmap(map, ALTSTACK_SIZE + guard_size);
+}
+
+static void install_fault_handler(void) {
+    guard_size = page_size();
+    altstack_key_made = pthread_key_create(&altstack_key, altstack_free) == 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    /* The previous actions are read before tide's takes over, so the handler never
+     * sees them unset. */
+    sigaction(SIGSEGV, NULL, &prev_segv);
+    sigaction(SIGBUS, NULL, &prev_bus);
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
+}
+
+static void overflow_reports_install(void) { pthread_once(&fault_once, install_fault_handler); }
+
+/* The handler needs a stack of its own on a thread whose task stack is exhausted.
+ * One the application (or a sanitizer) set up is kept; tide's own is unmapped when
+ * the thread exits. */
+static void altstack_ensure(void) {
+    altstack_checked = true;
+    stack_t ss;
+    if (sigaltstack(NULL, &ss) != 0 || !(ss.ss_flags & SS_DISABLE))
+        return;
+    size_t len = ALTSTACK_SIZE + guard_size;
+    char *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (map == MAP_FAILED)
+        return;
+    /* A guard page here too: a handler that overflows the alternate stack faults
+     * instead of writing over whatever lies below it. */
+    ss.ss_sp = map + guard_size;
+    ss.ss_size = ALTSTACK_SIZE;
+    ss.ss_flags = 0;
+    if (mprotect(map, guard_size, PROT_NONE) != 0 || sigaltstack(&ss, NULL) != 0) {
+        munmap(map, len);
+        return;
+    }
+    if (altstack_key_made)
+        pthread_setspecific(altstack_key, map);
+}
 
 /* ---- lifetime -------------------------------------------------------------------- */
 
@@ -276,6 +484,8 @@ static void on_run(tide__call *call) {
         finished(t);
         return;
     }
+    if (t->state == TASK_NEW && !altstack_checked)
+        altstack_ensure();
     if (t->state == TASK_NEW || t->state == TASK_SUSPENDED)
         resume(t);
 }

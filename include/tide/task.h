@@ -17,7 +17,22 @@
  *
  * Each task has its own stack: mmap'd, with a guard page below it so that an
  * overflow faults instead of corrupting memory. Stack pages cost memory only once
- * touched, so a large virtual size is cheap. */
+ * touched, so a large virtual size is cheap. The default is 256 KiB; locals count
+ * against it, including buffers handed to await calls (tide_reader_readline_await
+ * needs the reader's limit + 1 bytes, 64 KiB + 1 by default): put large buffers on
+ * the heap, or raise stack_size.
+ *
+ * Overflow: when the first task is spawned, tide installs (once per process) a
+ * SIGSEGV and SIGBUS handler, and gives each thread that runs tasks an alternate
+ * signal stack unless it already has one. A fault of the running task's stack prints
+ *   tide: task 0x... (function 0x...) overflowed its stack of N bytes (fault at
+ *   0x...); give it a larger stack_size in tide_task_options_t
+ * on stderr, then tide restores the disposition it found, so the process dies by
+ * SIGSEGV (with a core dump) as it would have, or that handler runs. Every other
+ * fault goes to the handler installed before tide's, which stays in charge of it; a
+ * handler installed after tide's must call tide's for the report to appear. A frame
+ * larger than a page can step over the guard page into other memory: build with
+ * -fstack-clash-protection to make every such frame touch it. */
 #ifndef TIDE_TASK_H
 #define TIDE_TASK_H
 
@@ -48,7 +63,9 @@ typedef void (*tide_task_join_cb)(tide_task_t *task, int result, void *arg);
 
 /* Options for tide_task_spawn; zero-initialise, then set what you need. */
 typedef struct tide_task_options {
-    /* Usable stack in bytes, rounded up to whole pages (0: the default). */
+    /* Usable stack in bytes, rounded up to whole pages (0: the default, 256 KiB;
+     * at least TIDE_TASK_MIN_STACK_SIZE). Size it for the task's deepest call chain
+     * plus its largest locals; an overflow is reported on stderr, then kills. */
     size_t stack_size;
 } tide_task_options_t;
 

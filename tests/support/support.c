@@ -321,3 +321,19 @@ int ts_run_task(tide_loop_t *loop, tide_task_fn fn, void *arg) {
     ts_run_until_flag(loop, &j.calls, 10);
     return j.result;
 }
+
+/* A limit the compiler cannot see through, so the recursion is not folded away. */
+static volatile int recursion_limit = 1 << 30;
+
+static __attribute__((noinline)) int recurse(int depth) {
+    volatile char pad[256];
+    pad[0] = (char)depth;
+    if (depth >= recursion_limit)
+        return pad[0];
+    return recurse(depth + 1) + pad[0]; /* not a tail call */
+}
+
+int ts_overflow_task(void *arg) {
+    (void)arg;
+    return recurse(0);
+}

@@ -128,6 +128,10 @@ tide_task_t *ts_spawn_joined(tide_loop_t *loop, tide_task_fn fn, void *arg, ts_j
 /* Runs fn(arg) as a task to its end (bounded) and returns its result. */
 int ts_run_task(tide_loop_t *loop, tide_task_fn fn, void *arg);
 
+/* A task body that recurses, 256 bytes of locals a frame, until it overflows its
+ * stack (it never returns). */
+int ts_overflow_task(void *arg);
+
 /* Inside a task, a failed check returns the line number: a task must not longjmp out
  * of its stack, so cmocka's asserts stay outside tasks. */
 #define TS_CHECK(cond)                                                                             \
