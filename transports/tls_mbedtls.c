@@ -126,6 +126,7 @@ struct tide_tls_config {
     bool has_cert;
     bool wait_close_notify;
     bool cache_enabled;
+    bool legacy; /* mbedTLS's own suites and groups instead of tide's */
     int min_version;
     int max_version;
     double handshake_timeout;
@@ -270,6 +271,51 @@ static void conf_versions(tide_tls_config_t *cfg) {
     mbedtls_ssl_conf_max_version(&cfg->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
                                  MBEDTLS_SSL_MINOR_VERSION_3);
 #endif
+}
+
+/* The suites tide allows by default: ECDHE key exchange (forward secrecy) with an AEAD
+ * cipher, nothing else: no static RSA or ECDH, no CBC, no CCM_8, no finite-field DHE.
+ * ChaCha20-Poly1305 first: mbedTLS 2.28 runs it faster than its one-block-per-call GCM
+ * on this generation of machines (bench/analysis.md). The server picks by this order
+ * (mbedTLS honours the server's preference), so both certificate kinds get the same. */
+static const int secure_suites[] = {
+#if defined(MBEDTLS_SSL_PROTO_TLS1_3) && MBEDTLS_VERSION_NUMBER >= 0x03000000
+    MBEDTLS_TLS1_3_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS1_3_AES_128_GCM_SHA256,
+    MBEDTLS_TLS1_3_AES_256_GCM_SHA384,
+#endif
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    0,
+};
+
+/* The key-exchange groups, cheapest first at 128-bit security or more: X25519, P-256,
+ * P-384 (mbedTLS's default puts the costly P-521 first and keeps 192- and 224-bit
+ * curves). The server walks this list and takes the first group the client offers. */
+static void conf_groups(tide_tls_config_t *cfg) {
+#if MBEDTLS_VERSION_NUMBER >= 0x03010000
+    static const uint16_t groups[] = {
+        MBEDTLS_SSL_IANA_TLS_GROUP_X25519, MBEDTLS_SSL_IANA_TLS_GROUP_SECP256R1,
+        MBEDTLS_SSL_IANA_TLS_GROUP_SECP384R1, MBEDTLS_SSL_IANA_TLS_GROUP_NONE};
+    mbedtls_ssl_conf_groups(&cfg->conf, groups);
+#else
+    static const mbedtls_ecp_group_id groups[] = {MBEDTLS_ECP_DP_CURVE25519,
+                                                  MBEDTLS_ECP_DP_SECP256R1,
+                                                  MBEDTLS_ECP_DP_SECP384R1, MBEDTLS_ECP_DP_NONE};
+    mbedtls_ssl_conf_curves(&cfg->conf, groups);
+#endif
+}
+
+/* Secure and cheap unless the user asked for mbedTLS's own, wider defaults. */
+static void conf_strength(tide_tls_config_t *cfg) {
+    if (cfg->legacy)
+        return;
+    mbedtls_ssl_conf_ciphersuites(&cfg->conf, secure_suites);
+    conf_groups(cfg);
 }
 
 static bool version_supported(int v) {
@@ -874,6 +920,14 @@ int tide_tls_config_set_wait_close_notify(tide_tls_config_t *config, bool wait) 
     return edit_end(config, 0);
 }
 
+int tide_tls_config_allow_legacy(tide_tls_config_t *config, bool allow) {
+    int rc = edit_begin(config);
+    if (rc != 0)
+        return rc;
+    config->legacy = allow;
+    return edit_end(config, 0);
+}
+
 int tide_tls_config_set_session_cache(tide_tls_config_t *config, bool enabled, double lifetime) {
     int rc = edit_begin(config);
     if (rc != 0)
@@ -923,6 +977,7 @@ static int freeze_locked(tide_tls_config_t *cfg) {
         return tls_code(rc);
     mbedtls_ssl_conf_rng(conf, rng, cfg);
     conf_versions(cfg);
+    conf_strength(cfg);
     mbedtls_ssl_conf_authmode(conf,
                               cfg->verify ? MBEDTLS_SSL_VERIFY_REQUIRED : MBEDTLS_SSL_VERIFY_NONE);
     if (cfg->has_ca)

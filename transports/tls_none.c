@@ -131,6 +131,12 @@ int tide_tls_config_set_wait_close_notify(tide_tls_config_t *config, bool wait) 
     return TIDE_ENOSYS;
 }
 
+int tide_tls_config_allow_legacy(tide_tls_config_t *config, bool allow) {
+    (void)config;
+    (void)allow;
+    return TIDE_ENOSYS;
+}
+
 int tide_tls_config_set_session_cache(tide_tls_config_t *config, bool enabled, double lifetime) {
     (void)config;
     (void)enabled;

@@ -13,6 +13,11 @@
  *   with verification on and no name refuses to start (TIDE_ETLS_NO_HOSTNAME);
  *   turning verification off is an explicit call;
  * - TLS 1.2 is the minimum; renegotiation is refused;
+ * - only ECDHE key exchange with AEAD ciphers (ChaCha20-Poly1305, AES-GCM), on the groups
+ *   X25519, P-256 and P-384 in that order, on both sides: no suite without forward
+ *   secrecy, no CBC or CCM_8, no finite-field DHE, no group under 128-bit security. A
+ *   server picks by its own order, so the cheapest group both sides have wins; peers
+ *   that cannot do any of this need tide_tls_config_allow_legacy;
  * - an end of the connection without close_notify is TIDE_ETLS_TRUNCATED, never a
  *   clean end; bytes after the peer's close_notify are never delivered;
  * - the handshake has a deadline (60 s by default, TIDE_ETLS_HANDSHAKE_TIMEOUT), and
@@ -147,6 +152,13 @@ TIDE_EXTERN int tide_tls_config_set_timeouts(tide_tls_config_t *config, double h
  * the deadline: closing the socket over unread bytes would make the kernel reset the
  * connection, which can destroy data the server has not read yet. */
 TIDE_EXTERN int tide_tls_config_set_wait_close_notify(tide_tls_config_t *config, bool wait);
+
+/* For peers that cannot meet tide's defaults (see the top of this file): true restores
+ * mbedTLS's own lists of suites and groups (including static RSA, CBC and CCM suites,
+ * and the 192- to 521-bit curves), for this configuration only. The TLS 1.2 minimum,
+ * verification and the rest stay. Returns 0, TIDE_EINVAL, or TIDE_EBUSY once the
+ * configuration is frozen (used by a connection). */
+TIDE_EXTERN int tide_tls_config_allow_legacy(tide_tls_config_t *config, bool allow);
 
 /* Server: keep sessions for resumption (default on, 600 s): by session ID, and with
  * mbedTLS 3.x by session tickets (for TLS 1.3 too; at most 7 days there). */

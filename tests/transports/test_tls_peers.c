@@ -855,6 +855,113 @@ static void old_versions_refused(void **state) {
     ts_recorder_free(&r);
 }
 
+/* ---- groups and suites ------------------------------------------------------------------- */
+
+/* What openssl s_client offers, and whether tide's default server must refuse it. */
+typedef struct offer {
+    const char *const *args;
+    bool refused;
+    const char *expect; /* in s_client's -brief output when it connects */
+} offer;
+
+static const char *const OFFER_DEFAULT[] = {"-tls1_2", "-brief", NULL};
+static const char *const OFFER_P256[] = {"-tls1_2", "-brief", "-groups", "P-384:P-256", NULL};
+static const char *const OFFER_P521[] = {"-tls1_2", "-brief", "-groups", "P-521", NULL};
+/* P-256 must be offered for the server's P-256 certificate to be usable at all. */
+static const char *const OFFER_P521_P256[] = {"-tls1_2", "-brief", "-groups", "P-521:P-256",
+                                              NULL};
+static const char *const OFFER_P192[] = {"-tls1_2", "-brief", "-groups", "secp192r1:secp224r1",
+                                         "-cipher", "DEFAULT:@SECLEVEL=0", NULL};
+static const char *const OFFER_CBC[] = {"-tls1_2", "-brief", "-cipher",
+                                        "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA", NULL};
+static const char *const OFFER_CCM8[] = {"-tls1_2", "-brief", "-cipher", "ECDHE-ECDSA-AES128-CCM8",
+                                         NULL};
+static const char *const OFFER_NO_PFS[] = {"-tls1_2", "-brief", "-cipher",
+                                           "ECDH-ECDSA-AES128-GCM-SHA256:AES128-GCM-SHA256", NULL};
+
+static const offer OFFERS[] = {
+    /* OpenSSL offers X25519 first among others: the cheapest both have wins. */
+    {OFFER_DEFAULT, false, "Server Temp Key: X25519"},
+    /* The server's order decides, not the client's: P-256 before P-384. */
+    {OFFER_P256, false, "Server Temp Key: ECDH, prime256v1"},
+    /* mbedTLS's own order would take P-521 here, at several times the cost. */
+    {OFFER_P521_P256, false, "Server Temp Key: ECDH, prime256v1"},
+    {OFFER_P521, true, NULL},
+    {OFFER_P192, true, NULL},
+    {OFFER_CBC, true, NULL},
+    {OFFER_CCM8, true, NULL},
+    {OFFER_NO_PFS, true, NULL},
+};
+
+static void run_offer(tide_loop_t *loop, uint16_t port, const offer *o) {
+    tt_proc *cl = tt_s_client(loop, port, o->args);
+    if (o->refused) {
+        int code = tt_proc_wait_exit(cl, 15);
+        if (code == 0 || code == -1 || strstr(tt_proc_output(cl, NULL), "CONNECTION ESTABLISHED"))
+            fail_msg("s_client %s %s: exit %d, not refused; output:\n%s", o->args[2],
+                     o->args[3] ? o->args[3] : "", code, tt_proc_output(cl, NULL));
+    } else {
+        tt_proc_expect(cl, "CONNECTION ESTABLISHED", 15);
+        tt_proc_expect(cl, o->expect, 5);
+        /* ECDHE with an AEAD cipher, ChaCha20-Poly1305 first. */
+        tt_proc_expect(cl, "Ciphersuite: ECDHE-ECDSA-CHACHA20-POLY1305", 5);
+        tt_proc_close_stdin(cl);
+        assert_int_not_equal(tt_proc_wait_exit(cl, 15), -1);
+    }
+    tt_proc_free(cl);
+}
+
+/* tide's server takes only ECDHE with AEAD suites on X25519, P-256 or P-384, and picks
+ * the cheapest group the client offers; with allow_legacy it takes mbedTLS's wider
+ * lists again (and its order: P-521 first). */
+static void weak_parameters_refused_server(void **state) {
+    tide_loop_t *loop = LOOP(state);
+    tide_tls_config_t *scfg = tt_server_config(NULL, NULL, 5);
+    static echo_srv e;
+    echo_srv_start(loop, &e, scfg);
+    tide_tls_config_unref(scfg);
+    for (size_t i = 0; i < sizeof(OFFERS) / sizeof(OFFERS[0]); i++)
+        run_offer(loop, e.port, &OFFERS[i]);
+    echo_srv_stop(loop, &e);
+
+    scfg = tt_server_config(NULL, NULL, 5);
+    assert_int_equal(tide_tls_config_allow_legacy(scfg, true), 0);
+    echo_srv_start(loop, &e, scfg);
+    tide_tls_config_unref(scfg);
+    tt_proc *cl = tt_s_client(loop, e.port, OFFER_P521_P256);
+    tt_proc_expect(cl, "Server Temp Key: ECDH, secp521r1", 15);
+    tt_proc_free(cl);
+    echo_srv_stop(loop, &e);
+}
+
+/* tide's client offers no weak group or suite either: an s_server limited to P-521,
+ * to P-192, to CBC suites or to suites without forward secrecy is refused. */
+static void weak_parameters_refused_client(void **state) {
+    tide_loop_t *loop = LOOP(state);
+    static const char *const weak_servers[][6] = {
+        {"-groups", "P-521", NULL},
+        {"-groups", "secp192r1", "-cipher", "DEFAULT:@SECLEVEL=0", NULL},
+        {"-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA", NULL},
+        {"-tls1_2", "-cipher", "ECDH-ECDSA-AES128-GCM-SHA256:AES128-GCM-SHA256", NULL},
+    };
+    for (size_t i = 0; i < sizeof(weak_servers) / sizeof(weak_servers[0]); i++) {
+        uint16_t port;
+        tt_proc *srv = tt_s_server(loop, NULL, NULL, weak_servers[i], &port);
+        tide_tls_config_t *cfg = tt_client_config(NULL, 10);
+        static ts_recorder r;
+        static nt_conn conn;
+        ts_recorder_init(&r);
+        tls_connect(loop, port, cfg, "localhost", &r, &conn);
+        tide_tls_config_unref(cfg);
+        if (!is_tls_code(conn.status))
+            fail_msg("connect to s_server %s %s: %s", weak_servers[i][0], weak_servers[i][1],
+                     tt_err(conn.status));
+        assert_int_equal(r.made, 0);
+        ts_recorder_free(&r);
+        tt_proc_free(srv);
+    }
+}
+
 /* s_client (TLS 1.2) asks for a renegotiation ("R" command): tide refuses; the
  * connection either ends with an alert or goes on without renegotiating. Never a hang:
  * every wait is bounded. */
@@ -1560,6 +1667,8 @@ int main(int argc, char **argv) {
         TEST(no_hostname_synchronous),
         TEST(verify_off_connects),
         TEST(old_versions_refused),
+        TEST(weak_parameters_refused_server),
+        TEST(weak_parameters_refused_client),
         TEST(renegotiation_refused),
         TEST(handshake_timeout_client),
         TEST(handshake_timeout_server),
