@@ -105,10 +105,12 @@ def main():
         ("fuzz_tls_server", "client-hello-tls13", 0x01, 0x07, hello13),
         ("fuzz_tls_server", "client-hello-bytewise-close", 0x10, 0x00, hello12),
         ("fuzz_tls_server", "client-hello-stops-reading-reset", 0x24, 0x07, hello13),
+        ("fuzz_tls_server", "client-hello-app-paused-reset", 0xa4, 0x03, hello12),
         ("fuzz_tls_client", "server-flight-tls12", 0x00, 0x07, answer12),
         ("fuzz_tls_client", "server-flight-verify-chunked", 0x02, 0x0b, answer12),
         ("fuzz_tls_client", "server-flight-alpn-eof", 0x09, 0x04, answer12),
         ("fuzz_tls_client", "server-flight-stops-reading-reset", 0x24, 0x07, answer12),
+        ("fuzz_tls_client", "server-flight-app-paused-abort", 0x98, 0x05, answer12),
     ]
     files = [(t, n, bytes([flags, pace]) + payload) for t, n, flags, pace, payload in seeds]
     files += [("fuzz_tls_config", n, data) for n, data in configs]
