@@ -122,15 +122,17 @@ static bool evaluate_sep(tide_reader_t *r, result *res, bool ended) {
         return true;
     }
     if (op->kind == TIDE__RD_DISCARD) {
-        /* Drop now what can hold no separator start, so the buffer stays bounded. */
-        size_t drop = ended ? avail(r) : op->offset;
-        tide__buf_consume(&r->buf, drop);
-        op->n += drop;
+        /* Drop now what can hold no separator start, so the buffer stays bounded. The
+         * tail that could still start one stays until the completion runs, even once
+         * the stream ended: bytes fed after a stored error may yet complete it. */
+        tide__buf_consume(&r->buf, op->offset);
+        op->n += op->offset;
         op->offset = 0;
         if (!ended)
             return false;
-        res->len = op->n;
-        res->status = r->error ? r->error : (op->n > 0 ? TIDE_EINCOMPLETE : TIDE_EOF);
+        res->consume = avail(r);
+        res->len = op->n + res->consume;
+        res->status = r->error ? r->error : (res->len > 0 ? TIDE_EINCOMPLETE : TIDE_EOF);
         return true;
     }
     /* Beyond the limit, or past the cap even for a separator at the first byte that

@@ -158,7 +158,8 @@ TIDE_EXTERN int tide_reader_readexactly(tide_reader_t *reader, size_t n, tide_re
 /* Reads through the next separator (included in the result). The limit bounds the
  * bytes before the separator: `limit` bytes plus the separator are accepted, one more
  * is TIDE_ELIMIT. At a clean EOF without separator: TIDE_EINCOMPLETE with the partial
- * bytes. The separator is copied. TIDE_EINVAL for an empty separator. */
+ * bytes, unless they run past the limit (TIDE_ELIMIT: the overrun is reported first).
+ * The separator is copied. TIDE_EINVAL for an empty separator. */
 TIDE_EXTERN int tide_reader_readuntil(tide_reader_t *reader, const void *sep, size_t seplen,
                                       tide_read_cb cb, void *arg);
 
@@ -175,8 +176,9 @@ TIDE_EXTERN int tide_reader_readline(tide_reader_t *reader, tide_read_cb cb, voi
 /* Drops bytes through the next separator, however far away (no limit), keeping the
  * buffer bounded while it waits: status 0, data NULL and len = bytes dropped
  * (separator included); at the end of the stream everything is dropped and the
- * status is TIDE_EINCOMPLETE or the connection's error. A pending read like any
- * other. */
+ * status is TIDE_EINCOMPLETE or the connection's error (bytes fed after a stored
+ * error, before the completion runs, still count: they may complete the separator).
+ * A pending read like any other. */
 TIDE_EXTERN int tide_reader_discard_until(tide_reader_t *reader, const void *sep, size_t seplen,
                                           tide_read_cb cb, void *arg);
 
@@ -207,7 +209,8 @@ TIDE_EXTERN int tide_reader_exception(const tide_reader_t *reader);
 TIDE_EXTERN int tide_reader_set_exception(tide_reader_t *reader, int err);
 
 /* Appends bytes (copied) and completes a pending read they satisfy. An empty feed does
- * nothing. Returns 0, TIDE_EINVAL after feed_eof (asyncio asserts), TIDE_ENOMEM. */
+ * nothing. Returns 0, TIDE_EINVAL after feed_eof (asyncio asserts; an empty feed too),
+ * TIDE_ENOMEM. A stored exception does not stop feeds. */
 TIDE_EXTERN int tide_reader_feed_data(tide_reader_t *reader, const void *data, size_t len);
 
 /* Marks the end of the stream. Idempotent. */

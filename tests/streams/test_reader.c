@@ -528,6 +528,32 @@ static void test_discard_until(void **state) {
     fx_close(&f);
 }
 
+/* A stored error ends the stream for reads, but bytes may still be fed until the
+ * discard's completion runs: a separator that they complete across the earlier bytes is
+ * found (a fuzz_reader regression: the earlier bytes used to be dropped at once). */
+static void test_discard_until_after_error(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 8);
+    assert_int_equal(tide_reader_set_exception(f.r, TIDE_ECONNRESET), 0);
+    feed(f.r, "ab)");
+    assert_int_equal(tide_reader_discard_until(f.r, "))", 2, st_rd_cb, &f.x), 0);
+    feed(f.r, ")z");
+    ts_run_until(f.loop, st_rd_done, &f.x, 5);
+    assert_int_equal(f.x.status, 0);
+    assert_int_equal(f.x.len, 4);
+    assert_int_equal(tide_reader_buffered(f.r), 1);
+    st_rd_reset(&f.x);
+    /* Without a separator the error ends it, with every byte dropped and counted. */
+    assert_int_equal(tide_reader_discard_until(f.r, "))", 2, st_rd_cb, &f.x), 0);
+    ts_run_until(f.loop, st_rd_done, &f.x, 5);
+    assert_int_equal(f.x.status, TIDE_ECONNRESET);
+    assert_int_equal(f.x.len, 1);
+    assert_int_equal(tide_reader_buffered(f.r), 0);
+    st_rd_reset(&f.x);
+    fx_close(&f);
+}
+
 /* ---- reentrancy -------------------------------------------------------------------------------
  */
 
@@ -796,6 +822,7 @@ int main(void) {
         cmocka_unit_test(test_exception_wakes_waiter),
         cmocka_unit_test(test_skip_and_peek),
         cmocka_unit_test(test_discard_until),
+        cmocka_unit_test(test_discard_until_after_error),
         cmocka_unit_test(test_callback_reentrancy),
         cmocka_unit_test(test_flow_control),
         cmocka_unit_test(test_flow_read_all),
