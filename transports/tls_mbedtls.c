@@ -94,6 +94,11 @@
 #ifndef MBEDTLS_PRIVATE
 #define MBEDTLS_PRIVATE(member) member
 #endif
+#if defined(MBEDTLS_ERR_SSL_BAD_HS_CERTIFICATE)
+#define ERR_BAD_CERTIFICATE MBEDTLS_ERR_SSL_BAD_HS_CERTIFICATE /* 2.28 */
+#else
+#define ERR_BAD_CERTIFICATE MBEDTLS_ERR_SSL_BAD_CERTIFICATE /* 3.x */
+#endif
 
 #define TLS_DEFAULT_HANDSHAKE 60.0
 #define TLS_DEFAULT_SHUTDOWN 30.0
@@ -418,16 +423,29 @@ static int tls_code(int mbedtls_ret) {
 }
 
 /* Verification flags to one code, in a fixed priority (documented in tls.h): an
- * untrusted chain makes every other finding moot, then time, then the name. */
+ * untrusted chain makes every other finding moot, then time, then the name, then what
+ * is wrong with a certificate that is otherwise good. Each flag mbedTLS sets for the
+ * certificate has its code; the rest (a missing certificate, a CRL's own faults, a
+ * verify callback's "other") is TIDE_ETLS_CERT_INVALID. */
 static int verify_code(uint32_t flags) {
-    if (flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED)
-        return TIDE_ETLS_CERT_UNTRUSTED;
-    if (flags & MBEDTLS_X509_BADCERT_EXPIRED)
-        return TIDE_ETLS_CERT_EXPIRED;
-    if (flags & MBEDTLS_X509_BADCERT_FUTURE)
-        return TIDE_ETLS_CERT_NOT_YET_VALID;
-    if (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH)
-        return TIDE_ETLS_CERT_HOSTNAME;
+    static const struct {
+        uint32_t flags;
+        int code;
+    } order[] = {
+        {MBEDTLS_X509_BADCERT_NOT_TRUSTED, TIDE_ETLS_CERT_UNTRUSTED},
+        {MBEDTLS_X509_BADCERT_EXPIRED, TIDE_ETLS_CERT_EXPIRED},
+        {MBEDTLS_X509_BADCERT_FUTURE, TIDE_ETLS_CERT_NOT_YET_VALID},
+        {MBEDTLS_X509_BADCERT_CN_MISMATCH, TIDE_ETLS_CERT_HOSTNAME},
+        {MBEDTLS_X509_BADCERT_REVOKED, TIDE_ETLS_CERT_REVOKED},
+        {MBEDTLS_X509_BADCERT_BAD_KEY | MBEDTLS_X509_BADCERT_BAD_PK, TIDE_ETLS_CERT_WEAK_KEY},
+        {MBEDTLS_X509_BADCERT_BAD_MD, TIDE_ETLS_CERT_WEAK_HASH},
+        {MBEDTLS_X509_BADCERT_KEY_USAGE | MBEDTLS_X509_BADCERT_EXT_KEY_USAGE |
+             MBEDTLS_X509_BADCERT_NS_CERT_TYPE,
+         TIDE_ETLS_CERT_USAGE},
+    };
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+        if (flags & order[i].flags)
+            return order[i].code;
     return TIDE_ETLS_CERT_INVALID;
 }
 
@@ -1332,7 +1350,9 @@ static int sni_choose(void *p, mbedtls_ssl_context *ssl, const unsigned char *na
 static int map_error(tide__tls *c, int ret) {
     if (c->bio_error != 0)
         return c->bio_error;
-    if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+    /* A certificate refused for its key usage fails the handshake message rather than
+     * the verification, but sets the same flags. */
+    if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED || ret == ERR_BAD_CERTIFICATE) {
         uint32_t flags = mbedtls_ssl_get_verify_result(&c->ssl);
         if (flags != 0 && flags != (uint32_t)-1)
             return verify_code(flags);

@@ -95,7 +95,13 @@ extern "C" {
     X(ETLS_HANDSHAKE_TIMEOUT, -4209, "TLS handshake timed out")                    \
     X(ETLS_SHUTDOWN_TIMEOUT, -4210, "TLS shutdown timed out")                      \
     X(ETLS_NO_TRUST, -4211, "no trusted CA certificates could be loaded")          \
-    X(ETLS_CONFIG, -4212, "TLS configuration incomplete (no certificate or key)")
+    X(ETLS_CONFIG, -4212, "TLS configuration incomplete (no certificate or key)")   \
+    X(ETLS_CERT_REVOKED, -4213, "TLS peer certificate has been revoked")           \
+    X(ETLS_CERT_WEAK_KEY, -4214,                                                   \
+      "TLS peer certificate has a weak key (RSA under 2048 bits, or a curve not allowed)") \
+    X(ETLS_CERT_WEAK_HASH, -4215, "TLS peer certificate is signed with a weak hash (SHA-1, MD5)") \
+    X(ETLS_CERT_USAGE, -4216,                                                      \
+      "TLS peer certificate is not for this use (key usage or extended key usage)")
 
 typedef enum tide_errno {
 #define TIDE__ERRNO_ENUM(name, value, msg) TIDE_##name = (value),

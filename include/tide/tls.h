@@ -28,8 +28,10 @@
  * tide_err_tls_code; tide_strerror_r gives mbedTLS's text). A certificate with several
  * faults gets one code, the first of: TIDE_ETLS_CERT_UNTRUSTED (unknown CA,
  * self-signed), TIDE_ETLS_CERT_EXPIRED, TIDE_ETLS_CERT_NOT_YET_VALID,
- * TIDE_ETLS_CERT_HOSTNAME, TIDE_ETLS_CERT_INVALID (any other finding: key usage, a
- * missing certificate, ...). The side that rejected the certificate gets that code; its
+ * TIDE_ETLS_CERT_HOSTNAME, TIDE_ETLS_CERT_REVOKED, TIDE_ETLS_CERT_WEAK_KEY (RSA under
+ * 2048 bits, a curve not allowed), TIDE_ETLS_CERT_WEAK_HASH (signed with SHA-1 or MD5),
+ * TIDE_ETLS_CERT_USAGE (its key usage or extended key usage forbids this use),
+ * TIDE_ETLS_CERT_INVALID (anything else: a missing certificate, ...). The side that rejected the certificate gets that code; its
  * peer gets the alert it was sent (a TLS code). On mbedTLS 2.28 the name is compared
  * with the certificate's DNS names and CN only: an IP address as server_hostname
  * matches only a certificate carrying it as such a name.

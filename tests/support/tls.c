@@ -216,25 +216,35 @@ static void make_ca(const char *cnf, const char *cert, const char *key, const ch
     run_tool(argv, 30);
 }
 
+/* How a leaf is made: its key (EC P-256, or the weak RSA-1024) and the hash that signs
+ * it (sha256, or the weak sha1). */
+typedef struct leaf_kind {
+    bool rsa1024;
+    const char *md;
+} leaf_kind;
+
 /* A leaf: key and request, then `openssl ca` signs it for [start, end] days from now
  * with the extensions section ext. */
 static void make_leaf(const char *cnf, const char *ca, const char *ca_key, const char *cert,
                       const char *key, const char *cn, const char *ext, long start_days,
-                      long end_days) {
+                      long end_days, leaf_kind kind) {
     char csr[TT_PATH], subj[128], start[32], end[32];
     snprintf(csr, sizeof(csr), "%s.csr", cert);
     snprintf(subj, sizeof(subj), "/CN=%s/O=tide tests", cn);
-    const char *req[] = {
+    const char *ec_req[] = {
         "openssl", "req",     "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
         "-nodes",  "-keyout", key,    "-out",    csr,  "-subj",    subj,
         "-config", cnf,       NULL};
-    run_tool(req, 30);
+    const char *rsa_req[] = {"openssl", "req", "-new",   "-newkey", "rsa:1024", "-nodes",
+                             "-keyout", key,   "-out",   csr,       "-subj",    subj,
+                             "-config", cnf,   NULL};
+    run_tool(kind.rsa1024 ? rsa_req : ec_req, 30);
     fmt_date(start, sizeof(start), start_days);
     fmt_date(end, sizeof(end), end_days);
     const char *sign[] = {"openssl",     "ca", "-batch",     "-notext", "-config",  cnf,
                           "-cert",       ca,   "-keyfile",   ca_key,    "-in",      csr,
                           "-out",        cert, "-startdate", start,     "-enddate", end,
-                          "-extensions", ext,  "-md",        "sha256",  NULL};
+                          "-extensions", ext,  "-md",        kind.md,   NULL};
     run_tool(sign, 30);
     unlink(csr);
 }
@@ -288,6 +298,12 @@ static void make_certs(void) {
              "extendedKeyUsage = serverAuth\n"
              "subjectAltName = DNS:other.test\n"
              "authorityKeyIdentifier = keyid\n"
+             "[usage_ext]\n"
+             "basicConstraints = CA:FALSE\n"
+             "keyUsage = critical, digitalSignature\n"
+             "extendedKeyUsage = clientAuth\n"
+             "subjectAltName = DNS:localhost\n"
+             "authorityKeyIdentifier = keyid\n"
              "[client_ext]\n"
              "basicConstraints = CA:FALSE\n"
              "keyUsage = critical, digitalSignature\n"
@@ -310,19 +326,26 @@ static void make_certs(void) {
         const char *name, *cn, *ext;
         bool unknown;
         long start, end;
+        leaf_kind kind;
     } leaves[] = {
         {offsetof(tt_certs, server), offsetof(tt_certs, server_key), "server", "localhost",
-         "server_ext", false, -1, 30},
+         "server_ext", false, -1, 30, {false, "sha256"}},
         {offsetof(tt_certs, expired), offsetof(tt_certs, expired_key), "expired", "localhost",
-         "server_ext", false, -30, -1},
+         "server_ext", false, -30, -1, {false, "sha256"}},
         {offsetof(tt_certs, future), offsetof(tt_certs, future_key), "future", "localhost",
-         "server_ext", false, 1, 30},
+         "server_ext", false, 1, 30, {false, "sha256"}},
         {offsetof(tt_certs, other), offsetof(tt_certs, other_key), "other", "other.test",
-         "other_ext", false, -1, 30},
+         "other_ext", false, -1, 30, {false, "sha256"}},
         {offsetof(tt_certs, unknown), offsetof(tt_certs, unknown_key), "unknown", "localhost",
-         "server_ext", true, -1, 30},
+         "server_ext", true, -1, 30, {false, "sha256"}},
         {offsetof(tt_certs, client), offsetof(tt_certs, client_key), "client", "client.test",
-         "client_ext", false, -1, 30},
+         "client_ext", false, -1, 30, {false, "sha256"}},
+        {offsetof(tt_certs, weak_key), offsetof(tt_certs, weak_key_key), "weak-key", "localhost",
+         "server_ext", false, -1, 30, {true, "sha256"}},
+        {offsetof(tt_certs, weak_hash), offsetof(tt_certs, weak_hash_key), "weak-hash",
+         "localhost", "server_ext", false, -1, 30, {false, "sha1"}},
+        {offsetof(tt_certs, client_only), offsetof(tt_certs, client_only_key), "client-only",
+         "localhost", "usage_ext", false, -1, 30, {false, "sha256"}},
     };
     for (size_t i = 0; i < sizeof(leaves) / sizeof(leaves[0]); i++) {
         char *cert = (char *)&certs + leaves[i].cert;
@@ -334,7 +357,7 @@ static void make_certs(void) {
         path_of(key, name);
         make_leaf(cnf, leaves[i].unknown ? certs.unknown_ca : certs.ca,
                   leaves[i].unknown ? unknown_ca_key : certs.ca_key, cert, key, leaves[i].cn,
-                  leaves[i].ext, leaves[i].start, leaves[i].end);
+                  leaves[i].ext, leaves[i].start, leaves[i].end, leaves[i].kind);
     }
 
     /* The server certificate followed by the CA, for peers that send a chain. */

@@ -30,7 +30,7 @@
 
 #define TT_PATH 256
 
-/* Paths of PEM files; every leaf key is EC P-256. Leaf certificates carry SAN DNS names
+/* Paths of PEM files; every leaf key is EC P-256 but weak_key's. Leaf certificates carry SAN DNS names
  * (the server ones: "localhost", "server.test" and IP 127.0.0.1). */
 typedef struct tt_certs {
     char dir[TT_PATH];
@@ -42,6 +42,9 @@ typedef struct tt_certs {
     char unknown_ca[TT_PATH];                    /* a second CA, never trusted */
     char unknown[TT_PATH], unknown_key[TT_PATH]; /* localhost, signed by unknown_ca */
     char client[TT_PATH], client_key[TT_PATH];   /* client.test, clientAuth (mTLS) */
+    char weak_key[TT_PATH], weak_key_key[TT_PATH];   /* localhost, an RSA-1024 key */
+    char weak_hash[TT_PATH], weak_hash_key[TT_PATH]; /* localhost, signed with SHA-1 */
+    char client_only[TT_PATH], client_only_key[TT_PATH]; /* localhost, clientAuth only */
     char chain[TT_PATH];                         /* server + ca, for peers wanting a chain */
 } tt_certs;
 

@@ -692,7 +692,9 @@ static void streams_server_vs_python(void **state) {
 static void expect_verify_failure(tide_loop_t *loop, const char *cert, const char *key,
                                   const char *name, int code) {
     uint16_t port;
-    tt_proc *srv = tt_s_server(loop, cert, key, NULL, &port);
+    /* Security level 0: OpenSSL would not even serve the weak certificates. */
+    tt_proc *srv = tt_s_server(loop, cert, key,
+                               (const char *const[]){"-cipher", "DEFAULT:@SECLEVEL=0", NULL}, &port);
     tide_tls_config_t *cfg = tt_client_config(NULL, 10);
     static ts_recorder r;
     static nt_conn conn;
@@ -731,6 +733,26 @@ static void verify_hostname(void **state) {
                           TIDE_ETLS_CERT_HOSTNAME);
     /* The valid certificate does not name other.test either. */
     expect_verify_failure(LOOP(state), NULL, NULL, "other.test", TIDE_ETLS_CERT_HOSTNAME);
+}
+
+/* A certificate that is trusted, current and names the host, but is not good enough:
+ * each gets a code saying why (not one "rejected" for all). */
+static void verify_weak_key(void **state) {
+    const tt_certs *c = tt_certs_get();
+    expect_verify_failure(LOOP(state), c->weak_key, c->weak_key_key, "localhost",
+                          TIDE_ETLS_CERT_WEAK_KEY);
+}
+
+static void verify_weak_hash(void **state) {
+    const tt_certs *c = tt_certs_get();
+    expect_verify_failure(LOOP(state), c->weak_hash, c->weak_hash_key, "localhost",
+                          TIDE_ETLS_CERT_WEAK_HASH);
+}
+
+static void verify_usage(void **state) {
+    const tt_certs *c = tt_certs_get();
+    expect_verify_failure(LOOP(state), c->client_only, c->client_only_key, "localhost",
+                          TIDE_ETLS_CERT_USAGE);
 }
 
 /* Verification on and no name: refused at once, nothing started. */
@@ -1664,6 +1686,9 @@ int main(int argc, char **argv) {
         TEST(verify_expired),
         TEST(verify_not_yet_valid),
         TEST(verify_hostname),
+        TEST(verify_weak_key),
+        TEST(verify_weak_hash),
+        TEST(verify_usage),
         TEST(no_hostname_synchronous),
         TEST(verify_off_connects),
         TEST(old_versions_refused),
