@@ -85,7 +85,11 @@ extern "C" {
     X(ETLS_HANDSHAKE_TIMEOUT, -4209, "TLS handshake timed out")                    \
     X(ETLS_SHUTDOWN_TIMEOUT, -4210, "TLS shutdown timed out")                      \
     X(ETLS_NO_TRUST, -4211, "no trusted CA certificates could be loaded")          \
-    X(ETLS_CONFIG, -4212, "TLS configuration incomplete (no certificate or key)")
+    X(ETLS_CONFIG, -4212, "TLS configuration incomplete (no certificate or key)")  \
+    X(ESTATE, -4008, "invalid state: already done, or not done yet")                \
+    X(EQUEUE_EMPTY, -4009, "queue is empty")                                        \
+    X(EQUEUE_FULL, -4010, "queue is full")                                          \
+    X(EQUEUE_SHUTDOWN, -4011, "queue is shut down")
 
 typedef enum tide_errno {
 #define TIDE__ERRNO_ENUM(name, value, msg) TIDE_##name = (value),
