@@ -15,6 +15,7 @@
 #include "tide/future.h"
 #include "tide/sync.h"
 #include "tide/queue.h"
+#include "tide/taskgroup.h"
 #include "tide/tls.h"
 
 #endif
