@@ -68,9 +68,12 @@ static int park(waitable *b) {
     return tide__wait_await(&w);
 }
 
-/* Callback form: a record for cb, served at once when ready, else queued on b. */
-static int start_cb(waitable *b, bool ready, tide_wait_t **wait, void (*deliver)(tide_wait_t *),
-                    void (*cb)(void), void *arg, tide_wait_t **out) {
+/* Callback form: a record for cb, served at once when take(b) succeeds (it takes
+ * what the waiter asked for), else queued on b. take runs only once the record
+ * exists, so a failed allocation takes nothing. */
+static int start_cb(waitable *b, bool (*take)(waitable *b), tide_wait_t **wait,
+                    void (*deliver)(tide_wait_t *), void (*cb)(void), void *arg,
+                    tide_wait_t **out) {
     if (wait != NULL)
         *wait = NULL;
     if (b == NULL || cb == NULL)
@@ -78,7 +81,7 @@ static int start_cb(waitable *b, bool ready, tide_wait_t **wait, void (*deliver)
     tide_wait_t *w = tide__wait_new_cb(b->loop, b, deliver, NULL, cb, arg);
     if (w == NULL)
         return TIDE_ENOMEM;
-    if (ready)
+    if (take != NULL && take(b))
         tide__wait_complete(w, 0);
     else
         tide__queue_insert_tail(&b->waiters, &w->node);
@@ -124,13 +127,14 @@ void tide_event_clear(tide_event_t *e) {
 
 bool tide_event_is_set(const tide_event_t *e) { return e != NULL && e->set; }
 
+static bool event_take(waitable *b) { return ((tide_event_t *)b)->set; }
+
 static void event_deliver(tide_wait_t *w) {
     ((tide_event_cb)w->user_cb)(w->obj, w->status, w->user_arg);
 }
 
 int tide_event_wait(tide_event_t *e, tide_wait_t **wait, tide_event_cb cb, void *arg) {
-    return start_cb(BASE(e), e != NULL && e->set, wait, event_deliver, (void (*)(void))cb, arg,
-                    NULL);
+    return start_cb(BASE(e), event_take, wait, event_deliver, (void (*)(void))cb, arg, NULL);
 }
 
 int tide_event_wait_await(tide_event_t *e) {
@@ -180,13 +184,14 @@ static bool lock_take(tide_lock_t *l) {
     return true;
 }
 
+static bool lock_take_base(waitable *b) { return lock_take((tide_lock_t *)b); }
+
 static void lock_deliver(tide_wait_t *w) {
     ((tide_lock_cb)w->user_cb)(w->obj, w->status, w->user_arg);
 }
 
 int tide_lock_acquire(tide_lock_t *l, tide_wait_t **wait, tide_lock_cb cb, void *arg) {
-    bool ready = l != NULL && cb != NULL && lock_take(l);
-    return start_cb(BASE(l), ready, wait, lock_deliver, (void (*)(void))cb, arg, NULL);
+    return start_cb(BASE(l), lock_take_base, wait, lock_deliver, (void (*)(void))cb, arg, NULL);
 }
 
 /* Waits for the lock through a record that nothing interrupts (condition clean-up). */
@@ -275,10 +280,11 @@ static bool sem_take(tide_semaphore_t *s) {
     return true;
 }
 
+static bool sem_take_base(waitable *b) { return sem_take((tide_semaphore_t *)b); }
+
 int tide_semaphore_acquire(tide_semaphore_t *s, tide_wait_t **wait, tide_semaphore_cb cb,
                            void *arg) {
-    bool ready = s != NULL && cb != NULL && sem_take(s);
-    return start_cb(BASE(s), ready, wait, sem_deliver, (void (*)(void))cb, arg, NULL);
+    return start_cb(BASE(s), sem_take_base, wait, sem_deliver, (void (*)(void))cb, arg, NULL);
 }
 
 int tide_semaphore_acquire_await(tide_semaphore_t *s) {
@@ -409,7 +415,7 @@ int tide_condition_wait(tide_condition_t *c, tide_wait_t **wait, tide_condition_
     if (c != NULL && !c->lock->locked)
         return TIDE_EPERM;
     tide_wait_t *w = NULL;
-    int rc = start_cb(BASE(c), false, wait, cond_deliver, (void (*)(void))cb, arg, &w);
+    int rc = start_cb(BASE(c), NULL, wait, cond_deliver, (void (*)(void))cb, arg, &w);
     if (rc != 0)
         return rc;
     w->cancel = cond_cancel;
