@@ -16,6 +16,7 @@
 #include "tide/sync.h"
 #include "tide/queue.h"
 #include "tide/taskgroup.h"
+#include "tide/executor.h"
 #include "tide/tls.h"
 
 #endif
