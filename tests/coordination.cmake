@@ -12,5 +12,6 @@ foreach(_example chat_server fetch_many)
   add_test(NAME apps.${_example}
     COMMAND ${TIDE_PYTHON3} "${CMAKE_CURRENT_SOURCE_DIR}/coordination/test_${_example}.py"
             "$<TARGET_FILE:${_example}>")
-  set_tests_properties(apps.${_example} PROPERTIES LABELS apps TIMEOUT ${TIDE_TEST_TIMEOUT})
+  set_tests_properties(apps.${_example} PROPERTIES LABELS apps TIMEOUT ${TIDE_TEST_TIMEOUT}
+    ENVIRONMENT "TIDE_WITH_TLS=${TIDE_WITH_TLS}")
 endforeach()

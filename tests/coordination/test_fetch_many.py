@@ -9,10 +9,11 @@ import asyncio
 import os
 import socket
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
-from interop import DEADLINE, check, run, run_client  # noqa: E402
+from interop import DEADLINE, TestPKI, check, run, run_client  # noqa: E402
 
 DELAY = 0.3
 LIMIT = 3
@@ -46,9 +47,9 @@ class Servers:
             self.open -= 1
             writer.close()
 
-    async def start(self, mode):
+    async def start(self, mode, ssl=None):
         server = await asyncio.start_server(
-            lambda r, w: self.handle(r, w, mode), "127.0.0.1", 0)
+            lambda r, w: self.handle(r, w, mode), "127.0.0.1", 0, ssl=ssl)
         return server, server.sockets[0].getsockname()[1]
 
 
@@ -100,12 +101,26 @@ async def main_async(binary):
     check(elapsed < 6 * DELAY + 1.5 + 1, f"took {elapsed:.2f} s")
     print(f"ok: {len(urls)} URLs, peak {servers.peak} connections, {elapsed:.2f} s")
 
-    code, out, err = await run_client(binary, urls[:2])
-    check(code == 0, f"exit status {code} when all succeed: {err}")
-    check(len(out.splitlines()) == 2, f"output {out!r}")
-    print("ok: exit 0 when all succeed")
     code, out, err = await run_client(binary, [])
     check(code == 2, "no URL: usage")
+    code, out, err = await run_client(binary, urls[:2])
+    check(code == 0 and len(out.splitlines()) == 2, f"all succeed: exit {code}, {out!r}")
+
+    # https, verified against a private CA, beside plain http: all succeed, exit 0.
+    if os.environ.get("TIDE_WITH_TLS", "ON").upper() not in ("ON", "1", "TRUE", "YES"):
+        print("skipped: https (tide built without TLS)")
+        return
+    with tempfile.TemporaryDirectory(prefix="tide-fetch-") as workdir:
+        pki = TestPKI(workdir)
+        server, port = await servers.start("tls", ssl=pki.server_context())
+        started.append(server)
+        ok_urls = [urls[0], f"https://localhost:{port}/secure", urls[1]]
+        code, out, err = await run_client(binary, ["--cafile", pki.ca, *ok_urls])
+    check(code == 0, f"exit status {code} when all succeed: {err}")
+    want = [f"{ok_urls[0]} HTTP/1.1 200 OK delay", f"{ok_urls[1]} HTTP/1.1 200 OK tls",
+            f"{ok_urls[2]} HTTP/1.1 200 OK delay"]
+    check(out.splitlines() == want, f"output {out!r}")
+    print("ok: http and https (private CA): exit 0 when all succeed")
     for s in started:
         s.close()
 
