@@ -410,8 +410,7 @@ static int cond_cancel(tide_wait_t *w) {
     return 1;
 }
 
-int tide_condition_wait(tide_condition_t *c, tide_wait_t **wait, tide_condition_cb cb,
-                        void *arg) {
+int tide_condition_wait(tide_condition_t *c, tide_wait_t **wait, tide_condition_cb cb, void *arg) {
     if (c != NULL && !c->lock->locked)
         return TIDE_EPERM;
     tide_wait_t *w = NULL;

@@ -25,10 +25,10 @@ struct tide_task_group {
     tide__queue children;
     tide__queue waiters;
     size_t running;
-    int error;          /* the first failure */
-    bool fail_fast;     /* a group; not a gather */
-    bool closed;        /* no new children */
-    bool cancelled;     /* tide_task_group_cancel (or a waiter's cancellation) */
+    int error;      /* the first failure */
+    bool fail_fast; /* a group; not a gather */
+    bool closed;    /* no new children */
+    bool cancelled; /* tide_task_group_cancel (or a waiter's cancellation) */
     bool free_requested;
 };
 
@@ -245,15 +245,15 @@ static void gather_done(tide_task_group_t *g, int status, void *arg) {
 static void gather_abandon(tide_task_group_t *g) {
     tide__queue *n;
     TIDE__QUEUE_FOREACH(n, &g->children) {
-        TIDE__QUEUE_DATA(n, child, node)->slot = NULL;
+        child *c = TIDE__QUEUE_DATA(n, child, node);
+        c->slot = NULL;
     }
     tide_task_group_free(g);
 }
 
 /* Spawns the n tasks of a gather into a new group. */
-static int gather_start(tide_loop_t *loop, size_t n, const tide_task_fn *fns,
-                        void *const *args, const tide_task_options_t *o, int *results,
-                        tide_task_group_t **out) {
+static int gather_start(tide_loop_t *loop, size_t n, const tide_task_fn *fns, void *const *args,
+                        const tide_task_options_t *o, int *results, tide_task_group_t **out) {
     *out = NULL;
     if (loop == NULL || (n > 0 && (fns == NULL || results == NULL)))
         return TIDE_EINVAL;

@@ -52,8 +52,12 @@ tide_wait_t *tide__wait_new_cb(tide_loop_t *loop, void *obj, void (*deliver)(tid
     tide_wait_t *w = malloc(sizeof(*w));
     if (w == NULL)
         return NULL;
-    *w = (tide_wait_t){.loop = loop, .obj = obj, .withdraw = tide__wait_unlink,
-                       .cancel = cancel, .deliver = deliver, .user_cb = user_cb,
+    *w = (tide_wait_t){.loop = loop,
+                       .obj = obj,
+                       .withdraw = tide__wait_unlink,
+                       .cancel = cancel,
+                       .deliver = deliver,
+                       .user_cb = user_cb,
                        .user_arg = user_arg};
     tide__queue_init(&w->node);
     tide__call_init(&w->call, on_deliver);

@@ -134,7 +134,8 @@ static int handle_client(void *arg) {
         char *buf = malloc(MAX_LINE + 1);
         size_t len;
         rc = buf != NULL ? 0 : TIDE_ENOMEM;
-        while (rc == 0 && (rc = tide_reader_readline_await(c->reader, buf, MAX_LINE + 1, &len)) == 0)
+        while (rc == 0 &&
+               (rc = tide_reader_readline_await(c->reader, buf, MAX_LINE + 1, &len)) == 0)
             if (len > 0 && buf[len - 1] == '\n')
                 relay(c, buf, len);
         free(buf);
@@ -216,8 +217,8 @@ int main(int argc, char **argv) {
     app.max_queue = max_queue;
     int rc = tide_loop_new(&app.loop);
     if (rc == 0)
-        rc = tide_loop_start_server(app.loop, host, (uint16_t)port, MAX_LINE, NULL, on_client,
-                                    NULL, &app.server);
+        rc = tide_loop_start_server(app.loop, host, (uint16_t)port, MAX_LINE, NULL, on_client, NULL,
+                                    &app.server);
     if (rc != 0) {
         fprintf(stderr, "chat_server: %s\n", tide_strerror(rc));
         return 1;

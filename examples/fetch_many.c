@@ -95,8 +95,8 @@ static int read_head(void *arg) {
     char *buf = malloc(HEAD_LINE_MAX + 1);
     rc = buf != NULL ? 0 : TIDE_ENOMEM;
     if (rc == 0) {
-        snprintf(buf, HEAD_LINE_MAX + 1, "HEAD %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n",
-                 t->path, t->host);
+        snprintf(buf, HEAD_LINE_MAX + 1,
+                 "HEAD %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n", t->path, t->host);
         rc = tide_writer_write(w, buf, strlen(buf));
     }
     for (int n = 0; rc == 0; n++) {
@@ -225,7 +225,8 @@ int main(int argc, char **argv) {
         } else {
             char why[256];
             printf("%s error: %s\n", t->url,
-                   t->problem != NULL ? t->problem : tide_strerror_r(cr.results[i], why, sizeof(why)));
+                   t->problem != NULL ? t->problem
+                                      : tide_strerror_r(cr.results[i], why, sizeof(why)));
             failures++;
         }
     }

@@ -26,8 +26,7 @@ typedef void (*tide_executor_cb)(tide_executor_t *ex, int status, void *arg);
 
 /* Creates an executor of at most max_workers threads at once (0: 4). Threads start
  * per call and end with it. Returns 0, TIDE_EINVAL or TIDE_ENOMEM. */
-TIDE_EXTERN int tide_executor_new(tide_loop_t *loop, unsigned max_workers,
-                                  tide_executor_t **ex);
+TIDE_EXTERN int tide_executor_new(tide_loop_t *loop, unsigned max_workers, tide_executor_t **ex);
 
 /* Frees the executor: calls not started yet complete with TIDE_ECANCELLED; calls
  * running finish (their completions still come, with ex no longer usable) and the
@@ -53,8 +52,7 @@ struct addrinfo;
 
 /* Completion of tide_loop_getaddrinfo: 0 and a list the callee owns (free it with
  * freeaddrinfo), or a negative code (TIDE_EAI_*, ...) and NULL. */
-typedef void (*tide_getaddrinfo_cb)(tide_loop_t *loop, int status, struct addrinfo *res,
-                                    void *arg);
+typedef void (*tide_getaddrinfo_cb)(tide_loop_t *loop, int status, struct addrinfo *res, void *arg);
 
 /* getaddrinfo(3) on a worker thread (a literal address is answered without one);
  * hints may be NULL (any family, any socket type). cb runs on a later iteration.

@@ -62,8 +62,7 @@ TIDE_EXTERN int tide_future_add_done_callback(tide_future_t *fut, tide_future_cb
 
 /* Removes every pending (not yet called) registration of cb with arg. Returns how
  * many were removed. */
-TIDE_EXTERN int tide_future_remove_done_callback(tide_future_t *fut, tide_future_cb cb,
-                                                 void *arg);
+TIDE_EXTERN int tide_future_remove_done_callback(tide_future_t *fut, tide_future_cb cb, void *arg);
 
 /* Inside a task: waits until the future is done and returns its status, with its
  * pointer in *result (may be NULL). When the caller is cancelled or its deadline

@@ -124,8 +124,7 @@ typedef void (*tide_condition_cb)(tide_condition_t *cond, int status, void *arg)
 /* Creates a condition over lock, or over a lock of its own when lock is NULL (the
  * condition then frees it). A lock passed in stays the caller's and must outlive the
  * condition. Returns 0, TIDE_EINVAL or TIDE_ENOMEM. */
-TIDE_EXTERN int tide_condition_new(tide_loop_t *loop, tide_lock_t *lock,
-                                   tide_condition_t **cond);
+TIDE_EXTERN int tide_condition_new(tide_loop_t *loop, tide_lock_t *lock, tide_condition_t **cond);
 TIDE_EXTERN void tide_condition_free(tide_condition_t *cond);
 /* The condition's lock: acquire and release it with the tide_lock_* calls. */
 TIDE_EXTERN tide_lock_t *tide_condition_lock(tide_condition_t *cond);

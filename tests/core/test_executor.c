@@ -200,8 +200,8 @@ static void test_getaddrinfo_callback(void **state) {
     assert_int_equal(r.port, 80);
     /* An unknown service fails with a resolver code. */
     memset(&r, 0, sizeof(r));
-    assert_int_equal(
-        tide_loop_getaddrinfo(loop, NULL, "no-such-service-tide", &hints, on_gai, &r), 0);
+    assert_int_equal(tide_loop_getaddrinfo(loop, NULL, "no-such-service-tide", &hints, on_gai, &r),
+                     0);
     ts_run_until_flag(loop, &r.calls, 10);
     assert_true(r.status < 0);
     assert_int_equal(tide_loop_getaddrinfo(loop, NULL, NULL, NULL, on_gai, &r), TIDE_EINVAL);
@@ -240,8 +240,7 @@ static void test_getaddrinfo_await(void **state) {
     assert_int_equal(fx.rc, 0);
     assert_true(fx.family == AF_INET || fx.family == AF_INET6);
     assert_int_equal(fx.rc_timeout, TIDE_ETIMEOUT);
-    assert_int_equal(tide_loop_getaddrinfo_await(loop, "localhost", "1", NULL, &res),
-                     TIDE_ENOTASK);
+    assert_int_equal(tide_loop_getaddrinfo_await(loop, "localhost", "1", NULL, &res), TIDE_ENOTASK);
     ts_loop_close(loop);
 }
 

@@ -108,7 +108,9 @@ static void ev_cb(tide_event_t *e, int status, void *arg) {
     (void)e;
     waiter_done(arg, status);
 }
-static int ev_start(void *o, tide_wait_t **wait, waiter *w) { return tide_event_wait(o, wait, ev_cb, w); }
+static int ev_start(void *o, tide_wait_t **wait, waiter *w) {
+    return tide_event_wait(o, wait, ev_cb, w);
+}
 static int ev_await(void *o, waiter *w) {
     (void)w;
     return tide_event_wait_await(o);
@@ -212,7 +214,9 @@ static int qget_start(void *o, tide_wait_t **wait, waiter *w) {
     return tide_queue_get(o, wait, qget_cb, w);
 }
 static int qget_await(void *o, waiter *w) { return tide_queue_get_await(o, &w->item); }
-static void qget_serve(void *o) { assert_int_equal(tide_queue_put_nowait(o, (void *)++g_put_seq), 0); }
+static void qget_serve(void *o) {
+    assert_int_equal(tide_queue_put_nowait(o, (void *)++g_put_seq), 0);
+}
 
 /* Queue put: made full (maxsize 1); each serve takes one item. */
 static void *qput_make(tide_loop_t *loop) {
@@ -267,8 +271,7 @@ static const prim PRIMS[] = {
      false},
     {"queue_get", qget_make, q_destroy, qget_start, qget_await, qget_serve, NULL, false, false},
     {"queue_put", qput_make, q_destroy, qput_start, qput_await, qput_serve, NULL, false, false},
-    {"queue_join", qjoin_make, q_destroy, qjoin_start, qjoin_await, qjoin_serve, NULL, true,
-     false},
+    {"queue_join", qjoin_make, q_destroy, qjoin_start, qjoin_await, qjoin_serve, NULL, true, false},
 };
 #define NPRIMS (sizeof(PRIMS) / sizeof(PRIMS[0]))
 
@@ -484,8 +487,7 @@ static void case_free_waiters(bench *b) {
     for (int i = 0; i < 2; i++) {
         assert_true(b->w[i].finished);
         /* Freeing a pending future cancels it. */
-        assert_int_equal(b->w[i].status,
-                         b->p->make == fut_make ? TIDE_ECANCELLED : TIDE_ECLOSED);
+        assert_int_equal(b->w[i].status, b->p->make == fut_make ? TIDE_ECANCELLED : TIDE_ECLOSED);
     }
 }
 
@@ -630,8 +632,8 @@ static void complete_later(tide_loop_t *loop, void *arg) {
 
 static int bridge_task(void *arg) {
     bridge *br = arg;
-    tide_handle_t *h = tide_loop_call_later(tide_task_get_loop(tide_task_current()), 0.01,
-                                            complete_later, br);
+    tide_handle_t *h =
+        tide_loop_call_later(tide_task_get_loop(tide_task_current()), 0.01, complete_later, br);
     TS_CHECK(h != NULL);
     br->rc = tide_future_await(br->f, &br->got);
     /* Done already: returns at once with the same result. */
@@ -869,8 +871,8 @@ static void test_queue_kinds(void **state) {
     for (int k = 0; k < 3; k++) {
         /* Bounded at 8, and unbounded past the first growth (40 items). */
         for (int bounded = 0; bounded < 2; bounded++) {
-            tide_queue_options_t o = {.kind = kinds[k], .compare = cmp_int,
-                                      .maxsize = bounded ? 8 : 0};
+            tide_queue_options_t o = {
+                .kind = kinds[k], .compare = cmp_int, .maxsize = bounded ? 8 : 0};
             tide_queue_t *q;
             assert_int_equal(tide_queue_new(loop, &o, &q), 0);
             int rounds = bounded ? 1 : 5;

@@ -34,7 +34,8 @@ static int kid_fn(void *arg) {
     return k->sleep_rc != 0 ? k->sleep_rc : k->ret;
 }
 
-#define KID(s, r) {.sleep = (s), .ret = (r)}
+#define KID(s, r)                                                                                  \
+    { .sleep = (s), .ret = (r) }
 
 typedef struct parent {
     tide_task_group_t *g;

@@ -24,12 +24,12 @@ static int serve_task(void *arg) {
     tide_loop_t *loop = tide_task_get_loop(tide_task_current());
     tide_server_t *s = NULL;
     TS_CHECK(tide_task_deadline_push(0) == 0);
-    f->rc_deadline = tide_loop_create_server(loop, "localhost", 0, ts_recorder_factory(),
-                                             &f->pool, NULL, &s);
+    f->rc_deadline =
+        tide_loop_create_server(loop, "localhost", 0, ts_recorder_factory(), &f->pool, NULL, &s);
     tide_task_deadline_pop();
     TS_CHECK(s == NULL);
-    f->rc = tide_loop_create_server(loop, "localhost", 0, ts_recorder_factory(), &f->pool,
-                                    NULL, &f->server);
+    f->rc = tide_loop_create_server(loop, "localhost", 0, ts_recorder_factory(), &f->pool, NULL,
+                                    &f->server);
     if (f->rc == 0) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
