@@ -56,7 +56,9 @@ TIDE_EXTERN int tide_task_group_wait_await(tide_task_group_t *group);
 TIDE_EXTERN size_t tide_task_group_size(const tide_task_group_t *group);
 
 /* Frees the group. Tasks still running are cancelled and the memory goes once the
- * last has finished; pending waits complete first. NULL is a no-op. */
+ * last has finished. Waits still pending complete first (a task waiting resumes
+ * normally; a wait callback still runs, but must not use the group pointer). NULL is
+ * a no-op. */
 TIDE_EXTERN void tide_task_group_free(tide_task_group_t *group);
 
 /* ---- gather ---------------------------------------------------------------------------- */

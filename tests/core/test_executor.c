@@ -75,7 +75,9 @@ static void test_bounded_callbacks(void **state) {
     assert_int_equal(r.calls, 0);
     ts_run_until(loop, six_done, &r, 10);
     assert_int_equal(r.sum, 21);
-    assert_int_equal(atomic_load(&g_peak), 2);
+    /* Never more than two at once (two at once unless a loaded machine started the
+     * second thread only after the first call had ended). */
+    assert_true(atomic_load(&g_peak) >= 1 && atomic_load(&g_peak) <= 2);
     tide_executor_free(ex);
     ts_loop_close(loop);
 }
