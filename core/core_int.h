@@ -137,6 +137,7 @@ struct tide__waiter {
     void (*on_abandon)(tide__waiter *w);
     int status;
     bool done;
+    bool shielded; /* neither cancellation nor a deadline interrupts this wait */
 };
 
 static inline void tide__waiter_init(tide__waiter *w, void (*on_abandon)(tide__waiter *w)) {
@@ -144,6 +145,7 @@ static inline void tide__waiter_init(tide__waiter *w, void (*on_abandon)(tide__w
     w->on_abandon = on_abandon;
     w->status = 0;
     w->done = false;
+    w->shielded = false;
 }
 
 /* Suspends the current task until w is woken; returns its status. Returns at once,
@@ -151,6 +153,18 @@ static inline void tide__waiter_init(tide__waiter *w, void (*on_abandon)(tide__w
  * TIDE_ETIMEOUT (after on_abandon), TIDE_ENOMEM (deadline timer; after on_abandon),
  * or TIDE_ENOTASK outside a task (on_abandon is not called then). */
 int tide__task_wait(tide__waiter *w);
+
+/* Waits like tide__task_wait but cannot be interrupted: a cancellation arriving
+ * meanwhile is kept for the task's next blocking call, and deadlines are not checked.
+ * For the clean-up waits that must finish whatever happens (re-acquiring a
+ * condition's lock, waiting for the tasks of a group that was just cancelled).
+ * Returns w's status, or TIDE_ENOTASK outside a task. */
+int tide__task_wait_shielded(tide__waiter *w);
+
+/* Withdraws a pending tide_task_join (of a task not yet finished, or finished with
+ * its join callback still queued): the task is unjoined again, its callback will not
+ * run, and its owner may join or detach it later. No-op for a task not joined. */
+void tide__task_unjoin(tide_task_t *task);
 
 /* Completes w with status; the waiting task resumes on a later loop iteration (the
  * waker's frame never switches stacks). Ignored once w is complete or abandoned.
@@ -176,5 +190,65 @@ void tide__ctx_switch(tide__ctx *save, tide__ctx to);
 
 /* "x86_64", "aarch64" or "ucontext": which implementation was compiled. */
 const char *tide__ctx_backend(void);
+
+#endif
+
+/* ---- wait records (core/wait.c) ---- */
+#ifndef TIDE_CORE_INT_WAIT_H
+#define TIDE_CORE_INT_WAIT_H
+
+/* One pending wait on a coordination object (future, event, lock, semaphore,
+ * condition, queue), in either style. The object keeps its waiters on a list and
+ * serves them with tide__wait_complete; the record then reaches its waiter:
+ * - task style: the record lives in the task's frame; completing it wakes the task.
+ *   A cancellation or deadline calls the record's withdraw (through on_abandon),
+ *   which must take it off the object's list.
+ * - callback style: the record is allocated; completing it defers `deliver`, which
+ *   calls the user's callback, then the record is freed. tide_wait_cancel calls the
+ *   record's cancel, which withdraws it and completes it (usually with
+ *   TIDE_ECANCELLED).
+ * `item` and `aux` carry a value each way (a queued item, a future's result). */
+struct tide_wait {
+    tide__waiter tw; /* first: on_abandon gets it */
+    tide__queue node;
+    tide__call call;
+    tide_loop_t *loop;
+    void *obj;
+    void (*withdraw)(tide_wait_t *w); /* task style: off the object's list */
+    int (*cancel)(tide_wait_t *w);    /* callback style: tide_wait_cancel; 1 or 0 */
+    void (*deliver)(tide_wait_t *w);  /* callback style: call the user */
+    void (*user_cb)(void);            /* the user's callback, cast back by deliver */
+    void *user_arg;
+    void *item;
+    int status;
+    int phase; /* the owner's (a condition: waiting for notify, or for the lock) */
+    bool task_style;
+    bool completed;
+};
+
+/* Task style: prepares a record in the caller's frame. */
+void tide__wait_init_task(tide_wait_t *w, tide_loop_t *loop, void *obj,
+                          void (*withdraw)(tide_wait_t *w));
+/* Callback style: allocates a record; NULL when out of memory. cancel NULL means
+ * "unlink and complete with TIDE_ECANCELLED". */
+tide_wait_t *tide__wait_new_cb(tide_loop_t *loop, void *obj, void (*deliver)(tide_wait_t *w),
+                               int (*cancel)(tide_wait_t *w), void (*user_cb)(void),
+                               void *user_arg);
+/* Serves a pending record: unlinks it and completes it with status. */
+void tide__wait_complete(tide_wait_t *w, int status);
+/* Task style: suspends until the record is completed; returns its status (or the
+ * interruption code after withdraw ran). */
+int tide__wait_await(tide_wait_t *w);
+/* The default withdraw: unlinks the record. */
+void tide__wait_unlink(tide_wait_t *w);
+/* Completes every record on list with status, in order. */
+void tide__wait_complete_all(tide__queue *list, int status);
+/* The first pending record of a list, or NULL. */
+static inline tide_wait_t *tide__wait_first(tide__queue *list) {
+    return tide__queue_empty(list) ? NULL : TIDE__QUEUE_DATA(list->next, tide_wait_t, node);
+}
+
+/* TIDE_ENOTASK outside a task, TIDE_EINVAL in a task of another loop, else 0. */
+int tide__in_task(const tide_loop_t *loop);
 
 #endif

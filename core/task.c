@@ -515,7 +515,7 @@ static void abandon(tide__waiter *w, int code) {
 /* Interrupts the wait t is blocked in, if it is still pending. */
 static bool interrupt(tide_task_t *t, int code) {
     tide__waiter *w = t->waiter;
-    if (t->state != TASK_SUSPENDED || w == NULL || w->done)
+    if (t->state != TASK_SUSPENDED || w == NULL || w->done || w->shielded)
         return false;
     abandon(w, code);
     tide__loop_defer(t->loop, &t->run_call);
@@ -524,6 +524,16 @@ static bool interrupt(tide_task_t *t, int code) {
 
 static void on_deadline(tide__timer *timer) {
     interrupt(TIDE__QUEUE_DATA(timer, tide_task_t, deadline_timer), TIDE_ETIMEOUT);
+}
+
+/* Suspends t until w is complete. */
+static void park(tide_task_t *t, tide__waiter *w) {
+    w->task = t;
+    t->waiter = w;
+    while (!w->done)
+        suspend(t);
+    t->waiter = NULL;
+    w->task = NULL;
 }
 
 int tide__task_wait(tide__waiter *w) {
@@ -539,13 +549,17 @@ int tide__task_wait(tide__waiter *w) {
         abandon(w, rc);
         return rc;
     }
-    w->task = t;
-    t->waiter = w;
-    while (!w->done)
-        suspend(t);
-    t->waiter = NULL;
-    w->task = NULL;
+    park(t, w);
     tide__timer_stop(&t->deadline_timer);
+    return w->status;
+}
+
+int tide__task_wait_shielded(tide__waiter *w) {
+    tide_task_t *t = current;
+    if (t == NULL)
+        return TIDE_ENOTASK;
+    w->shielded = true;
+    park(t, w);
     return w->status;
 }
 
@@ -628,9 +642,9 @@ static void join_wake(tide_task_t *t, int result, void *arg) {
     tide__task_wake(&jw->w, 0);
 }
 
-/* The joiner gave up: the target goes back to being unjoined. */
-static void join_abandon(tide__waiter *w) {
-    tide_task_t *t = ((join_wait *)(void *)w)->target;
+void tide__task_unjoin(tide_task_t *t) {
+    if (!t->joined)
+        return;
     t->joined = false;
     t->join_cb = NULL;
     t->join_arg = NULL;
@@ -639,6 +653,9 @@ static void join_abandon(tide__waiter *w) {
         tide__loop_unregister(t->loop, &t->res);
     }
 }
+
+/* The joiner gave up: the target goes back to being unjoined. */
+static void join_abandon(tide__waiter *w) { tide__task_unjoin(((join_wait *)(void *)w)->target); }
 
 int tide_task_join_await(tide_task_t *t, int *result) {
     tide_task_t *self = current;

@@ -12,6 +12,11 @@
 #include "tide/testing.h"
 #include "tide/stream.h"
 #include "tide/task.h"
+#include "tide/future.h"
+#include "tide/sync.h"
+#include "tide/queue.h"
+#include "tide/taskgroup.h"
+#include "tide/executor.h"
 #include "tide/tls.h"
 
 #endif

@@ -507,6 +507,25 @@ static int bind_all(tide_server_t *s, struct addrinfo *list) {
     return s->nls > 0 ? 0 : (skipped ? skipped : TIDE_EADDRNOTAVAIL);
 }
 
+/* Literals never leave the process. A name is resolved on a worker thread when the
+ * caller is a task of this loop (only the task waits); from plain callbacks it is
+ * resolved in place, blocking (documented). */
+static int resolve_passive(tide_loop_t *loop, const char *host, const char *service,
+                           struct addrinfo *hints, struct addrinfo **list) {
+    struct addrinfo numeric = *hints;
+    numeric.ai_flags |= AI_NUMERICHOST;
+    int rc = getaddrinfo(host, service, &numeric, list);
+    if (rc == EAI_NONAME && host != NULL) {
+        tide_task_t *t = tide_task_current();
+        if (t != NULL && tide_task_get_loop(t) == loop)
+            return tide_loop_getaddrinfo_await(loop, host, service, hints, list);
+        rc = getaddrinfo(host, service, hints, list);
+    }
+    if (rc != 0)
+        return rc == EAI_SYSTEM ? errno_code() : tide_err_from_gai(rc);
+    return 0;
+}
+
 int tide_loop_create_server(tide_loop_t *loop, const char *host, uint16_t port,
                             tide_protocol_factory_cb factory, void *factory_arg,
                             const tide_server_options_t *options, tide_server_t **out) {
@@ -525,10 +544,9 @@ int tide_loop_create_server(tide_loop_t *loop, const char *host, uint16_t port,
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     struct addrinfo *list = NULL;
-    /* Blocking by design for names (documented); literals never leave the process. */
-    int rc = getaddrinfo(host, service, &hints, &list);
-    if (rc != 0)
-        return rc == EAI_SYSTEM ? errno_code() : tide_err_from_gai(rc);
+    int rc = resolve_passive(loop, host, service, &hints, &list);
+    if (rc < 0)
+        return rc;
     tide_server_t *s = NULL;
     rc = server_new(loop, factory, factory_arg, options, &s);
     if (rc < 0) {

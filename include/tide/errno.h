@@ -96,6 +96,10 @@ extern "C" {
     X(ETLS_SHUTDOWN_TIMEOUT, -4210, "TLS shutdown timed out")                      \
     X(ETLS_NO_TRUST, -4211, "no trusted CA certificates could be loaded")          \
     X(ETLS_CONFIG, -4212, "TLS configuration incomplete (no certificate or key)")   \
+    X(ESTATE, -4008, "invalid state: already done, or not done yet")                \
+    X(EQUEUE_EMPTY, -4009, "queue is empty")                                        \
+    X(EQUEUE_FULL, -4010, "queue is full")                                          \
+    X(EQUEUE_SHUTDOWN, -4011, "queue is shut down")                                 \
     X(ETLS_CERT_REVOKED, -4213, "TLS peer certificate has been revoked")           \
     X(ETLS_CERT_WEAK_KEY, -4214,                                                   \
       "TLS peer certificate has a weak key (RSA under 2048 bits, or a curve not allowed)") \

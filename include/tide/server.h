@@ -140,8 +140,11 @@ typedef struct tide_server_options {
  * every client. host NULL or "" binds every interface, IPv4 and IPv6 (IPv6 sockets
  * are V6ONLY); port 0 picks a free port (read it back with tide_server_get_sockname).
  * Returns 0 and sets *server, or TIDE_EADDRINUSE, TIDE_EAI_NONAME, ... (every socket
- * already made is closed). Blocks on name resolution only when host is not a literal
- * address. The server must be closed with tide_server_close(). */
+ * already made is closed). A host that is not a literal address is resolved on a
+ * worker thread when called from a task of this loop (the task waits, the loop runs
+ * on; the call may then also return TIDE_ECANCELLED / TIDE_ETIMEOUT); from plain
+ * callbacks it blocks on the resolver. The server must be closed with
+ * tide_server_close(). */
 TIDE_EXTERN int tide_loop_create_server(tide_loop_t *loop, const char *host, uint16_t port,
                                         tide_protocol_factory_cb factory, void *factory_arg,
                                         const tide_server_options_t *options,
