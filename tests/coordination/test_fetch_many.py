@@ -76,7 +76,7 @@ async def main_async(binary):
     server, port = await servers.start("silent")
     started.append(server)
     urls.insert(4, f"http://127.0.0.1:{port}/")
-    expect.insert(4, "error: deadline expired")
+    expect.insert(4, "error: timed out")
     server, port = await servers.start("garbage")
     started.append(server)
     urls.append(f"http://127.0.0.1:{port}/")
