@@ -709,50 +709,28 @@ static void expect_verify_failure(tide_loop_t *loop, const char *cert, const cha
     tt_proc_free(srv);
 }
 
-static void verify_untrusted(void **state) {
+/* Each finding about a server's certificate has its own code: trust, time, name, and
+ * for a certificate that is otherwise good, what is not good enough about it. */
+static void verify_findings(void **state) {
     const tt_certs *c = tt_certs_get();
-    expect_verify_failure(LOOP(state), c->unknown, c->unknown_key, "localhost",
-                          TIDE_ETLS_CERT_UNTRUSTED);
-}
-
-static void verify_expired(void **state) {
-    const tt_certs *c = tt_certs_get();
-    expect_verify_failure(LOOP(state), c->expired, c->expired_key, "localhost",
-                          TIDE_ETLS_CERT_EXPIRED);
-}
-
-static void verify_not_yet_valid(void **state) {
-    const tt_certs *c = tt_certs_get();
-    expect_verify_failure(LOOP(state), c->future, c->future_key, "localhost",
-                          TIDE_ETLS_CERT_NOT_YET_VALID);
-}
-
-static void verify_hostname(void **state) {
-    const tt_certs *c = tt_certs_get();
-    expect_verify_failure(LOOP(state), c->other, c->other_key, "localhost",
-                          TIDE_ETLS_CERT_HOSTNAME);
+    const struct {
+        const char *cert, *key;
+        int code;
+    } cases[] = {
+        {c->unknown, c->unknown_key, TIDE_ETLS_CERT_UNTRUSTED},
+        {c->expired, c->expired_key, TIDE_ETLS_CERT_EXPIRED},
+        {c->future, c->future_key, TIDE_ETLS_CERT_NOT_YET_VALID},
+        {c->other, c->other_key, TIDE_ETLS_CERT_HOSTNAME},
+        {c->weak_key, c->weak_key_key, TIDE_ETLS_CERT_WEAK_KEY},
+        {c->weak_hash, c->weak_hash_key, TIDE_ETLS_CERT_WEAK_HASH},
+        {c->client_only, c->client_only_key, TIDE_ETLS_CERT_USAGE},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        print_message("%s: %s\n", cases[i].cert, tide_err_name(cases[i].code));
+        expect_verify_failure(LOOP(state), cases[i].cert, cases[i].key, "localhost", cases[i].code);
+    }
     /* The valid certificate does not name other.test either. */
     expect_verify_failure(LOOP(state), NULL, NULL, "other.test", TIDE_ETLS_CERT_HOSTNAME);
-}
-
-/* A certificate that is trusted, current and names the host, but is not good enough:
- * each gets a code saying why (not one "rejected" for all). */
-static void verify_weak_key(void **state) {
-    const tt_certs *c = tt_certs_get();
-    expect_verify_failure(LOOP(state), c->weak_key, c->weak_key_key, "localhost",
-                          TIDE_ETLS_CERT_WEAK_KEY);
-}
-
-static void verify_weak_hash(void **state) {
-    const tt_certs *c = tt_certs_get();
-    expect_verify_failure(LOOP(state), c->weak_hash, c->weak_hash_key, "localhost",
-                          TIDE_ETLS_CERT_WEAK_HASH);
-}
-
-static void verify_usage(void **state) {
-    const tt_certs *c = tt_certs_get();
-    expect_verify_failure(LOOP(state), c->client_only, c->client_only_key, "localhost",
-                          TIDE_ETLS_CERT_USAGE);
 }
 
 /* Verification on and no name: refused at once, nothing started. */
@@ -1682,13 +1660,7 @@ int main(int argc, char **argv) {
         TEST(server_requires_client_cert),
         TEST(python_client_vs_tide_server),
         TEST(streams_server_vs_python),
-        TEST(verify_untrusted),
-        TEST(verify_expired),
-        TEST(verify_not_yet_valid),
-        TEST(verify_hostname),
-        TEST(verify_weak_key),
-        TEST(verify_weak_hash),
-        TEST(verify_usage),
+        TEST(verify_findings),
         TEST(no_hostname_synchronous),
         TEST(verify_off_connects),
         TEST(old_versions_refused),
