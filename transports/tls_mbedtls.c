@@ -48,6 +48,7 @@
  * every loop below re-reads the phase after a callback. The layer is freed only when
  * both the lower's connection_lost and the TLS transport's release happened, and never
  * while one of its entry points is on the stack (the `busy` count). */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
@@ -61,6 +62,7 @@
 
 #include <mbedtls/version.h> /* first: pulls in config.h (2.x) or build_info.h (3.x) */
 
+#include <mbedtls/asn1.h>
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
@@ -1130,6 +1132,10 @@ struct tide__tls {
     mbedtls_ssl_context ssl;
     char *hostname;
     char *sni; /* server: the name the client asked for */
+    /* Client: the address when hostname is an IP address (ip_len 4 or 16, else 0): it is
+     * not sent as SNI (RFC 6066) and is checked against the certificate's IP SANs. */
+    unsigned char ip[16];
+    size_t ip_len;
     unsigned char offered_master[48];
     bool offered;
     tide__buf in;  /* ciphertext from the lower, not yet taken by mbedTLS */
@@ -2168,7 +2174,8 @@ static bool session_usable(const tide__tls *c, const mbedtls_ssl_session *s) {
         return false;
 #if defined(MBEDTLS_SSL_SERVER_NAME_INDICATION)
     const char *was = s->MBEDTLS_PRIVATE(hostname);
-    if ((was == NULL) != (c->hostname == NULL) || (was != NULL && strcmp(was, c->hostname) != 0))
+    const char *now = c->ip_len ? NULL : c->hostname; /* the name sent as SNI */
+    if ((was == NULL) != (now == NULL) || (was != NULL && strcmp(was, now) != 0))
         return false;
 #endif
 #endif
@@ -2178,6 +2185,37 @@ static bool session_usable(const tide__tls *c, const mbedtls_ssl_session *s) {
     (void)s;
     return true;
 #endif
+}
+
+/* mbedTLS's verify callback for an IP-address target: the leaf must carry the address
+ * as an iPAddress SAN (2.28 compares names only, and a CN never holds an address). The
+ * SAN list is mbedTLS's parse of the extension, which keeps every entry's tag. */
+static int verify_ip(void *p, mbedtls_x509_crt *crt, int depth, uint32_t *flags) {
+    const tide__tls *c = p;
+    if (depth != 0)
+        return 0;
+    for (const mbedtls_x509_sequence *san = &crt->subject_alt_names; san != NULL; san = san->next)
+        if (san->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && san->buf.len == c->ip_len &&
+            memcmp(san->buf.p, c->ip, c->ip_len) == 0)
+            return 0;
+    *flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
+    return 0;
+}
+
+/* The name the client checks and sends. Always set, also with verification off: it is
+ * the SNI, and on 2.28 a client without a name would accept any (CVE-2025-27809). An IP
+ * address is not a host name: no SNI, and tide checks it against the IP SANs itself. */
+static int set_peer_name(tide__tls *c) {
+    if (inet_pton(AF_INET, c->hostname, c->ip) == 1)
+        c->ip_len = 4;
+    else if (inet_pton(AF_INET6, c->hostname, c->ip) == 1)
+        c->ip_len = 16;
+    if (c->ip_len == 0)
+        return mbedtls_ssl_set_hostname(&c->ssl, c->hostname);
+    if (c->config->verify)
+        mbedtls_ssl_set_verify(&c->ssl, verify_ip, c);
+    /* Explicitly none (3.6 refuses to verify without a name unless told so). */
+    return mbedtls_ssl_set_hostname(&c->ssl, NULL);
 }
 
 /* Loads a session to resume, when it can resume anything. Returns an mbedTLS code. */
@@ -2236,9 +2274,7 @@ static int layer_new(tide_loop_t *loop, const tide__tls_params *params, tide__tl
             rc = TIDE_ENOMEM;
             goto fail;
         }
-        /* Always, also with verification off: it is the SNI, and on 2.28 a client
-         * without it would accept any name (CVE-2025-27809). */
-        rc = mbedtls_ssl_set_hostname(&c->ssl, c->hostname);
+        rc = set_peer_name(c);
         if (rc != 0) {
             rc = rc == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TIDE_ENOMEM : tls_code(rc);
             goto fail;

@@ -32,9 +32,10 @@
  * 2048 bits, a curve not allowed), TIDE_ETLS_CERT_WEAK_HASH (signed with SHA-1 or MD5),
  * TIDE_ETLS_CERT_USAGE (its key usage or extended key usage forbids this use),
  * TIDE_ETLS_CERT_INVALID (anything else: a missing certificate, ...). The side that rejected the certificate gets that code; its
- * peer gets the alert it was sent (a TLS code). On mbedTLS 2.28 the name is compared
- * with the certificate's DNS names and CN only: an IP address as server_hostname
- * matches only a certificate carrying it as such a name.
+ * peer gets the alert it was sent (a TLS code). A host name is compared with the
+ * certificate's DNS names (and CN); an IP address (server_hostname, or the address
+ * connected to) is never sent as SNI (RFC 6066) and must be one of the certificate's
+ * IP address names, on every mbedTLS version (tide checks it itself).
  *
  * Connection events: the application's connection_made runs after the handshake
  * succeeded; a failed handshake never reaches the protocol factory. close() sends

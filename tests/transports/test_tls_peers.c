@@ -733,6 +733,40 @@ static void verify_findings(void **state) {
     expect_verify_failure(LOOP(state), NULL, NULL, "other.test", TIDE_ETLS_CERT_HOSTNAME);
 }
 
+/* An IP address as the name (here the host connected to, 127.0.0.1): it is not sent as
+ * SNI (RFC 6066 forbids it), and it is verified against the certificate's IP SANs; a
+ * certificate naming other hosts only, or another address, is a name mismatch. */
+static void ip_address_target(void **state) {
+    tide_loop_t *loop = LOOP(state);
+    const tt_certs *c = tt_certs_get();
+    tide_tls_config_t *scfg = tt_server_config(NULL, NULL, 5);
+    static echo_srv e;
+    echo_srv_start(loop, &e, scfg);
+    tide_tls_config_unref(scfg);
+    tide_tls_config_t *cfg = tt_client_config(NULL, 10);
+    static ts_recorder r;
+    static nt_conn conn;
+    ts_recorder_init(&r);
+    tls_connect(loop, e.port, cfg, NULL, &r, &conn);
+    tide_tls_config_unref(cfg);
+    expect_connected(&conn, &r);
+    tide_tls_info_t info;
+    assert_int_equal(tide_tls_get_info(conn.transport, &info), 0);
+    assert_true(info.peer_verified);
+    assert_string_equal(info.server_name, "127.0.0.1");
+    ts_run_until(loop, ts_pred_made, &e.rec[0], 5);
+    assert_int_equal(tide_tls_get_info(e.rec[0].transport, &info), 0);
+    assert_null(info.server_name); /* no SNI came */
+    tide_transport_close(conn.transport);
+    ts_run_until(loop, ts_pred_lost, &r, 5);
+    ts_recorder_free(&r);
+    echo_srv_stop(loop, &e);
+
+    expect_verify_failure(loop, c->other, c->other_key, "127.0.0.1", TIDE_ETLS_CERT_HOSTNAME);
+    expect_verify_failure(loop, NULL, NULL, "::1", TIDE_ETLS_CERT_HOSTNAME);
+    expect_verify_failure(loop, NULL, NULL, "127.0.0.2", TIDE_ETLS_CERT_HOSTNAME);
+}
+
 /* Verification on and no name: refused at once, nothing started. */
 static void no_hostname_synchronous(void **state) {
     tide_loop_t *loop = LOOP(state);
@@ -1661,6 +1695,7 @@ int main(int argc, char **argv) {
         TEST(python_client_vs_tide_server),
         TEST(streams_server_vs_python),
         TEST(verify_findings),
+        TEST(ip_address_target),
         TEST(no_hostname_synchronous),
         TEST(verify_off_connects),
         TEST(old_versions_refused),
