@@ -23,6 +23,14 @@ async def http_responder(reader, writer):
     writer.close()
 
 
+async def cut_responder(reader, writer):
+    """Ends the connection cleanly (close_notify over TLS) inside the header block."""
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
+    writer.write(b"\r\n".join(HEADERS[:2]) + b"\r\n")
+    await writer.drain()
+    writer.close()
+
+
 async def echo(reader, writer):
     while data := await reader.read(65536):
         writer.write(data)
@@ -61,6 +69,15 @@ async def main(bindir):
         status, out, err = await fetch(http_headers, f"http://localhost:{plain_port}/some/path")
         check(status == 0 and out == want, f"plain http: {status} {out!r} {err!r}")
         print("ok: plain http")
+
+        cut = await asyncio.start_server(cut_responder, "127.0.0.1", 0, ssl=pki.server_context())
+        cut_port = cut.sockets[0].getsockname()[1]
+        status, out, err = await fetch(http_headers, f"https://localhost:{cut_port}/some/path",
+                                       "--cafile", pki.ca)
+        check(status == 1 and "inside the header block" in err,
+              f"a head cut short by close_notify must fail: {status} {out!r} {err!r}")
+        print("ok: a head cut short (clean TLS close inside it) is an error")
+        cut.close()
 
         status, out, err = await fetch(http_headers, "ftp://localhost/")
         check(status == 2, f"a bad URL is a usage error: {status}")
