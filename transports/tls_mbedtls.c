@@ -83,9 +83,10 @@
 #define TLS_13_TICKETS 1 /* TLS 1.3 resumes by tickets only */
 #endif
 #endif
-/* Servers issue tickets where TLS 1.3 is built (without them a 1.3 session cannot be
- * resumed); 2.28 servers keep resuming TLS 1.2 by session ID from the cache. */
-#if defined(TLS_13_TICKETS) && defined(MBEDTLS_SSL_TICKET_C) && defined(MBEDTLS_SSL_SRV_C)
+/* Servers issue session tickets (TLS 1.2 and, where built, 1.3, which resumes by tickets
+ * only) beside the session-ID cache, so that clients resume with either. */
+#if defined(MBEDTLS_SSL_SESSION_TICKETS) && defined(MBEDTLS_SSL_TICKET_C) &&                    \
+    defined(MBEDTLS_SSL_SRV_C)
 #include <mbedtls/ssl_ticket.h>
 #define TLS_SERVER_TICKETS 1
 #endif

@@ -163,8 +163,10 @@ TIDE_EXTERN int tide_tls_config_set_wait_close_notify(tide_tls_config_t *config,
  * configuration is frozen (used by a connection). */
 TIDE_EXTERN int tide_tls_config_allow_legacy(tide_tls_config_t *config, bool allow);
 
-/* Server: keep sessions for resumption (default on, 600 s): by session ID, and with
- * mbedTLS 3.x by session tickets (for TLS 1.3 too; at most 7 days there). */
+/* Server: keep sessions for resumption (default on, 600 s): by session ID (a cache
+ * shared by the configuration's connections) and by session ticket (encrypted with keys
+ * that rotate every lifetime, the last two accepted; for TLS 1.3 too with mbedTLS 3.x,
+ * at most 7 days there). Clients resume with either. */
 TIDE_EXTERN int tide_tls_config_set_session_cache(tide_tls_config_t *config, bool enabled,
                                                  double lifetime);
 

@@ -889,6 +889,46 @@ static void old_versions_refused(void **state) {
     ts_recorder_free(&r);
 }
 
+/* The server resumes TLS 1.2 sessions by ticket as well as by session ID: s_client
+ * saves the session of a first connection (which carries a ticket), then resumes it,
+ * once with the ticket and once by ID alone (-no_ticket). */
+static void server_resumes_by_ticket_and_id(void **state) {
+    tide_loop_t *loop = LOOP(state);
+    const tt_certs *c = tt_certs_get();
+    tide_tls_config_t *cfg = tt_server_config(NULL, NULL, 10);
+    static echo_srv e;
+    echo_srv_start(loop, &e, cfg);
+    tide_tls_config_unref(cfg);
+    char ticket_sess[TT_PATH + 32], id_sess[TT_PATH + 32];
+    snprintf(ticket_sess, sizeof ticket_sess, "%s/ticket.sess", c->dir);
+    snprintf(id_sess, sizeof id_sess, "%s/id.sess", c->dir);
+    const struct {
+        const char *const *args;
+        const char *expect;
+    } steps[] = {
+        {(const char *const[]){"-tls1_2", "-sess_out", ticket_sess, NULL},
+         "TLS session ticket lifetime hint"},
+        {(const char *const[]){"-tls1_2", "-sess_in", ticket_sess, NULL}, "Reused, TLSv1.2"},
+        {(const char *const[]){"-tls1_2", "-no_ticket", "-sess_out", id_sess, NULL}, "New, TLSv1.2"},
+        {(const char *const[]){"-tls1_2", "-no_ticket", "-sess_in", id_sess, NULL},
+         "Reused, TLSv1.2"},
+    };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        tt_proc *cl = tt_s_client(loop, e.port, steps[i].args);
+        tt_proc_expect(cl, steps[i].expect, 15);
+        ts_recorder *srv = &e.rec[i];
+        ts_run_until(loop, ts_pred_made, srv, 15);
+        tide_tls_info_t info;
+        assert_int_equal(tide_tls_get_info(srv->transport, &info), 0);
+        assert_int_equal(info.resumed, i % 2 == 1); /* the server knows it resumed */
+        tt_proc_close_stdin(cl);
+        assert_int_not_equal(tt_proc_wait_exit(cl, 15), -1);
+        tt_proc_free(cl);
+        ts_run_until(loop, ts_pred_lost, srv, 15);
+    }
+    echo_srv_stop(loop, &e);
+}
+
 /* ---- groups and suites ------------------------------------------------------------------- */
 
 /* What openssl s_client offers, and whether tide's default server must refuse it. */
@@ -1691,6 +1731,7 @@ int main(int argc, char **argv) {
         TEST(streams_client_callbacks),
         TEST(streams_client_task),
         TEST(s_client_vs_tide_server),
+        TEST(server_resumes_by_ticket_and_id),
         TEST(server_requires_client_cert),
         TEST(python_client_vs_tide_server),
         TEST(streams_server_vs_python),
