@@ -97,9 +97,10 @@ void tide__loop_debug_leave(tide_loop_t *loop, double start, const char *what);
 
 void tide__log(tide_loop_t *loop, tide_log_level_t level, const char *fmt, ...) TIDE__PRINTF(3, 4);
 
-/* Runs a function on a worker thread, then done(arg) on the loop's thread (through
- * the thread-safe queue). The loop waits for running workers when it closes.
- * Returns 0 or TIDE_ENOMEM / TIDE_EAGAIN when no thread could be started. */
+/* Runs a function on a thread of the loop's worker pool (started on demand, up to 64,
+ * kept until the loop closes), then done(arg) on the loop's thread (through the
+ * thread-safe queue). The loop's close runs every job handed over, then joins the
+ * threads. Returns 0 or TIDE_ENOMEM / TIDE_EAGAIN when no thread could be started. */
 int tide__loop_run_in_thread(tide_loop_t *loop, void (*work)(void *arg),
                              void (*done)(tide_loop_t *loop, void *arg), void *arg);
 

@@ -1,6 +1,6 @@
 /* The executor (asyncio's run_in_executor) and the public getaddrinfo.
  *
- * A job is queued FIFO and started on a worker thread (tide__loop_run_in_thread)
+ * A job is queued FIFO and handed to the loop's worker pool (tide__loop_run_in_thread)
  * while fewer than max_workers run. The worker only calls fn and stores its result;
  * the completion, on the loop's thread, counts the worker down, delivers and starts
  * the next job. A job of the task form lives in the task's frame, so the task never

@@ -12,8 +12,8 @@
  * earliest. With the manual clock nothing is armed and tide_loop_advance() fires them.
  *
  * Everything here runs on the loop's thread except tide_loop_call_soon_threadsafe()
- * and the worker threads of tide__loop_run_in_thread(), which only touch the mutex-
- * protected thread-safe queue and the libev async watcher. */
+ * and the pool threads of tide__loop_run_in_thread(), which only touch the mutex-
+ * protected thread-safe queue, the pool's job queue and the libev async watcher. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -90,8 +90,14 @@ struct tide_loop {
     pthread_mutex_t ts_lock;
     pthread_cond_t ts_cond;
     tide__ts_item *ts_head, *ts_tail;
-    size_t workers;
+    size_t workers; /* jobs handed to the pool and not yet posted back */
     bool ts_closing;
+
+    /* The worker pool, under ts_lock: jobs wait in FIFO order for a thread. */
+    pthread_cond_t pool_cond;
+    struct tide__worker *pool_head, *pool_tail;
+    pthread_t *pool_threads;
+    size_t pool_size, pool_cap, pool_idle, pool_queued;
 };
 
 /* ---- time ------------------------------------------------------------------------ */
@@ -584,7 +590,13 @@ int tide_loop_call_soon_threadsafe(tide_loop_t *loop, tide_call_cb cb, void *arg
     return 0;
 }
 
+/* The worker pool behind tide__loop_run_in_thread (name resolution, executors): threads
+ * are started on demand, up to POOL_MAX, when a job finds none idle, and kept until the
+ * loop closes, so a busy program does not pay a thread start per blocking call. */
+#define POOL_MAX 64
+
 typedef struct tide__worker {
+    struct tide__worker *next;
     tide_loop_t *loop;
     void (*work)(void *arg);
     void (*done)(tide_loop_t *loop, void *arg);
@@ -600,24 +612,58 @@ static void worker_done(tide_loop_t *loop, void *arg) {
     done(loop, done_arg);
 }
 
-static void *worker_main(void *arg) {
-    tide__worker *w = arg;
-    tide_loop_t *loop = w->loop;
-    w->work(w->arg);
-    /* The item lives inside the worker record, so posting cannot fail. The loop's
-     * close waits for `workers` to reach zero under this lock, so the loop is alive
-     * for as long as we touch it here. */
-    tide__ts_item *item = &w->item;
+/* A pool thread: runs jobs until the loop closes and none is left. The loop's close
+ * joins it, so the loop is alive for as long as the thread touches it. */
+static void *pool_main(void *arg) {
+    tide_loop_t *loop = arg;
     pthread_mutex_lock(&loop->ts_lock);
-    item->cb = worker_done;
-    item->arg = w;
-    item->internal = true;
-    ts_append(loop, item);
-    loop->workers--;
-    ev_async_send(loop->ev, &loop->wakeup);
-    pthread_cond_broadcast(&loop->ts_cond);
+    for (;;) {
+        while (loop->pool_head == NULL && !loop->ts_closing) {
+            loop->pool_idle++;
+            pthread_cond_wait(&loop->pool_cond, &loop->ts_lock);
+            loop->pool_idle--;
+        }
+        tide__worker *w = loop->pool_head;
+        if (w == NULL)
+            break; /* closing, and nothing left to run */
+        loop->pool_head = w->next;
+        if (loop->pool_head == NULL)
+            loop->pool_tail = NULL;
+        loop->pool_queued--;
+        pthread_mutex_unlock(&loop->ts_lock);
+        w->work(w->arg);
+        /* The item lives inside the job, so posting the completion cannot fail. */
+        pthread_mutex_lock(&loop->ts_lock);
+        w->item.cb = worker_done;
+        w->item.arg = w;
+        w->item.internal = true;
+        ts_append(loop, &w->item);
+        loop->workers--;
+        ev_async_send(loop->ev, &loop->wakeup);
+        pthread_cond_broadcast(&loop->ts_cond);
+    }
     pthread_mutex_unlock(&loop->ts_lock);
     return NULL;
+}
+
+/* Starts one more pool thread. Under ts_lock. Returns 0 or a pthread error. */
+static int pool_grow(tide_loop_t *loop) {
+    if (loop->pool_size == loop->pool_cap) {
+        size_t cap = loop->pool_cap ? loop->pool_cap * 2 : 4;
+        pthread_t *threads = realloc(loop->pool_threads, cap * sizeof(*threads));
+        if (threads == NULL)
+            return ENOMEM;
+        loop->pool_threads = threads;
+        loop->pool_cap = cap;
+    }
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    int rc = pthread_create(&loop->pool_threads[loop->pool_size], &attr, pool_main, loop);
+    pthread_attr_destroy(&attr);
+    if (rc == 0)
+        loop->pool_size++;
+    return rc;
 }
 
 int tide__loop_run_in_thread(tide_loop_t *loop, void (*work)(void *arg),
@@ -625,27 +671,31 @@ int tide__loop_run_in_thread(tide_loop_t *loop, void (*work)(void *arg),
     tide__worker *w = malloc(sizeof(*w));
     if (w == NULL)
         return TIDE_ENOMEM;
+    w->next = NULL;
     w->loop = loop;
     w->work = work;
     w->done = done;
     w->arg = arg;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
     pthread_mutex_lock(&loop->ts_lock);
-    loop->workers++;
-    pthread_mutex_unlock(&loop->ts_lock);
-    pthread_t thread;
-    int rc = pthread_create(&thread, &attr, worker_main, w);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) {
-        pthread_mutex_lock(&loop->ts_lock);
-        loop->workers--;
-        pthread_mutex_unlock(&loop->ts_lock);
-        free(w);
-        return rc == EAGAIN ? TIDE_EAGAIN : TIDE_ENOMEM;
+    /* Jobs already waiting count against the idle threads that will take them. */
+    if (loop->pool_queued >= loop->pool_idle && loop->pool_size < POOL_MAX) {
+        int rc = pool_grow(loop);
+        if (rc != 0 && loop->pool_size == 0) {
+            pthread_mutex_unlock(&loop->ts_lock);
+            free(w);
+            return rc == EAGAIN ? TIDE_EAGAIN : TIDE_ENOMEM;
+        }
+        /* Otherwise a busy thread takes it later. */
     }
+    if (loop->pool_tail != NULL)
+        loop->pool_tail->next = w;
+    else
+        loop->pool_head = w;
+    loop->pool_tail = w;
+    loop->pool_queued++;
+    loop->workers++;
+    pthread_cond_signal(&loop->pool_cond);
+    pthread_mutex_unlock(&loop->ts_lock);
     return 0;
 }
 
@@ -763,6 +813,7 @@ static int loop_init(tide_loop_t **out, struct ev_loop *ev, bool owns_ev) {
     tide__queue_init(&loop->resources);
     pthread_mutex_init(&loop->ts_lock, NULL);
     pthread_cond_init(&loop->ts_cond, NULL);
+    pthread_cond_init(&loop->pool_cond, NULL);
     refresh_time(loop);
 
     ev_check_init(&loop->time_check, on_time_check);
@@ -891,9 +942,15 @@ int tide_loop_close(tide_loop_t *loop) {
      * them, then run their completions, which only free what they own. */
     pthread_mutex_lock(&loop->ts_lock);
     loop->ts_closing = true;
+    pthread_cond_broadcast(&loop->pool_cond);
     while (loop->workers > 0)
         pthread_cond_wait(&loop->ts_cond, &loop->ts_lock);
     pthread_mutex_unlock(&loop->ts_lock);
+    for (size_t i = 0; i < loop->pool_size; i++)
+        pthread_join(loop->pool_threads[i], NULL);
+    free(loop->pool_threads);
+    loop->pool_threads = NULL;
+    loop->pool_size = loop->pool_cap = 0;
     tide__ts_item *item = ts_take_all(loop);
     while (item != NULL) {
         tide__ts_item *next = item->next;
@@ -936,6 +993,7 @@ int tide_loop_close(tide_loop_t *loop) {
         ev_loop_destroy(loop->ev);
     pthread_mutex_destroy(&loop->ts_lock);
     pthread_cond_destroy(&loop->ts_cond);
+    pthread_cond_destroy(&loop->pool_cond);
     free(loop->heap);
     free(loop->scratch);
     free(loop);

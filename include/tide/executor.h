@@ -1,8 +1,8 @@
 /* Running blocking calls off the loop (asyncio's run_in_executor), and name
  * resolution that never blocks the loop (asyncio's loop.getaddrinfo).
  *
- * An executor runs functions on worker threads, at most max_workers at once; more
- * wait in FIFO order. The function runs on another thread: it must not call tide
+ * An executor runs functions on the loop's worker threads, at most max_workers at
+ * once; more wait in FIFO order. The function runs on another thread: it must not call tide
  * (except tide_loop_call_soon_threadsafe) and what it touches must stay valid until
  * it has returned. Completions come back on the loop's thread. */
 #ifndef TIDE_EXECUTOR_H
@@ -24,8 +24,10 @@ typedef int (*tide_executor_fn)(void *arg);
  * executor was freed first). */
 typedef void (*tide_executor_cb)(tide_executor_t *ex, int status, void *arg);
 
-/* Creates an executor of at most max_workers threads at once (0: 4). Threads start
- * per call and end with it. Returns 0, TIDE_EINVAL or TIDE_ENOMEM. */
+/* Creates an executor that runs at most max_workers calls at once (0: 4). The calls run
+ * on the loop's worker pool, which name resolution shares: threads started on demand
+ * (at most 64 per loop) and kept until tide_loop_close, so a call pays no thread start
+ * once the pool has grown. Returns 0, TIDE_EINVAL or TIDE_ENOMEM. */
 TIDE_EXTERN int tide_executor_new(tide_loop_t *loop, unsigned max_workers, tide_executor_t **ex);
 
 /* Frees the executor: calls not started yet complete with TIDE_ECANCELLED; calls

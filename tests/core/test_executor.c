@@ -15,6 +15,8 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "support/support.h"
@@ -83,6 +85,46 @@ static void test_bounded_callbacks(void **state) {
 }
 
 static bool three_done(void *arg) { return ((done_rec *)arg)->calls == 3; }
+
+/* The calls run on the loop's pool: 40 calls one after another on a one-worker
+ * executor reuse a thread instead of starting one each (kernel thread ids are fresh
+ * for every new thread). */
+#define REUSE_CALLS 40
+static pid_t g_tids[REUSE_CALLS];
+
+static int record_tid(void *arg) {
+    g_tids[(intptr_t)arg] = (pid_t)syscall(SYS_gettid);
+    return 0;
+}
+
+static void run_next(tide_executor_t *ex, int status, void *arg) {
+    done_rec *r = arg;
+    assert_int_equal(status, 0);
+    if (++r->calls < REUSE_CALLS)
+        assert_int_equal(tide_executor_run(ex, record_tid, (void *)(intptr_t)r->calls, run_next, r), 0);
+}
+
+static bool all_reused(void *arg) { return ((done_rec *)arg)->calls == REUSE_CALLS; }
+
+static void test_pool_reuses_threads(void **state) {
+    (void)state;
+    tide_loop_t *loop = ts_loop_new();
+    tide_executor_t *ex;
+    assert_int_equal(tide_executor_new(loop, 1, &ex), 0);
+    done_rec r = {0};
+    assert_int_equal(tide_executor_run(ex, record_tid, (void *)(intptr_t)0, run_next, &r), 0);
+    ts_run_until(loop, all_reused, &r, 10);
+    int distinct = 0;
+    for (int i = 0; i < REUSE_CALLS; i++) {
+        bool seen = false;
+        for (int j = 0; j < i; j++)
+            seen = seen || g_tids[j] == g_tids[i];
+        distinct += !seen;
+    }
+    assert_true(distinct <= 2);
+    tide_executor_free(ex);
+    ts_loop_close(loop);
+}
 
 /* Freed with calls queued: those complete with TIDE_ECANCELLED and never run; the
  * running ones finish. */
@@ -250,6 +292,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bounded_callbacks),
         cmocka_unit_test(test_free_cancels_queued),
+        cmocka_unit_test(test_pool_reuses_threads),
         cmocka_unit_test(test_await),
         cmocka_unit_test(test_getaddrinfo_callback),
         cmocka_unit_test(test_getaddrinfo_await),
