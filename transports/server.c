@@ -23,6 +23,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "tide/executor.h"
 #include "transports/tls_int.h"
 #include "transports/transport_int.h"
 
@@ -526,33 +527,28 @@ static int resolve_passive(tide_loop_t *loop, const char *host, const char *serv
     return 0;
 }
 
-int tide_loop_create_server(tide_loop_t *loop, const char *host, uint16_t port,
-                            tide_protocol_factory_cb factory, void *factory_arg,
-                            const tide_server_options_t *options, tide_server_t **out) {
-    if (loop == NULL || factory == NULL || out == NULL)
-        return TIDE_EINVAL;
+/* What both forms of create_server check and prepare before resolving. */
+static int passive_hints(const tide_server_options_t *options, uint16_t port,
+                         struct addrinfo *hints, char service[8]) {
     int family = options ? options->family : AF_UNSPEC;
     if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6)
         return TIDE_EINVAL;
-    if (host != NULL && host[0] == '\0')
-        host = NULL;
-    char service[8];
-    snprintf(service, sizeof(service), "%u", (unsigned)port);
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = family;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    struct addrinfo *list = NULL;
-    int rc = resolve_passive(loop, host, service, &hints, &list);
+    snprintf(service, 8, "%u", (unsigned)port);
+    memset(hints, 0, sizeof(*hints));
+    hints->ai_family = family;
+    hints->ai_socktype = SOCK_STREAM;
+    hints->ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    return 0;
+}
+
+/* Makes the server and its listening sockets on the resolved addresses. */
+static int listen_on(tide_loop_t *loop, struct addrinfo *list, uint16_t port,
+                     tide_protocol_factory_cb factory, void *factory_arg,
+                     const tide_server_options_t *options, tide_server_t **out) {
+    tide_server_t *s = NULL;
+    int rc = server_new(loop, factory, factory_arg, options, &s);
     if (rc < 0)
         return rc;
-    tide_server_t *s = NULL;
-    rc = server_new(loop, factory, factory_arg, options, &s);
-    if (rc < 0) {
-        freeaddrinfo(list);
-        return rc;
-    }
     for (int attempt = 0; attempt < PORT_ZERO_TRIES; attempt++) {
         rc = bind_all(s, list);
         if (rc == 0 || rc != TIDE_EADDRINUSE || port != 0)
@@ -560,13 +556,89 @@ int tide_loop_create_server(tide_loop_t *loop, const char *host, uint16_t port,
         close_listeners(s);
         s->nls = 0;
     }
-    freeaddrinfo(list);
     if (rc < 0) {
         server_discard(s);
         return rc;
     }
     go_live(s, out);
     return 0;
+}
+
+int tide_loop_create_server(tide_loop_t *loop, const char *host, uint16_t port,
+                            tide_protocol_factory_cb factory, void *factory_arg,
+                            const tide_server_options_t *options, tide_server_t **out) {
+    if (loop == NULL || factory == NULL || out == NULL)
+        return TIDE_EINVAL;
+    if (host != NULL && host[0] == '\0')
+        host = NULL;
+    char service[8];
+    struct addrinfo hints;
+    int rc = passive_hints(options, port, &hints, service);
+    if (rc < 0)
+        return rc;
+    struct addrinfo *list = NULL;
+    rc = resolve_passive(loop, host, service, &hints, &list);
+    if (rc < 0)
+        return rc;
+    rc = listen_on(loop, list, port, factory, factory_arg, options, out);
+    freeaddrinfo(list);
+    return rc;
+}
+
+/* A create_server_async waiting for its name. */
+typedef struct server_request {
+    uint16_t port;
+    tide_protocol_factory_cb factory;
+    void *factory_arg;
+    tide_server_options_t options; /* a copy; its TLS configuration is referenced */
+    bool has_options;
+    tide_server_created_cb cb;
+    void *arg;
+} server_request;
+
+static void request_resolved(tide_loop_t *loop, int status, struct addrinfo *list, void *arg) {
+    server_request *req = arg;
+    tide_server_t *s = NULL;
+    if (status == 0) {
+        status = listen_on(loop, list, req->port, req->factory, req->factory_arg,
+                           req->has_options ? &req->options : NULL, &s);
+        freeaddrinfo(list);
+    }
+    tide_server_created_cb cb = req->cb;
+    void *cb_arg = req->arg;
+    tide_tls_config_unref(req->options.tls);
+    free(req);
+    cb(loop, status, status == 0 ? s : NULL, cb_arg);
+}
+
+int tide_loop_create_server_async(tide_loop_t *loop, const char *host, uint16_t port,
+                                  tide_protocol_factory_cb factory, void *factory_arg,
+                                  const tide_server_options_t *options, tide_server_created_cb cb,
+                                  void *arg) {
+    if (loop == NULL || factory == NULL || cb == NULL)
+        return TIDE_EINVAL;
+    if (host != NULL && host[0] == '\0')
+        host = NULL;
+    char service[8];
+    struct addrinfo hints;
+    int rc = passive_hints(options, port, &hints, service);
+    if (rc < 0)
+        return rc;
+    server_request *req = calloc(1, sizeof(*req));
+    if (req == NULL)
+        return TIDE_ENOMEM;
+    *req = (server_request){.port = port, .factory = factory, .factory_arg = factory_arg,
+                            .has_options = options != NULL, .cb = cb, .arg = arg};
+    if (options) {
+        req->options = *options;
+        tide_tls_config_ref(req->options.tls);
+    }
+    rc = tide_loop_getaddrinfo(loop, host, service, &hints, request_resolved, req);
+    if (rc < 0) {
+        tide_tls_config_unref(req->options.tls);
+        free(req);
+    }
+    return rc;
 }
 
 /* Remembers which file we bound, so close removes it only if nobody replaced it. */

@@ -143,12 +143,26 @@ typedef struct tide_server_options {
  * already made is closed). A host that is not a literal address is resolved on a
  * worker thread when called from a task of this loop (the task waits, the loop runs
  * on; the call may then also return TIDE_ECANCELLED / TIDE_ETIMEOUT); from plain
- * callbacks it blocks on the resolver. The server must be closed with
- * tide_server_close(). */
+ * callbacks it blocks on the resolver: use tide_loop_create_server_async there. The
+ * server must be closed with tide_server_close(). */
 TIDE_EXTERN int tide_loop_create_server(tide_loop_t *loop, const char *host, uint16_t port,
                                         tide_protocol_factory_cb factory, void *factory_arg,
                                         const tide_server_options_t *options,
                                         tide_server_t **server);
+
+/* Completion of tide_loop_create_server_async: 0 and the server (which must be closed
+ * with tide_server_close), or the code create_server would have returned and NULL. */
+typedef void (*tide_server_created_cb)(tide_loop_t *loop, int status, tide_server_t *server,
+                                       void *arg);
+
+/* create_server for callback code: the host is resolved on the loop's worker pool (as
+ * tide_loop_getaddrinfo), so the loop never blocks on a name, then the server is made
+ * and cb runs on a later iteration, exactly once. options are copied. Returns 0, or
+ * TIDE_EINVAL / TIDE_ENOMEM / TIDE_EAGAIN (cb is then never called). */
+TIDE_EXTERN int tide_loop_create_server_async(tide_loop_t *loop, const char *host, uint16_t port,
+                                              tide_protocol_factory_cb factory, void *factory_arg,
+                                              const tide_server_options_t *options,
+                                              tide_server_created_cb cb, void *arg);
 
 /* Listens on a Unix stream socket at path ('@' prefix: abstract). A stale socket file
  * at path is replaced; any other file is left and gives TIDE_EADDRINUSE. The file is
