@@ -23,13 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <mbedtls/ctr_drbg.h>
-#include <mbedtls/ecp.h>
-#include <mbedtls/entropy.h>
 #include <mbedtls/pk.h>
-#include <mbedtls/x509_crt.h>
 
 #include "fuzz.h"
+#include "fuzz_cert.h"
 #include "tide.h"
 #include "tide/testing.h"
 
@@ -45,59 +42,13 @@
 enum { CFG_PLAIN, CFG_VARIANT, CFG_VERIFY, CFG_COUNT };
 static tide_tls_config_t *configs[CFG_COUNT];
 
-/* A self-signed EC P-256 certificate for CN=localhost, as PEM, into crt and key. */
-static void make_cert(char *crt, size_t crt_size, char *key, size_t key_size) {
-    mbedtls_entropy_context entropy;
-    mbedtls_ctr_drbg_context rng;
-    mbedtls_pk_context pk;
-    mbedtls_x509write_cert w;
-    mbedtls_mpi serial;
-    const char *name = "CN=localhost,O=tide fuzz";
-    mbedtls_entropy_init(&entropy);
-    mbedtls_ctr_drbg_init(&rng);
-    mbedtls_pk_init(&pk);
-    mbedtls_x509write_crt_init(&w);
-    mbedtls_mpi_init(&serial);
-    int rc = mbedtls_ctr_drbg_seed(&rng, mbedtls_entropy_func, &entropy, NULL, 0);
-    if (rc == 0)
-        rc = mbedtls_pk_setup(&pk, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY));
-    if (rc == 0)
-        rc = mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(pk),
-                                 mbedtls_ctr_drbg_random, &rng);
-    if (rc == 0)
-        rc = mbedtls_mpi_lset(&serial, 7);
-    if (rc == 0) {
-        /* Self-signed: the key signs its own certificate. */
-        mbedtls_x509write_crt_set_subject_key(&w, &pk);
-        mbedtls_x509write_crt_set_issuer_key(&w, &pk);
-        mbedtls_x509write_crt_set_md_alg(&w, MBEDTLS_MD_SHA256);
-        rc = mbedtls_x509write_crt_set_subject_name(&w, name);
-    }
-    if (rc == 0)
-        rc = mbedtls_x509write_crt_set_issuer_name(&w, name);
-    if (rc == 0)
-        rc = mbedtls_x509write_crt_set_serial(&w, &serial);
-    if (rc == 0)
-        rc = mbedtls_x509write_crt_set_validity(&w, "20200101000000", "20991231235959");
-    if (rc == 0)
-        rc = mbedtls_x509write_crt_set_basic_constraints(&w, 1, 0);
-    if (rc == 0)
-        rc = mbedtls_x509write_crt_pem(&w, (unsigned char *)crt, crt_size, mbedtls_ctr_drbg_random,
-                                       &rng);
-    if (rc == 0)
-        rc = mbedtls_pk_write_key_pem(&pk, (unsigned char *)key, key_size);
-    mbedtls_mpi_free(&serial);
-    mbedtls_x509write_crt_free(&w);
-    mbedtls_pk_free(&pk);
-    mbedtls_ctr_drbg_free(&rng);
-    mbedtls_entropy_free(&entropy);
-    REQUIRE(rc == 0);
-}
-
 static void make_configs(void) {
     static char crt[2048], key[512];
     static const char *const alpn[] = {"h2", "http/1.1"};
-    make_cert(crt, sizeof(crt), key, sizeof(key));
+    mbedtls_pk_context pk;
+    mbedtls_pk_init(&pk);
+    fuzz_make_cert(&pk, crt, sizeof(crt), key, sizeof(key));
+    mbedtls_pk_free(&pk); /* tide parses its own copy from the PEM */
     for (int i = 0; i < CFG_COUNT; i++) {
         tide_tls_config_t *c;
         REQUIRE((FUZZ_TLS_SERVER ? tide_tls_config_new_server(&c)
