@@ -2124,6 +2124,16 @@ static void tls_describe(const tide_transport_t *t, char *buf, size_t size) {
              c->lower ? tide_transport_kind(c->lower) : "nothing");
 }
 
+/* The application changed its marks: the lower must follow at once, and pause if its
+ * queue is above the new mark, or the drain below it (the only news that resumes the
+ * application's writing) would never be reported. */
+static void tls_limits_changed(tide_transport_t *t) {
+    tide__tls *c = of_t(t);
+    sync_limits(c);
+    if (c->lower)
+        tide__transport_check_pause(c->lower);
+}
+
 static void tls_release(tide_transport_t *t) {
     tide__tls *c = of_t(t);
     c->upper_gone = true;
@@ -2144,6 +2154,7 @@ static const tide__transport_ops tls_ops = {
     .get_sockname = tls_sockname,
     .get_fd = tls_fd,
     .describe = tls_describe,
+    .limits_changed = tls_limits_changed,
     .release = tls_release,
 };
 

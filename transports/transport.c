@@ -330,6 +330,8 @@ int tide_transport_set_write_buffer_limits(tide_transport_t *t, long high, long 
         return TIDE_EINVAL;
     t->high_water = (size_t)high;
     t->low_water = (size_t)low;
+    if (t->ops->limits_changed)
+        t->ops->limits_changed(t);
     /* Like asyncio's socket transports: re-check pause only, never resume here. */
     tide__transport_check_pause(t);
     return 0;

@@ -44,6 +44,9 @@ typedef struct tide__transport_ops {
     int (*get_fd)(const tide_transport_t *t);
     /* One line for loop-close reports. NULL: the kind's name. */
     void (*describe)(const tide_transport_t *t, char *buf, size_t size);
+    /* The watermarks were just changed (before the base re-checks pause). NULL: nothing
+     * to do. A layered transport passes them on to the transport beneath. */
+    void (*limits_changed)(tide_transport_t *t);
     /* After connection_lost returned: stop watchers, close the descriptor, free the
      * kind's memory including t itself. */
     void (*release)(tide_transport_t *t);

@@ -758,6 +758,40 @@ static void test_pause_reading_backpressure(void **state) {
     ts_run_until(d->loop, ts_pred_duo_lost, d, 5);
 }
 
+/* ---- watermarks changed with output queued beneath --------------------------------- */
+
+static bool pred_resumed_once(void *arg) { return ((ts_recorder *)arg)->resumes == 1; }
+
+/* The application lowers its marks while its output waits in the transport beneath
+ * (the peer's window is shut): pause_writing comes at once, and once the peer reads,
+ * resume_writing must follow. The lower kept its old marks until the next write, so it
+ * never reported the drain (found by fuzz_tls_session). */
+static void test_limits_lowered_with_output_queued(void **state) {
+    ts_duo *d = *state;
+    make_certs();
+    assert_int_equal(tide_memory_pair_new(d->loop, &d->a.base, &d->b.base, &d->ta, &d->tb), 0);
+    ts_run_until(d->loop, ts_pred_duo_made, d, 5);
+    tide_tls_config_t *ccfg = client_cfg(CERT_CA);
+    tide_tls_config_t *scfg = server_cfg(CERT_LOCALHOST);
+    hs_result h[2];
+    upgrade_both(d, ccfg, "localhost", scfg, NULL, h);
+    tide_tls_config_unref(ccfg);
+    tide_tls_config_unref(scfg);
+    assert_int_equal(h[1].status, 0);
+    assert_int_equal(tide_memory_transport_set_window(d->tb, 0), 0);
+    static char block[8192];
+    memset(block, 'q', sizeof block);
+    assert_int_equal(tide_transport_write(h[1].tls, block, sizeof block), 0);
+    assert_int_equal(d->b.pauses, 0);
+    assert_int_equal(tide_transport_set_write_buffer_limits(h[1].tls, 32, 8), 0);
+    assert_int_equal(d->b.pauses, 1);
+    assert_int_equal(tide_memory_transport_set_window(d->tb, SIZE_MAX), 0);
+    ts_run_until(d->loop, pred_resumed_once, &d->b, 5);
+    run_until_len(d->loop, &d->a, sizeof block, 5);
+    tide_transport_close(h[1].tls);
+    ts_run_until(d->loop, ts_pred_duo_lost, d, 5);
+}
+
 /* ---- the lower lost while the application does not read ------------------------------ */
 
 /* The server pauses reading and writes until its output is queued (the client reads
@@ -1408,6 +1442,7 @@ int main(void) {
         TS_DUO_TEST(test_pause_reading_buffered),
         TS_DUO_TEST(test_pause_reading_backpressure),
         TS_DUO_TEST(test_lost_while_paused),
+        TS_DUO_TEST(test_limits_lowered_with_output_queued),
         TS_DUO_TEST(test_big_transfer),
         TS_DUO_TEST(test_info_and_certificate),
         TS_DUO_TEST(test_alpn),
