@@ -11,6 +11,7 @@ cell repeated:
   stream    streaming throughput (MB/s), 64 KiB writes, 1 and 10 connections
   memory    heap and RSS per idle connection at 10,000 idle connections
   switch    task switch cost (bench/task_switch.c)
+  coordination  queue and lock hand-offs between tasks, beside asyncio (bench/coordination.c)
   workers   echo_server --workers 2 vs 1 (SO_REUSEPORT), unpinned, two load generators
   tls       TLS handshakes/s, 1 KiB x 100 round trips, bulk MB/s vs asyncio/uvloop + ssl
 Every figure is also given as a ratio to the epoll limit measured in the same run.
@@ -313,6 +314,19 @@ def part_switch(bdir, cfg, res):
     for n, v in re.findall(r"task yield,\s+(\d+) tasks: ([\d.]+) ns", p.stdout):
         d[f"yield_{n}_ns"] = float(v)
     res["switch"] = d
+
+
+def part_coordination(bdir, cfg, res):
+    """bench/coordination beside the same program on asyncio (bench/py_coordination.py),
+    both pinned to the server's core."""
+    p = subprocess.run(["taskset", "-c", SERVER_CPU, sys.executable,
+                        os.path.join(HERE, "py_coordination.py"), "./coordination",
+                        str(cfg["coordination_scale"])],
+                       cwd=bdir, capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(p.stderr)
+    log("  " + p.stdout.strip().replace("\n", "\n  "))
+    res["coordination"] = {"output": p.stdout.strip()}
 
 
 def part_workers(bdir, cfg, res):
@@ -648,6 +662,14 @@ def report(res, path_md, docs):
         L.append("## Task switch\n")
         L.append("`bench/task_switch` (pinned to one core):\n")
         L.append("```\n" + res["switch"]["output"] + "\n```\n")
+    if res.get("coordination"):
+        L.append("## Coordination between tasks (queue, lock)\n")
+        L.append("`bench/coordination` beside the same program on asyncio "
+                 "(`bench/py_coordination.py`), both pinned to one core: a producer and a "
+                 "consumer task through a queue of 64, and two tasks taking turns on one lock "
+                 "(acquire, yield, release: every release hands the lock to the other task); "
+                 "medians of 5 runs.\n")
+        L.append("```\n" + res["coordination"]["output"] + "\n```\n")
     if res.get("workers"):
         w = res["workers"]
         L.append("## SO_REUSEPORT: `echo_server --workers 2` vs 1\n")
@@ -711,7 +733,8 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--tide-source", default=ROOT, help="the tide tree to build (default: this one)")
     ap.add_argument("--reps", type=int)
-    ap.add_argument("--only", help="comma-separated parts: rr,scale,stream,memory,switch,workers,tls")
+    ap.add_argument("--only", help="comma-separated parts: "
+                    "rr,scale,stream,memory,switch,coordination,workers,tls")
     ap.add_argument("--servers", help="comma-separated server names (default: all)")
     ap.add_argument("--sizes", help="comma-separated message sizes in bytes for rr/scale")
     ap.add_argument("--conns", help="comma-separated connection counts for rr")
@@ -732,13 +755,14 @@ def main():
     if a.quick:
         cfg = dict(sizes=[KIB], conns=[10], scale_conns=[200], reps=1, warmup=0.2,
                    duration=0.4, idle=1000, stream_conns=[1], switch_rounds=1000000,
-                   workers_conns=20, tls_hs_conns=4)
+                   workers_conns=20, tls_hs_conns=4, coordination_scale=0.05)
         cfg["memory_servers"] = ["epoll", "tide-protocol", "tide-callbacks", "tide-streams"]
         cfg["tls_servers"] = ["tide-protocol", "asyncio-protocol", "uvloop-protocol"]
     else:
         cfg = dict(sizes=[KIB, 10 * KIB, 100 * KIB], conns=[1, 10, 100], scale_conns=[1000],
                    reps=3, warmup=0.5, duration=2.0, idle=10000, stream_conns=[1, 10],
-                   switch_rounds=10000000, workers_conns=100, tls_hs_conns=10)
+                   switch_rounds=10000000, workers_conns=100, tls_hs_conns=10,
+                   coordination_scale=1)
         cfg["memory_servers"] = MEMORY_SERVERS
         cfg["tls_servers"] = TLS_SERVERS
     if a.reps:
@@ -751,7 +775,7 @@ def main():
     if "epoll" not in cfg["servers"]:
         cfg["servers"].insert(0, "epoll")
     parts = a.only.split(",") if a.only else ["rr", "scale", "stream", "memory", "switch",
-                                             "workers", "tls"]
+                                             "coordination", "workers", "tls"]
     res = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "quick": a.quick, "config": cfg, "machine": machine_info()}
     if a.quick:
@@ -770,6 +794,8 @@ def main():
             part_memory(bdir, cfg, res)
         elif p == "switch":
             part_switch(bdir, cfg, res)
+        elif p == "coordination":
+            part_coordination(bdir, cfg, res)
         elif p == "workers":
             part_workers(bdir, cfg, res)
         elif p == "tls":
