@@ -35,7 +35,8 @@ int tide_writer_start_tls(tide_writer_t *s, tide_tls_config_t *config, const cha
         return TIDE_EBUSY;
     if (s->transport == NULL || tide_transport_is_closing(s->transport))
         return TIDE_ECLOSED;
-    tide__tls_params params = {config, server_hostname, session};
+    tide__tls_params params = {
+        .config = config, .server_hostname = server_hostname, .session = session};
     tide_reader_t *r = &s->reader;
     tide_transport_t *tls = NULL;
     int rc = tide__tls_upgrade(s->loop, s->transport, &s->proto, &params, tide__buf_begin(&r->buf),

@@ -242,7 +242,9 @@ static void win(tide_connect_t *req, int fd) {
     tide__tls *tls = NULL;
     int rc = 0;
     if (req->tls_config) {
-        tide__tls_params params = {req->tls_config, req->server_hostname, req->tls_session};
+        tide__tls_params params = {.config = req->tls_config,
+                                   .server_hostname = req->server_hostname,
+                                   .session = req->tls_session};
         rc = tide__tls_new(req->loop, &params, handshaken, req, &tls);
     }
     tide_transport_t *t = NULL;
@@ -505,7 +507,8 @@ static int take_tls(tide_connect_t *req, const tide_connect_options_t *o,
     const char *name = req->server_side ? NULL
                        : o->server_hostname ? o->server_hostname
                                             : default_name;
-    tide__tls_params params = {o->tls, name, o->tls_session};
+    tide__tls_params params = {
+        .config = o->tls, .server_hostname = name, .session = o->tls_session};
     int rc = tide__tls_check(&params);
     if (rc < 0)
         return rc;

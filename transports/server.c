@@ -57,6 +57,7 @@ struct tide_server {
     size_t nls;
     tide__queue clients; /* tide_transport_t.server_node */
     size_t nclients;
+    size_t handshakes; /* TLS clients still in their handshake (TIDE__T_HANDSHAKING) */
     tide__queue waiters;
     bool serving;
     bool paused;
@@ -73,7 +74,8 @@ struct tide_server {
 
 static bool wants_accept(const tide_server_t *s) {
     return s->serving && !s->closed && !s->paused && !s->backoff &&
-           (s->opts.max_connections == 0 || s->nclients < s->opts.max_connections);
+           (s->opts.max_connections == 0 || s->nclients < s->opts.max_connections) &&
+           (s->opts.max_handshakes == 0 || s->handshakes < s->opts.max_handshakes);
 }
 
 static void update_watchers(tide_server_t *s) {
@@ -235,7 +237,8 @@ static void serve(tide_server_t *s, int fd) {
     tide__tls *tls = NULL;
     int rc = 0;
     if (s->opts.tls) {
-        tide__tls_params params = {.config = s->opts.tls};
+        tide__tls_params params = {.config = s->opts.tls,
+                                   .handshake_timeout = s->opts.tls_handshake_timeout};
         rc = tide__tls_new(s->loop, &params, tls_accepted, s, &tls);
     }
     tide_transport_t *t = NULL;
@@ -257,6 +260,10 @@ static void serve(tide_server_t *s, int fd) {
             return;
         }
         t->protocol = protocol;
+    } else {
+        /* Counted until the handshake hands the client over or the socket goes. */
+        t->state |= TIDE__T_HANDSHAKING;
+        s->handshakes++;
     }
     attach(s, t);
 }
@@ -304,13 +311,24 @@ static void on_accept(struct ev_loop *ev, ev_io *w, int revents) {
     }
 }
 
-void tide__server_hand_over(tide_transport_t *from, tide_transport_t *to) {
-    if (from->server == NULL)
+/* A client's handshake is over (handed over, or its socket is gone). */
+static void handshake_over(tide_server_t *s, tide_transport_t *t) {
+    if (!(t->state & TIDE__T_HANDSHAKING))
         return;
-    to->server = from->server;
+    t->state &= ~(unsigned)TIDE__T_HANDSHAKING;
+    s->handshakes--;
+}
+
+void tide__server_hand_over(tide_transport_t *from, tide_transport_t *to) {
+    tide_server_t *s = from->server;
+    if (s == NULL)
+        return;
+    to->server = s;
     tide__queue_insert_tail(&from->server_node, &to->server_node); /* just before it */
     tide__queue_remove(&from->server_node);
     from->server = NULL;
+    handshake_over(s, from);
+    update_watchers(s);
 }
 
 void tide__server_detach(tide_transport_t *t) {
@@ -319,6 +337,7 @@ void tide__server_detach(tide_transport_t *t) {
         return;
     tide__queue_remove(&t->server_node);
     t->server = NULL;
+    handshake_over(s, t);
     s->nclients--;
     /* A client leaving frees a descriptor: the best moment to end a back-off. */
     if (s->backoff) {

@@ -24,6 +24,7 @@ typedef struct tide__tls_params {
      * with verification off). Copied. */
     const char *server_hostname;
     const tide_tls_session_t *session; /* client: resume this (copied); may be NULL */
+    double handshake_timeout;          /* > 0: instead of the configuration's */
 } tide__tls_params;
 
 /* Checks params before anything is started, so that a caller can fail synchronously:

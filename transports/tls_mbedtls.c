@@ -1137,6 +1137,11 @@ struct tide__tls {
      * not sent as SNI (RFC 6066) and is checked against the certificate's IP SANs. */
     unsigned char ip[16];
     size_t ip_len;
+    /* mbedtls_ssl_setup ran: it allocates the record buffers (about 33 KiB), which a
+     * server defers until the client's first bytes arrive, so that connections that
+     * never send a ClientHello stay small. */
+    bool ssl_ready;
+    double handshake_timeout;
     unsigned char offered_master[48];
     bool offered;
     tide__buf in;  /* ciphertext from the lower, not yet taken by mbedTLS */
@@ -1207,6 +1212,21 @@ static int ssl_write(tide__tls *c, const unsigned char *buf, size_t len) {
     int r = mbedtls_ssl_write(&c->ssl, buf, len);
     crypto_leave();
     return r;
+}
+
+static int bio_send(void *ctx, const unsigned char *buf, size_t len);
+static int bio_recv(void *ctx, unsigned char *buf, size_t len);
+
+/* Gives the connection its mbedTLS context's buffers. Returns 0 or a tide code. */
+static int ssl_setup(tide__tls *c) {
+    crypto_enter();
+    int rc = mbedtls_ssl_setup(&c->ssl, &c->config->conf);
+    crypto_leave();
+    if (rc != 0)
+        return rc == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TIDE_ENOMEM : tls_code(rc);
+    mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+    c->ssl_ready = true;
+    return 0;
 }
 
 static void ssl_free(tide__tls *c) {
@@ -1607,6 +1627,19 @@ static void handshake_step(tide__tls *c) {
         hs_fail(c, c->hs_cancel, false);
         return;
     }
+    if (!c->ssl_ready) {
+        /* A server waits for the client's first bytes before it costs any memory. */
+        if (c->in.len == 0) {
+            if (c->lower_eof)
+                hs_fail(c, c->lower_error ? c->lower_error : TIDE_ECONNRESET, false);
+            return;
+        }
+        int rc = ssl_setup(c);
+        if (rc != 0) {
+            hs_fail(c, rc, false);
+            return;
+        }
+    }
     for (;;) {
         tls_running = c->config->server ? c : NULL;
         int ret = handshake_run(c);
@@ -1858,7 +1891,7 @@ static void timer_fired(tide__timer *timer) {
 
 static void start_handshake(tide__tls *c) {
     c->phase = PH_HANDSHAKE;
-    if (tide__timer_start(&c->timer, c->config->handshake_timeout) != 0) {
+    if (tide__timer_start(&c->timer, c->handshake_timeout) != 0) {
         c->hs_cancel = TIDE_ENOMEM;
         defer_kick(c);
     }
@@ -2272,14 +2305,12 @@ static int layer_new(tide_loop_t *loop, const tide__tls_params *params, tide__tl
     c->lower_proto.ops = &lower_ops;
     tide__call_init(&c->kick, kick_run);
     tide__timer_init(loop, &c->timer, timer_fired);
+    c->handshake_timeout =
+        params->handshake_timeout > 0 ? params->handshake_timeout : cfg->handshake_timeout;
     mbedtls_ssl_init(&c->ssl);
-    crypto_enter();
-    rc = mbedtls_ssl_setup(&c->ssl, &cfg->conf);
-    crypto_leave();
-    if (rc != 0) {
-        rc = rc == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TIDE_ENOMEM : tls_code(rc);
+    /* A client speaks first and sets up now; a server when the client's first bytes come. */
+    if (!cfg->server && (rc = ssl_setup(c)) != 0)
         goto fail;
-    }
     if (!cfg->server && params->server_hostname && params->server_hostname[0]) {
         c->hostname = strdup(params->server_hostname);
         if (c->hostname == NULL) {
@@ -2299,7 +2330,6 @@ static int layer_new(tide_loop_t *loop, const tide__tls_params *params, tide__tl
             goto fail;
         }
     }
-    mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
     *out = c;
     return 0;
 fail:
@@ -2373,7 +2403,7 @@ int tide__tls_upgrade(tide_loop_t *loop, tide_transport_t *lower, tide_protocol_
     if (rc != 0)
         return rc;
     if ((received_len > 0 && tide__buf_reserve(&c->in, received_len, TLS_IN_CHUNK, NULL) != 0) ||
-        tide__timer_start(&c->timer, c->config->handshake_timeout) != 0) {
+        tide__timer_start(&c->timer, c->handshake_timeout) != 0) {
         layer_drop(c);
         return TIDE_ENOMEM;
     }
@@ -2408,7 +2438,8 @@ int tide__tls_upgrade(tide_loop_t *loop, tide_transport_t *lower, tide_protocol_
 int tide_loop_start_tls(tide_loop_t *loop, tide_transport_t *transport, tide_protocol_t *protocol,
                         tide_tls_config_t *config, const char *server_hostname,
                         const tide_tls_session_t *session, tide_start_tls_cb cb, void *arg) {
-    tide__tls_params params = {config, server_hostname, session};
+    tide__tls_params params = {
+        .config = config, .server_hostname = server_hostname, .session = session};
     return tide__tls_upgrade(loop, transport, protocol, &params, NULL, 0, cb, arg, NULL);
 }
 

@@ -63,7 +63,8 @@ enum {
     TIDE__T_EOF_RECEIVED = 1u << 6, /* eof_received was delivered */
     TIDE__T_LOST = 1u << 7,         /* connection_lost scheduled */
     TIDE__T_READ_STOPPED = 1u << 8, /* no more reading: EOF seen or closing */
-    TIDE__T_SERVER_SIDE = 1u << 9   /* accepted by a server or connect_accepted_socket */
+    TIDE__T_SERVER_SIDE = 1u << 9,  /* accepted by a server or connect_accepted_socket */
+    TIDE__T_HANDSHAKING = 1u << 10  /* a server's TLS client still in its handshake */
 };
 
 struct tide_transport {

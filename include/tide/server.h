@@ -132,8 +132,16 @@ typedef struct tide_server_options {
     void *on_error_arg;
     /* TLS (tide/tls.h): a server configuration makes every client a TLS connection;
      * the factory runs only after a successful handshake (failed ones are logged at
-     * debug level and closed). */
+     * debug level and closed). A client that has sent nothing yet costs about 2 KiB:
+     * its TLS context gets its record buffers when the first bytes come. */
     tide_tls_config_t *tls;
+    /* TLS: stop accepting while this many clients are in their handshake (0: no
+     * limit); further connections then wait in the kernel's accept queue, unread, until
+     * a handshake ends, as with max_connections. */
+    size_t max_handshakes;
+    /* TLS: the handshake deadline for this server's clients, in seconds (0: the
+     * configuration's, tide_tls_config_set_timeouts). */
+    double tls_handshake_timeout;
 } tide_server_options_t;
 
 /* Listens on host:port and makes a transport with factory(factory_arg)'s protocol for

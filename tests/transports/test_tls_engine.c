@@ -35,7 +35,7 @@ static void test_no_tls(void **state) {
     assert_int_equal(tide_tls_config_new_client(&cfg), TIDE_ENOSYS);
     assert_null(cfg);
     assert_int_equal(tide_tls_config_new_server(&cfg), TIDE_ENOSYS);
-    tide__tls_params p = {NULL, "localhost", NULL};
+    tide__tls_params p = {.config = NULL, .server_hostname = "localhost", .session = NULL};
     assert_int_equal(tide__tls_check(&p), TIDE_ENOSYS);
     assert_int_equal(tide_loop_start_tls(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
                      TIDE_ENOSYS);
@@ -523,7 +523,7 @@ static void test_close_during_handshake(void **state) {
     memset(&h, 0, sizeof(h));
     h.r = &d->a;
     tide_transport_t *tls = NULL;
-    tide__tls_params params = {cfg, "localhost", NULL};
+    tide__tls_params params = {.config = cfg, .server_hostname = "localhost", .session = NULL};
     assert_int_equal(
         tide__tls_upgrade(d->loop, d->ta, &d->a.base, &params, NULL, 0, on_start_tls, &h, &tls), 0);
     tide_tls_config_unref(cfg);
@@ -643,7 +643,7 @@ static void test_upgrade_with_received(void **state) {
     assert_true(got <= sizeof(hello));
     memcpy(hello, d->b.data, got);
     d->b.len = 0;
-    tide__tls_params params = {scfg, NULL, NULL};
+    tide__tls_params params = {.config = scfg, .server_hostname = NULL, .session = NULL};
     tide_transport_t *tls = NULL;
     assert_int_equal(tide__tls_upgrade(d->loop, d->tb, &d->b.base, &params, hello, got,
                                        on_start_tls, &h[1], &tls),
@@ -683,7 +683,7 @@ static void test_writes_before_handshake(void **state) {
     h[0].r = &d->a;
     h[1].r = &d->b;
     tide_transport_t *tc = NULL;
-    tide__tls_params params = {ccfg, "localhost", NULL};
+    tide__tls_params params = {.config = ccfg, .server_hostname = "localhost", .session = NULL};
     assert_int_equal(
         tide__tls_upgrade(d->loop, d->ta, &d->a.base, &params, NULL, 0, on_start_tls, &h[0], &tc),
         0);
@@ -1121,7 +1121,7 @@ static void test_config_rules(void **state) {
     tide_tls_config_t *cfg = client_cfg(CERT_CA);
     assert_false(tide_tls_config_is_server(cfg));
     assert_ptr_equal(tide_tls_config_ref(cfg), cfg);
-    tide__tls_params p = {cfg, "localhost", NULL};
+    tide__tls_params p = {.config = cfg, .server_hostname = "localhost", .session = NULL};
     assert_int_equal(tide__tls_check(&p), 0);
     /* Frozen by its first use. */
     assert_int_equal(tide_tls_config_set_verify_peer(cfg, false), TIDE_EBUSY);
@@ -1230,7 +1230,8 @@ static void newpath_pair(ts_duo *d, int ca, const char *host, newpath n[2]) {
     make_certs();
     tide_tls_config_t *ccfg = client_cfg(ca);
     tide_tls_config_t *scfg = server_cfg(CERT_LOCALHOST);
-    tide__tls_params cp = {ccfg, host, NULL}, sp = {scfg, NULL, NULL};
+    tide__tls_params cp = {.config = ccfg, .server_hostname = host, .session = NULL},
+                     sp = {.config = scfg, .server_hostname = NULL, .session = NULL};
     n[0].r = &d->a;
     n[1].r = &d->b;
     assert_int_equal(tide__tls_new(d->loop, &cp, newpath_hs, &n[0], &n[0].tls), 0);
