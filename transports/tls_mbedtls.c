@@ -99,8 +99,10 @@
 #endif
 #if defined(MBEDTLS_ERR_SSL_BAD_HS_CERTIFICATE)
 #define ERR_BAD_CERTIFICATE MBEDTLS_ERR_SSL_BAD_HS_CERTIFICATE /* 2.28 */
+#define ERR_BAD_CLIENT_HELLO MBEDTLS_ERR_SSL_BAD_HS_CLIENT_HELLO
 #else
 #define ERR_BAD_CERTIFICATE MBEDTLS_ERR_SSL_BAD_CERTIFICATE /* 3.x */
+#define ERR_BAD_CLIENT_HELLO MBEDTLS_ERR_SSL_DECODE_ERROR
 #endif
 
 #define TLS_DEFAULT_HANDSHAKE 60.0
@@ -1142,6 +1144,7 @@ struct tide__tls {
      * never send a ClientHello stay small. */
     bool ssl_ready;
     double handshake_timeout;
+    size_t sent; /* ciphertext bytes mbedTLS handed to the lower */
     unsigned char offered_master[48];
     bool offered;
     tide__buf in;  /* ciphertext from the lower, not yet taken by mbedTLS */
@@ -1404,6 +1407,7 @@ static int bio_send(void *ctx, const unsigned char *buf, size_t len) {
         c->bio_error = rc;
         return MBEDTLS_ERR_SSL_INTERNAL_ERROR;
     }
+    c->sent += len;
     return (int)len;
 }
 
@@ -1622,6 +1626,18 @@ static void hs_done(tide__tls *c) {
         tide__transport_check_resume(&c->t);
 }
 
+/* A server that fails on the client's first flight before sending anything: mbedTLS
+ * stays silent on a few such failures (2.28 on a ClientHello spread over several
+ * records, which it cannot reassemble), and through mbedTLS an alert would carry no
+ * protocol version yet. A fatal alert in a plain TLS 1.2 record tells the client that
+ * the handshake failed, instead of a bare close. */
+static void alert_in_clear(tide__tls *c, unsigned char description) {
+    const unsigned char alert[] = {MBEDTLS_SSL_MSG_ALERT, 3, 3, 0, 2, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
+                                   description};
+    if (c->lower != NULL && tide_transport_write(c->lower, alert, sizeof(alert)) == 0)
+        c->sent += sizeof(alert);
+}
+
 static void handshake_step(tide__tls *c) {
     if (c->hs_cancel) {
         hs_fail(c, c->hs_cancel, false);
@@ -1657,6 +1673,10 @@ static void handshake_step(tide__tls *c) {
                 hs_fail(c, c->lower_error ? c->lower_error : TIDE_ECONNRESET, false);
         } else {
             /* mbedTLS queued an alert: close (flushing it) rather than abort. */
+            if (c->config->server && c->sent == 0)
+                alert_in_clear(c, ret == ERR_BAD_CLIENT_HELLO
+                                      ? MBEDTLS_SSL_ALERT_MSG_DECODE_ERROR
+                                      : MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE);
             hs_fail(c, map_error(c, ret), true);
         }
         return;

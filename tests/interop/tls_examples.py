@@ -6,6 +6,8 @@ client against examples/echo_server --tls-cert/--tls-key in each style.
     tls_examples.py BINARY_DIR"""
 import asyncio
 import os
+import socket
+import ssl
 import sys
 import tempfile
 
@@ -42,6 +44,30 @@ async def fetch(http_headers, url, *args):
     status, out, err = await run_client(http_headers, [*args, url])
     print(f"http_headers {' '.join(args)} {url}: exit {status}")
     return status, out, err
+
+
+def split_client_hello(port):
+    """A real ClientHello (TLS 1.2) spread over two records: mbedTLS 2.28 cannot
+    reassemble it; the server must answer with a fatal alert, not a bare close."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    record = outgoing.read()
+    check(record[0] == 22, "no ClientHello record")
+    body, half = record[5:], (len(record) - 5) // 2
+    header = lambda n: bytes([22]) + record[1:3] + n.to_bytes(2, "big")
+    data = header(half) + body[:half] + header(len(body) - half) + body[half:]
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+        sock.sendall(data)
+        answer = sock.recv(7)
+    return answer
 
 
 async def main(bindir):
@@ -102,6 +128,12 @@ async def main(bindir):
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(
                     "127.0.0.1", port, ssl=pki.client_context(), server_hostname="localhost"),
                     DEADLINE)
+                if style == "protocol":
+                    answer = await asyncio.to_thread(split_client_hello, port)
+                    # A fatal alert (2) in a TLS 1.2 record.
+                    check(answer[:3] == b"\x15\x03\x03" and answer[5:6] == b"\x02",
+                          f"a split ClientHello must get an alert, got {answer!r}")
+                    print("ok: a ClientHello spread over two records gets a fatal alert")
                 message = os.urandom(100000)
                 writer.write(message)
                 echoed = await asyncio.wait_for(reader.readexactly(len(message)), DEADLINE)
