@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/core_int.h"
 #include "tide/ev.h"
 
@@ -246,7 +247,7 @@ struct ev_loop *tide_loop_get_ev(tide_loop_t *loop) { return loop->ev; }
 
 void *tide__loop_scratch(tide_loop_t *loop, size_t *size) {
     if (loop->scratch == NULL)
-        loop->scratch = malloc(TIDE__SCRATCH_SIZE);
+        loop->scratch = tide__buf_alloc(TIDE__SCRATCH_SIZE);
     *size = loop->scratch ? TIDE__SCRATCH_SIZE : 0;
     return loop->scratch;
 }

@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "core/buf.h"
 #include "transports/transport_int.h"
 
 #ifndef IOV_MAX
@@ -92,7 +93,7 @@ static int ring_reserve(ring *r, size_t extra) {
     size_t cap = r->cap ? r->cap : RING_MIN;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    unsigned char *buf = malloc(cap);
+    unsigned char *buf = tide__buf_alloc(cap);
     if (buf == NULL)
         return TIDE_ENOMEM;
     if (r->len > 0) {
