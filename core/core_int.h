@@ -23,6 +23,9 @@
 #define TIDE__PRINTF(a, b)
 #endif
 
+/* Monotonic wall time in seconds, for measuring (not the loop's cached time). */
+double tide__now_monotonic(void);
+
 /* A deferred call embedded in its owner: scheduling it allocates nothing. It runs on
  * the next drain of the ready queue, FIFO with tide_loop_call_soon callbacks. */
 typedef struct tide__call tide__call;
@@ -85,15 +88,45 @@ void tide__loop_unregister(tide_loop_t *loop, tide__resource *res);
 /* The libev loop, for layers that watch descriptors. */
 struct ev_loop *tide__loop_ev(tide_loop_t *loop);
 
-/* A per-loop receive buffer for one read (256 KiB), shared by every non-buffered
- * transport: one read per readiness event lands here, so no read allocates.
- * Returns NULL when it cannot be allocated. */
-void *tide__loop_scratch(tide_loop_t *loop, size_t *size);
+/* The fields of a loop that every read and callback look at, first in struct
+ * tide_loop so that the hot paths read them inline instead of calling into loop.c. */
+typedef struct tide__loop_hot {
+    void *scratch; /* NULL until the first read that needs it */
+    bool debug;
+} tide__loop_hot;
+
+static inline const tide__loop_hot *tide__loop_hot_of(const tide_loop_t *loop) {
+    return (const tide__loop_hot *)(const void *)loop;
+}
+
+#define TIDE__SCRATCH_SIZE ((size_t)256 * 1024)
+
+void *tide__loop_scratch_alloc(tide_loop_t *loop, size_t *size);
+
+/* A per-loop receive buffer for one read (256 KiB, page-aligned), shared by every
+ * non-buffered transport: one read per readiness event lands here, so no read
+ * allocates. Returns NULL when it cannot be allocated. */
+static inline void *tide__loop_scratch(tide_loop_t *loop, size_t *size) {
+    void *scratch = tide__loop_hot_of(loop)->scratch;
+    if (TIDE__UNLIKELY(scratch == NULL))
+        return tide__loop_scratch_alloc(loop, size);
+    *size = TIDE__SCRATCH_SIZE;
+    return scratch;
+}
 
 /* Debug-mode timing of a user-visible callback: enter returns a start stamp (0 when
- * debug is off); leave logs when the callback ran longer than the threshold. */
-double tide__loop_debug_enter(tide_loop_t *loop);
-void tide__loop_debug_leave(tide_loop_t *loop, double start, const char *what);
+ * debug is off); leave logs when the callback ran longer than the threshold. Inline:
+ * with debug off, as it is on every hot path, each is one test. */
+void tide__loop_debug_report(tide_loop_t *loop, double start, const char *what);
+
+static inline double tide__loop_debug_enter(tide_loop_t *loop) {
+    return TIDE__UNLIKELY(tide__loop_hot_of(loop)->debug) ? tide__now_monotonic() : 0.0;
+}
+
+static inline void tide__loop_debug_leave(tide_loop_t *loop, double start, const char *what) {
+    if (TIDE__UNLIKELY(start != 0.0))
+        tide__loop_debug_report(loop, start, what);
+}
 
 void tide__log(tide_loop_t *loop, tide_log_level_t level, const char *fmt, ...) TIDE__PRINTF(3, 4);
 
@@ -113,9 +146,6 @@ int tide__resolve_start(tide_loop_t *loop, const char *host, const char *service
                         int socktype, int flags, tide__resolve_cb cb, void *arg,
                         tide__resolve **req);
 void tide__resolve_cancel(tide__resolve *req);
-
-/* Monotonic wall time in seconds, for measuring (not the loop's cached time). */
-double tide__now_monotonic(void);
 
 #endif
 

@@ -29,8 +29,6 @@
 #include "core/core_int.h"
 #include "tide/ev.h"
 
-#define TIDE__SCRATCH_SIZE (256 * 1024)
-
 typedef struct tide__ts_item tide__ts_item;
 struct tide__ts_item {
     tide__ts_item *next;
@@ -60,11 +58,11 @@ struct tide_handle {
 };
 
 struct tide_loop {
+    tide__loop_hot hot; /* first: core_int.h reads it inline */
     struct ev_loop *ev;
     bool owns_ev;
     bool running;
     bool stop_requested;
-    bool debug;
     bool manual_clock;
     double now;
     double slow_callback;
@@ -172,7 +170,7 @@ static void vlog(tide_loop_t *loop, tide_log_level_t level, const char *fmt, va_
         loop->log_cb(loop, level, msg, loop->log_arg);
         return;
     }
-    if (level >= TIDE_LOG_WARNING || (loop != NULL && loop->debug))
+    if (level >= TIDE_LOG_WARNING || (loop != NULL && loop->hot.debug))
         log_to_stderr(level, msg);
 }
 
@@ -195,21 +193,17 @@ void tide_loop_set_log_handler(tide_loop_t *loop, tide_log_cb cb, void *arg) {
     loop->log_arg = arg;
 }
 
-void tide_loop_set_debug(tide_loop_t *loop, bool enabled) { loop->debug = enabled; }
+void tide_loop_set_debug(tide_loop_t *loop, bool enabled) { loop->hot.debug = enabled; }
 
-bool tide_loop_get_debug(const tide_loop_t *loop) { return loop->debug; }
+bool tide_loop_get_debug(const tide_loop_t *loop) { return loop->hot.debug; }
 
 void tide_loop_set_slow_callback_duration(tide_loop_t *loop, double seconds) {
     loop->slow_callback = seconds;
 }
 
-double tide__loop_debug_enter(tide_loop_t *loop) {
-    return TIDE__UNLIKELY(loop->debug) ? tide__now_monotonic() : 0.0;
-}
-
-void tide__loop_debug_leave(tide_loop_t *loop, double start, const char *what) {
-    if (TIDE__LIKELY(!loop->debug) || start == 0.0)
-        return;
+void tide__loop_debug_report(tide_loop_t *loop, double start, const char *what) {
+    if (!loop->hot.debug)
+        return; /* switched off inside the callback */
     double took = tide__now_monotonic() - start;
     if (took >= loop->slow_callback)
         tide__log(loop, TIDE_LOG_WARNING, "executing %s took %.3f seconds", what, took);
@@ -245,11 +239,10 @@ struct ev_loop *tide__loop_ev(tide_loop_t *loop) { return loop->ev; }
 
 struct ev_loop *tide_loop_get_ev(tide_loop_t *loop) { return loop->ev; }
 
-void *tide__loop_scratch(tide_loop_t *loop, size_t *size) {
-    if (loop->scratch == NULL)
-        loop->scratch = tide__buf_alloc(TIDE__SCRATCH_SIZE);
-    *size = loop->scratch ? TIDE__SCRATCH_SIZE : 0;
-    return loop->scratch;
+void *tide__loop_scratch_alloc(tide_loop_t *loop, size_t *size) {
+    loop->hot.scratch = tide__buf_alloc(TIDE__SCRATCH_SIZE);
+    *size = loop->hot.scratch ? TIDE__SCRATCH_SIZE : 0;
+    return loop->hot.scratch;
 }
 
 /* ---- the ready queue ------------------------------------------------------------- */
@@ -758,7 +751,7 @@ static int loop_init(tide_loop_t **out, struct ev_loop *ev, bool owns_ev) {
     loop->ev = ev;
     loop->owns_ev = owns_ev;
     loop->slow_callback = 0.1;
-    loop->debug = env_debug();
+    loop->hot.debug = env_debug();
     tide__queue_init(&loop->ready);
     tide__queue_init(&loop->handles);
     tide__queue_init(&loop->resources);
@@ -917,7 +910,7 @@ int tide_loop_close(tide_loop_t *loop) {
         tide_handle_cancel(h);
         dropped++;
     }
-    if (dropped > 0 && loop->debug)
+    if (dropped > 0 && loop->hot.debug)
         tide__log(loop, TIDE_LOG_DEBUG, "tide_loop_close: dropped %zu scheduled callback(s)", dropped);
 
     while (loop->signals) {
@@ -938,7 +931,7 @@ int tide_loop_close(tide_loop_t *loop) {
     pthread_mutex_destroy(&loop->ts_lock);
     pthread_cond_destroy(&loop->ts_cond);
     free(loop->heap);
-    free(loop->scratch);
+    free(loop->hot.scratch);
     free(loop);
     return 0;
 }

@@ -335,26 +335,35 @@ static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
 
 /* ---- transport ops --------------------------------------------------------------- */
 
-static int sock_write(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, size_t total) {
-    sock *s = as_sock(t);
+/* Everything a write does beyond one send that took it all: EINTR and EAGAIN, errors,
+ * several buffers, and queueing what the kernel did not take. `tried` is what the fast
+ * path's send returned, or NO_SEND when it did not send. */
+#define NO_SEND (-2)
+
+static int write_rest(sock *s, const tide_iovec_t *bufs, size_t n, size_t total, ssize_t tried) {
+    tide_transport_t *t = &s->base;
     cursor c;
     size_t sent = 0;
     cursor_init(&c, bufs, n);
     if (s->wq.len == 0) {
         int rc = 0;
-        if (n == 1) {
-            /* The common case, one buffer and nothing queued: one send, no batch. */
-            struct iovec iov = {(void *)bufs[0].base, total};
-            ssize_t r = send_pieces(s->fd, &iov, 1);
+        if (tried == NO_SEND) {
+            rc = send_cursor(s->fd, &c, &sent);
+        } else {
+            ssize_t r = tried;
+            if (r < 0 && errno == EINTR) {
+                struct iovec iov = {(void *)bufs[0].base, total};
+                r = send_pieces(s->fd, &iov, 1);
+            } else if (r < 0) {
+                r = (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : tide_err_from_errno(errno);
+            }
             if (r < 0)
                 rc = (int)r;
             else
                 sent = (size_t)r;
             if (sent == total)
-                return 0;
+                return TIDE__WRITE_SENT;
             cursor_skip(&c, sent);
-        } else {
-            rc = send_cursor(s->fd, &c, &sent);
         }
         if (rc < 0) {
             /* The write itself succeeds; the stored error fails the next ones and
@@ -363,7 +372,7 @@ static int sock_write(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, s
             return 0;
         }
         if (sent == total)
-            return 0;
+            return TIDE__WRITE_SENT;
     }
     if (ring_reserve(&s->wq, total - sent) < 0) {
         if (sent == 0)
@@ -379,6 +388,19 @@ static int sock_write(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, s
                      c.bufs[c.i].len - c.off);
     ev_io_start(ev_of(s), &s->ww);
     return 0;
+}
+
+/* The common case, one buffer and nothing queued, is one send and no bookkeeping: the
+ * cursor, the ring and errno are looked at only when bytes remain. */
+static int sock_write(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, size_t total) {
+    sock *s = as_sock(t);
+    if (TIDE__LIKELY(s->wq.len == 0 && n == 1)) {
+        ssize_t r = tide__sys.send(s->fd, bufs[0].base, total, MSG_NOSIGNAL);
+        if (TIDE__LIKELY(r >= 0 && (size_t)r == total))
+            return TIDE__WRITE_SENT;
+        return write_rest(s, bufs, n, total, r);
+    }
+    return write_rest(s, bufs, n, total, NO_SEND);
 }
 
 static int sock_write_eof(tide_transport_t *t) {
