@@ -45,9 +45,7 @@ int tide__buf_reserve(tide__buf *b, size_t extra, size_t min_cap, unsigned char 
     return 0;
 }
 
-void tide__buf_settle(tide__buf *b, size_t keep_max) {
-    if (b->len != 0)
-        return;
+void tide__buf_settle_slow(tide__buf *b, size_t keep_max) {
     b->head = 0;
     if (b->cap > keep_max)
         tide__buf_free(b);

@@ -58,9 +58,16 @@ static inline void tide__buf_consume(tide__buf *b, size_t n) {
     b->len -= n;
 }
 
+/* The work of tide__buf_settle, for an empty buffer. */
+void tide__buf_settle_slow(tide__buf *b, size_t keep_max);
+
 /* An empty buffer starts again at its front, and is released when larger than
- * keep_max, so idle connections stay small. */
-void tide__buf_settle(tide__buf *b, size_t keep_max);
+ * keep_max, so idle connections stay small. Inline: a buffer that holds bytes, or is
+ * already settled, costs one or two tests. */
+static inline void tide__buf_settle(tide__buf *b, size_t keep_max) {
+    if (b->len == 0 && (b->head != 0 || b->cap > keep_max))
+        tide__buf_settle_slow(b, keep_max);
+}
 
 void tide__buf_free(tide__buf *b);
 

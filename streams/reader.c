@@ -219,6 +219,10 @@ static void flow(tide_reader_t *r) {
     }
 }
 
+/* Every state change comes here, so the common case (no read waiting, or one that
+ * cannot finish yet; a buffer that holds bytes or is settled; neither paused nor
+ * above twice the limit) is a handful of tests. Flow control can only change when
+ * the reader is paused or holds more than twice the limit. */
 static void progress(tide_reader_t *r) {
     if (waiting(r)) {
         result res;
@@ -226,7 +230,8 @@ static void progress(tide_reader_t *r) {
             tide__loop_defer(r->loop, &r->call);
     }
     settle(r);
-    flow(r);
+    if (TIDE__UNLIKELY(r->paused || avail(r) > 2 * r->limit))
+        flow(r);
 }
 
 static void reader_release(tide_reader_t *r) {
@@ -496,7 +501,8 @@ void tide__reader_fini(tide_reader_t *r) {
 }
 
 void *tide__reader_get_buffer(tide_reader_t *r, size_t sizehint, size_t *len) {
-    if (reserve(r, sizehint > r->chunk ? sizehint : r->chunk) != 0) {
+    size_t want = sizehint > r->chunk ? sizehint : r->chunk;
+    if (tide__buf_room(&r->buf) < want && reserve(r, want) != 0) {
         *len = 0;
         return NULL; /* the transport fails with TIDE_ENOBUFS */
     }

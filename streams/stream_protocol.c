@@ -119,7 +119,7 @@ static void free_run(tide__call *call) {
         destroy(s);
 }
 
-void tide__stream_maybe_free(tide__stream *s) {
+void tide__stream_maybe_free_slow(tide__stream *s) {
     if (idle(s))
         tide__loop_defer(s->loop, &s->free_call);
 }

@@ -181,8 +181,15 @@ tide__stream *tide__stream_new(tide_loop_t *loop, size_t limit);
 /* Frees a stream that no transport holds (its connection was never made). */
 void tide__stream_discard(tide__stream *s);
 /* Queues the free once the stream is released, lost and idle. Call after anything
- * that may have made it so. */
-void tide__stream_maybe_free(tide__stream *s);
+ * that may have made it so. Inline: until the stream is both released and lost,
+ * which is all but its last moments, it is one test. */
+void tide__stream_maybe_free_slow(tide__stream *s);
+
+static inline void tide__stream_maybe_free(tide__stream *s) {
+    if (TIDE__UNLIKELY((s->flags & (TIDE__S_RELEASED | TIDE__S_LOST)) ==
+                       (TIDE__S_RELEASED | TIDE__S_LOST)))
+        tide__stream_maybe_free_slow(s);
+}
 
 /* A limit is valid when positive and small enough for 2 * limit plus a read. */
 static inline bool tide__stream_limit_ok(size_t limit) {
