@@ -166,6 +166,10 @@ static int writer_await(tide_writer_t *s,
 }
 
 int tide_writer_drain_await(tide_writer_t *writer) {
+    /* Like asyncio's drain, which returns without yielding when writing is not
+     * paused and the connection is healthy: no record, no switch, no loop turn. */
+    if (writer != NULL && in_task(writer->loop) == 0 && tide__writer_drained(writer))
+        return 0;
     return writer_await(writer, tide__writer_drain_start);
 }
 

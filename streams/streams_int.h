@@ -162,6 +162,9 @@ void tide__reader_unhold(tide_reader_t *r);
 
 /* ---- writer.c ---- */
 
+/* True when a drain would complete with 0 at once: writing is not paused and the
+ * connection is usable (asyncio's drain returns without yielding then). */
+bool tide__writer_drained(const tide__stream *s);
 /* Starts a drain / wait_closed with a caller-provided record. */
 void tide__writer_drain_start(tide__stream *s, tide__stream_waiter *w, tide_writer_cb cb,
                               void *arg);

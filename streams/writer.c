@@ -64,6 +64,10 @@ static int write_failure(const tide__stream *s) {
 
 /* ---- internal ---------------------------------------------------------------------------- */
 
+bool tide__writer_drained(const tide__stream *s) {
+    return !(s->flags & TIDE__S_WRITE_PAUSED) && write_failure(s) == 0;
+}
+
 void tide__writer_drain_start(tide__stream *s, tide__stream_waiter *w, tide_writer_cb cb,
                               void *arg) {
     waiter_init(s, w, cb, arg);
@@ -126,6 +130,17 @@ static int start_callback_form(tide__stream *s, tide_writer_cb cb, void *arg,
 
 int tide_writer_drain(tide_writer_t *s, tide_writer_cb cb, void *arg) {
     return start_callback_form(s, cb, arg, tide__writer_drain_start);
+}
+
+int tide_writer_try_drain(tide_writer_t *s, tide_writer_cb cb, void *arg) {
+    if (s == NULL || cb == NULL)
+        return TIDE_EINVAL;
+    if (!(s->flags & TIDE__S_WRITE_PAUSED)) {
+        /* Nothing to wait for: answer now, with the error a drain would report if any. */
+        int err = write_failure(s);
+        return err != 0 ? err : 1;
+    }
+    return tide_writer_drain(s, cb, arg);
 }
 
 int tide_writer_wait_closed(tide_writer_t *s, tide_writer_cb cb, void *arg) {

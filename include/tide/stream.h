@@ -240,6 +240,16 @@ TIDE_EXTERN bool tide_writer_can_write_eof(const tide_writer_t *writer);
  * TIDE_ENOMEM (cb then never runs). */
 TIDE_EXTERN int tide_writer_drain(tide_writer_t *writer, tide_writer_cb cb, void *arg);
 
+/* tide_writer_drain that answers at once when there is nothing to wait for (as
+ * uv_try_write does for a write): returns 1 when writing is not paused and the
+ * connection is usable (cb never runs: the drain is done already), or the error the
+ * drain would complete with (the same codes as tide_writer_drain; cb never runs).
+ * Only while writing is paused does it start a drain: then it returns 0 and cb runs
+ * once the queue is at or below the low-water mark, or with an error, as for
+ * tide_writer_drain. TIDE_EINVAL for a NULL writer or cb, TIDE_ENOMEM (cb never runs).
+ * Saves a deferred completion per message in a read-write-drain loop. */
+TIDE_EXTERN int tide_writer_try_drain(tide_writer_t *writer, tide_writer_cb cb, void *arg);
+
 /* Closes the transport gracefully (queued data is flushed first) and hands the stream
  * back to tide (see Ownership). Idempotent. NULL is a no-op. */
 TIDE_EXTERN void tide_writer_close(tide_writer_t *writer);
@@ -329,7 +339,9 @@ TIDE_EXTERN int tide_reader_readline_await(tide_reader_t *reader, void *buf, siz
 TIDE_EXTERN int tide_reader_discard_until_await(tide_reader_t *reader, const void *sep,
                                                 size_t seplen, size_t *len);
 
-/* Waits until the write queue is at or below its low-water mark (asyncio's drain). */
+/* Waits until the write queue is at or below its low-water mark (asyncio's drain).
+ * Like asyncio's, it returns 0 without suspending the task when writing is not paused
+ * and the connection is usable: a cancellation or deadline is then not seen here. */
 TIDE_EXTERN int tide_writer_drain_await(tide_writer_t *writer);
 
 /* Waits until the connection is gone; returns its status (0 for a clean end). */
