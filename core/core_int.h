@@ -17,7 +17,11 @@
 #define TIDE__LIKELY(x) __builtin_expect(!!(x), 1)
 #define TIDE__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define TIDE__PRINTF(a, b) __attribute__((format(printf, a, b)))
+/* For the rare branch of a hot function: kept out of line so that the hot one does
+ * not save and restore every register the rare one needs. */
+#define TIDE__NOINLINE __attribute__((noinline))
 #else
+#define TIDE__NOINLINE
 #define TIDE__LIKELY(x) (x)
 #define TIDE__UNLIKELY(x) (x)
 #define TIDE__PRINTF(a, b)
@@ -186,6 +190,12 @@ int tide__task_wait(tide__waiter *w);
  * waker's frame never switches stacks). Ignored once w is complete or abandoned.
  * Safe before the wait starts. */
 void tide__task_wake(tide__waiter *w, int status);
+
+/* tide__task_wake for a completion that the loop itself runs (from an I/O event or a
+ * deferred call, never inside a user's call): when no task is running, the waiting
+ * task resumes at once, inside this call, instead of on a later iteration; otherwise
+ * as tide__task_wake. w may be gone when it returns (it lives in the task's frame). */
+void tide__task_wake_now(tide__waiter *w, int status);
 
 /* The lowest page of a task's stack mapping, the guard page (NULL once the stack is
  * gone); for tests that check overflows fault there. */

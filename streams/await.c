@@ -52,7 +52,16 @@ static void read_done(tide_reader_t *r, int status, const void *data, size_t len
         memcpy(rw->buf, data, len);
     }
     rw->len = len;
-    tide__task_wake(&rw->w, status);
+    /* Read completions run from the loop (the reader's deferred call, or the readable
+     * event that satisfied the read), never inside a user's call: a task whose read
+     * got its bytes resumes right here. Any other outcome (an error, the end, a limit
+     * overrun) resumes it through the ready queue, as before: by then the transport
+     * has delivered what was already on its way behind those bytes (the EOF after a
+     * last, unterminated record), which the task's next read is then evaluated with. */
+    if (status == 0)
+        tide__task_wake_now(&rw->w, status);
+    else
+        tide__task_wake(&rw->w, status);
 }
 
 /* Validates the reader; prepares rw. */

@@ -152,8 +152,8 @@ static bool evaluate_sep(tide_reader_t *r, result *res, bool ended) {
     return true;
 }
 
-/* Whether the pending read can finish now, and how. Only DISCARD changes the buffer. */
-static bool evaluate(tide_reader_t *r, result *res) {
+/* evaluate() for every read but the plain read with bytes there or none yet. */
+TIDE__NOINLINE static bool evaluate_slow(tide_reader_t *r, result *res) {
     tide__read_op *op = &r->op;
     size_t n = avail(r);
     bool ended = r->eof || r->error != 0;
@@ -197,13 +197,30 @@ static bool evaluate(tide_reader_t *r, result *res) {
     }
 }
 
+/* Whether the pending read can finish now, and how. Only DISCARD changes the buffer.
+ * The plain read (a stream's usual loop) is decided here in a few tests. */
+static bool evaluate(tide_reader_t *r, result *res) {
+    if (TIDE__LIKELY(r->op.kind == TIDE__RD_READ && r->op.n != 0)) {
+        size_t n = avail(r);
+        if (n > 0) {
+            res->status = 0;
+            res->len = res->consume = n < r->op.n ? n : r->op.n;
+            res->with_data = true;
+            return true;
+        }
+        if (!r->eof && r->error == 0)
+            return false;
+    }
+    return evaluate_slow(r, res);
+}
+
 /* ---- flow control and progress ----------------------------------------------------------- */
 
 static bool waiting(const tide_reader_t *r) {
     return r->op.kind != TIDE__RD_NONE && !tide__call_pending(&r->call);
 }
 
-static void flow(tide_reader_t *r) {
+TIDE__NOINLINE static void flow(tide_reader_t *r) {
     if (r->transport == NULL)
         return;
     size_t n = avail(r);
@@ -239,7 +256,20 @@ static void reader_release(tide_reader_t *r) {
     free(r);
 }
 
-/* The completion of the pending read. */
+/* Finishes the pending read with the outcome evaluate() found just now. */
+static void complete(tide_reader_t *r, const result *res) {
+    tide_read_cb cb = r->op.cb;
+    void *arg = r->op.arg;
+    const void *data = res->with_data ? front(r) : NULL;
+    /* Finish the bookkeeping first: the callback may start the next read. */
+    r->op.kind = TIDE__RD_NONE;
+    tide__buf_consume(&r->buf, res->consume);
+    r->lending++;
+    cb(r, res->status, data, res->len, arg);
+    tide__reader_unhold(r);
+}
+
+/* The deferred completion of the pending read. */
 static void deliver(tide__call *call) {
     tide_reader_t *r = TIDE__QUEUE_DATA(call, tide_reader_t, call);
     result res;
@@ -249,15 +279,21 @@ static void deliver(tide__call *call) {
         progress(r);
         return;
     }
-    tide_read_cb cb = r->op.cb;
-    void *arg = r->op.arg;
-    const void *data = res.with_data ? front(r) : NULL;
-    /* Finish the bookkeeping first: the callback may start the next read. */
-    r->op.kind = TIDE__RD_NONE;
-    tide__buf_consume(&r->buf, res.consume);
-    r->lending++;
-    cb(r, res.status, data, res.len, arg);
-    tide__reader_unhold(r);
+    complete(r, &res);
+}
+
+/* progress() for a change that comes from the transport's own event (bytes read,
+ * EOF), never from inside a user's call: a read it satisfies completes right here,
+ * without the hop through the ready queue. */
+static void progress_event(tide_reader_t *r) {
+    if (waiting(r)) {
+        result res;
+        if (evaluate(r, &res)) {
+            complete(r, &res); /* its unhold settles and applies flow control */
+            return;
+        }
+    }
+    progress(r);
 }
 
 /* ---- starting reads ------------------------------------------------------------------------ */
@@ -515,7 +551,14 @@ void tide__reader_buffer_updated(tide_reader_t *r, size_t nbytes) {
     if (nbytes >= r->offered && r->chunk < READ_CHUNK_MAX)
         r->chunk *= 2;
     r->buf.len += nbytes;
-    progress(r);
+    progress_event(r);
+}
+
+void tide__reader_eof(tide_reader_t *r) {
+    if (r->eof)
+        return;
+    r->eof = true;
+    progress_event(r);
 }
 
 void tide__reader_connection_lost(tide_reader_t *r, int err) {

@@ -47,7 +47,7 @@ static void on_buffer_updated(tide_protocol_t *p, size_t nbytes) {
 }
 
 static bool on_eof(tide_protocol_t *p) {
-    tide_reader_feed_eof(&of(p)->reader);
+    tide__reader_eof(&of(p)->reader);
     return true;
 }
 

@@ -136,6 +136,10 @@ void tide__reader_fini(tide_reader_t *r);
 /* The adapter's get_buffer / buffer_updated: memory at the buffer's free tail. */
 void *tide__reader_get_buffer(tide_reader_t *r, size_t sizehint, size_t *len);
 void tide__reader_buffer_updated(tide_reader_t *r, size_t nbytes);
+/* The adapter's eof_received: tide_reader_feed_eof, from the transport's event. These
+ * two run from the transport, never inside a user's call, so a read they satisfy
+ * completes at once (its callback runs inside them). */
+void tide__reader_eof(tide_reader_t *r);
 /* The transport is gone: flow control stops; err < 0 is stored, 0 feeds EOF. */
 void tide__reader_connection_lost(tide_reader_t *r, int err);
 /* Drops the pending read without calling it (a task was cancelled); the buffer keeps
