@@ -547,7 +547,9 @@ int tide__task_wait(tide__waiter *w) {
         suspend(t);
     t->waiter = NULL;
     w->task = NULL;
-    tide__timer_stop(&t->deadline_timer);
+    /* No timer work unless a deadline was armed for this wait. */
+    if (tide__timer_active(&t->deadline_timer))
+        tide__timer_stop(&t->deadline_timer);
     return w->status;
 }
 
