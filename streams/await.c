@@ -6,7 +6,8 @@
  *
  * A read callback's data is lent only for the call, and the buffer may move once it
  * returns (more input, a compaction), so the completion copies the result into the
- * caller's buffer before the task resumes.
+ * caller's buffer before the task resumes; except that read_await, started on an
+ * empty reader, lets the transport read straight into the caller's buffer (no copy).
  *
  * Cancellation and deadlines: the waiter's on_abandon withdraws the pending operation
  * (reader: the pending read, which has consumed nothing yet; writer: its waiter
@@ -42,7 +43,7 @@ static void read_abandon(tide__waiter *w) { tide__reader_cancel_pending(((read_w
 static void read_done(tide_reader_t *r, int status, const void *data, size_t len, void *arg) {
     (void)r;
     read_wait *rw = arg;
-    if (data != NULL && len > 0) {
+    if (data != NULL && len > 0 && data != rw->buf) {
         /* Every read is capped to the caller's buffer, so this cannot happen: but never
          * overrun it. */
         if (len > rw->cap) {
@@ -100,7 +101,8 @@ int tide_reader_read_await(tide_reader_t *r, void *buf, size_t n, size_t *len) {
         rc = TIDE_EINVAL;
     if (rc != 0)
         return rc;
-    return read_finish(&rw, tide_reader_read(r, n, read_done, &rw), len);
+    /* The transport reads straight into buf when the reader is empty: no copy. */
+    return read_finish(&rw, tide__reader_read_into(r, buf, n, read_done, &rw), len);
 }
 
 int tide_reader_readexactly_await(tide_reader_t *r, void *buf, size_t n, size_t *len) {

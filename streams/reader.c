@@ -394,6 +394,16 @@ int tide_reader_read(tide_reader_t *r, size_t n, tide_read_cb cb, void *arg) {
     int rc = check_start(r, cb);
     if (rc != 0)
         return rc;
+    r->op.into = NULL;
+    start(r, n == TIDE_READ_ALL ? TIDE__RD_ALL : TIDE__RD_READ, n, cb, arg);
+    return 0;
+}
+
+int tide__reader_read_into(tide_reader_t *r, void *into, size_t n, tide_read_cb cb, void *arg) {
+    int rc = check_start(r, cb);
+    if (rc != 0)
+        return rc;
+    r->op.into = n > 0 && n != TIDE_READ_ALL ? into : NULL;
     start(r, n == TIDE_READ_ALL ? TIDE__RD_ALL : TIDE__RD_READ, n, cb, arg);
     return 0;
 }
@@ -537,6 +547,14 @@ void tide__reader_fini(tide_reader_t *r) {
 }
 
 void *tide__reader_get_buffer(tide_reader_t *r, size_t sizehint, size_t *len) {
+    if (r->op.kind == TIDE__RD_READ && r->op.into != NULL && avail(r) == 0 && waiting(r)) {
+        /* Zero copy: the read waits on an empty reader, so its bytes can land in the
+         * caller's memory, and nothing ahead of them can be in the way. */
+        r->lent_into = r->op.into;
+        *len = r->op.n;
+        return r->lent_into;
+    }
+    r->lent_into = NULL;
     size_t want = sizehint > r->chunk ? sizehint : r->chunk;
     if (tide__buf_room(&r->buf) < want && reserve(r, want) != 0) {
         *len = 0;
@@ -547,7 +565,36 @@ void *tide__reader_get_buffer(tide_reader_t *r, size_t sizehint, size_t *len) {
     return tide__buf_end(&r->buf);
 }
 
+/* The transport read nbytes into the read's own memory (lent_into). */
+static void updated_into(tide_reader_t *r, size_t nbytes) {
+    unsigned char *into = r->lent_into;
+    r->lent_into = NULL;
+    if (r->op.kind == TIDE__RD_READ && r->op.into == into && waiting(r)) {
+        tide_read_cb cb = r->op.cb;
+        void *arg = r->op.arg;
+        r->op.kind = TIDE__RD_NONE;
+        r->lending++; /* as for any completion: the callback may free or feed */
+        cb(r, 0, into, nbytes, arg);
+        tide__reader_unhold(r);
+        return;
+    }
+    /* The read went away between the transport's get_buffer and this call (no
+     * transport runs user code there, but never lose a byte): the bytes join the
+     * buffer. The memory is still valid: a cancelled task resumes only later. */
+    if (reserve(r, nbytes) != 0) {
+        r->error = TIDE_ENOMEM;
+        progress(r);
+        return;
+    }
+    tide__buf_put(&r->buf, into, nbytes);
+    progress_event(r);
+}
+
 void tide__reader_buffer_updated(tide_reader_t *r, size_t nbytes) {
+    if (r->lent_into != NULL) {
+        updated_into(r, nbytes);
+        return;
+    }
     if (nbytes >= r->offered && r->chunk < READ_CHUNK_MAX)
         r->chunk *= 2;
     r->buf.len += nbytes;

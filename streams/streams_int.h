@@ -43,7 +43,12 @@ typedef struct tide__read_op {
     size_t min_len; /* of the separators */
     size_t max_len;
     size_t offset; /* bytes at the front known to hold no separator start */
-    size_t cap;    /* UNTIL, LINE: the longest record handed over (SIZE_MAX: no cap) */
+    union {
+        size_t cap; /* UNTIL, LINE: the longest record handed over (SIZE_MAX: no cap) */
+        /* READ: the caller's memory of n bytes that the transport may read into while
+         * the reader is empty (an await form's buffer), or NULL. */
+        unsigned char *into;
+    };
     tide_read_cb cb;
     void *arg;
 } tide__read_op;
@@ -59,6 +64,9 @@ struct tide_reader {
     unsigned char *lent_buf;
     size_t chunk;   /* free space to offer the transport for the next read */
     size_t offered; /* free space offered for the read in progress */
+    /* The read's own memory (op.into) when the transport was handed that instead of
+     * the buffer's tail for the read in progress; NULL otherwise. */
+    unsigned char *lent_into;
     int lending;    /* > 0 while a read callback runs: no compaction, no reset */
     bool eof;
     bool paused;      /* we paused the transport */
@@ -152,6 +160,11 @@ void tide__reader_cancel_pending(tide_reader_t *r);
  * tide_reader_readuntil_any, and TIDE_EINVAL for cap 0. */
 int tide__reader_read_record(tide_reader_t *r, bool line, const tide_iovec_t *seps, size_t n,
                              size_t cap, tide_read_cb cb, void *arg);
+/* tide_reader_read(r, n, cb, arg) whose bytes may land straight in `into` (n bytes,
+ * which must stay valid until cb ran or the read was cancelled): while the reader is
+ * empty, the transport reads into it, and cb gets data == into, no copy made. Bytes
+ * already buffered are handed over from the buffer as by tide_reader_read. */
+int tide__reader_read_into(tide_reader_t *r, void *into, size_t n, tide_read_cb cb, void *arg);
 /* True while a read is pending (started and its callback not yet begun). */
 bool tide__reader_pending(const tide_reader_t *r);
 /* start_tls: the unread bytes went to the TLS layer (which copied them); the reader

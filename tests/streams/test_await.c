@@ -253,6 +253,60 @@ static void test_cancel_readline(void **state) {
     st_pair_close(&p);
 }
 
+/* read_await on an empty reader lends the task's own buffer to the transport (zero
+ * copy); when the read is cancelled between the transport's get_buffer and its
+ * buffer_updated, the bytes already written there join the reader's buffer. The
+ * adapter's ops are driven by hand to place the cancellation in that gap. */
+typedef struct direct {
+    blocked b;
+    char buf[16];
+    size_t n;
+} direct;
+
+static int direct_read_task(void *arg) {
+    direct *d = arg;
+    d->b.entered = 1;
+    d->b.first = tide_reader_read_await(tide_writer_get_reader(d->b.p->a), d->buf,
+                                        sizeof d->buf, &d->n);
+    return 0;
+}
+
+static void test_read_into_task_buffer(void **state) {
+    (void)state;
+    st_pair p;
+    st_pair_open(&p, LIMIT);
+    tide_protocol_t *proto = tide_transport_get_protocol(tide_writer_get_transport(p.a));
+    tide_reader_t *r = tide_writer_get_reader(p.a);
+    for (int cancel = 0; cancel < 2; cancel++) {
+        direct d = {.b = {.p = &p}};
+        ts_joined j;
+        tide_task_t *t = ts_spawn_joined(p.loop, direct_read_task, &d, &j);
+        ts_run_until_flag(p.loop, &d.b.entered, 5);
+        size_t len = 0;
+        void *into = proto->ops->get_buffer(proto, 0, &len);
+        assert_ptr_equal(into, d.buf);
+        assert_int_equal(len, sizeof d.buf);
+        memcpy(into, "hello", 5);
+        if (cancel)
+            assert_int_equal(tide_task_cancel(t), 1);
+        proto->ops->buffer_updated(proto, 5);
+        ts_run_until_flag(p.loop, &j.calls, 5);
+        if (cancel) {
+            assert_int_equal(d.b.first, TIDE_ECANCELLED);
+            size_t have = 0;
+            const void *kept = tide_reader_peek(r, &have);
+            assert_int_equal(have, 5);
+            assert_memory_equal(kept, "hello", 5);
+        } else {
+            assert_int_equal(d.b.first, 0);
+            assert_int_equal(d.n, 5);
+            assert_memory_equal(d.buf, "hello", 5);
+            assert_int_equal(tide_reader_buffered(r), 0);
+        }
+    }
+    st_pair_close(&p);
+}
+
 static int deadline_task(void *arg) {
     st_pair *p = arg;
     tide_reader_t *r = tide_writer_get_reader(p->a);
@@ -590,6 +644,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outside_task), cmocka_unit_test(test_reads_memory),
         cmocka_unit_test(test_drain_after_close),
+        cmocka_unit_test(test_read_into_task_buffer),
         cmocka_unit_test(test_incomplete),   cmocka_unit_test(test_cancel_readline),
         cmocka_unit_test(test_deadline),     cmocka_unit_test(test_cancel_drain),
         cmocka_unit_test(test_echo_tcp),     cmocka_unit_test(test_echo_unix),
