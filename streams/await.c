@@ -36,6 +36,7 @@ typedef struct read_wait {
     unsigned char *buf;
     size_t cap;
     size_t len;
+    const void *lent; /* peek: the reader's bytes, in place */
 } read_wait;
 
 static void read_abandon(tide__waiter *w) { tide__reader_cancel_pending(((read_wait *)w)->r); }
@@ -76,11 +77,13 @@ static int read_begin(read_wait *rw, tide_reader_t *r, void *buf, size_t cap, si
         return rc;
     if (buf == NULL && cap > 0)
         return TIDE_EINVAL;
+    tide__reader_end_loan(r);
     tide__waiter_init(&rw->w, read_abandon);
     rw->r = r;
     rw->buf = buf;
     rw->cap = cap;
     rw->len = 0;
+    rw->lent = NULL;
     return 0;
 }
 
@@ -111,6 +114,37 @@ int tide_reader_readexactly_await(tide_reader_t *r, void *buf, size_t n, size_t 
     if (rc != 0)
         return rc;
     return read_finish(&rw, tide_reader_readexactly(r, n, read_done, &rw), len);
+}
+
+/* The peek completion keeps the bytes where they are: a hold on the reader, ended by
+ * the task's next consume or _await read (tide__reader_end_loan). */
+static void peek_done(tide_reader_t *r, int status, const void *data, size_t len, void *arg) {
+    read_wait *rw = arg;
+    if (data != NULL && len > 0) {
+        tide__reader_hold(r);
+        r->peek_held = true;
+        rw->lent = data;
+    }
+    rw->len = len;
+    if (status == 0)
+        tide__task_wake_now(&rw->w, status);
+    else
+        tide__task_wake(&rw->w, status);
+}
+
+int tide_reader_peek_await(tide_reader_t *r, const void **data, size_t *len) {
+    if (data != NULL)
+        *data = NULL;
+    read_wait rw;
+    int rc = read_begin(&rw, r, NULL, 0, len);
+    if (rc == 0 && (data == NULL || len == NULL))
+        rc = TIDE_EINVAL;
+    if (rc != 0)
+        return rc;
+    rc = read_finish(&rw, tide__reader_peek(r, peek_done, &rw), len);
+    if (rc == 0)
+        *data = rw.lent;
+    return rc;
 }
 
 /* The separator reads hand over at most cap bytes: a longer record is a limit overrun

@@ -160,10 +160,12 @@ TIDE__NOINLINE static bool evaluate_slow(tide_reader_t *r, result *res) {
     memset(res, 0, sizeof(*res));
     switch (op->kind) {
     case TIDE__RD_READ:
-        if (op->n == 0)
+    case TIDE__RD_PEEK: /* a read of everything buffered that consumes nothing */
+        if (op->kind == TIDE__RD_READ && op->n == 0)
             return true;
         if (n > 0) {
-            res->len = res->consume = n < op->n ? n : op->n;
+            res->len = op->kind == TIDE__RD_READ && op->n < n ? op->n : n;
+            res->consume = op->kind == TIDE__RD_READ ? res->len : 0;
             res->with_data = true;
             return true;
         }
@@ -406,6 +408,30 @@ int tide__reader_read_into(tide_reader_t *r, void *into, size_t n, tide_read_cb 
     r->op.into = n > 0 && n != TIDE_READ_ALL ? into : NULL;
     start(r, n == TIDE_READ_ALL ? TIDE__RD_ALL : TIDE__RD_READ, n, cb, arg);
     return 0;
+}
+
+int tide__reader_peek(tide_reader_t *r, tide_read_cb cb, void *arg) {
+    int rc = check_start(r, cb);
+    if (rc != 0)
+        return rc;
+    start(r, TIDE__RD_PEEK, 0, cb, arg);
+    return 0;
+}
+
+void tide__reader_end_loan(tide_reader_t *r) {
+    if (!r->peek_held)
+        return;
+    r->peek_held = false;
+    tide__reader_unhold(r);
+}
+
+int tide_reader_consume(tide_reader_t *r, size_t n) {
+    int rc = tide_reader_skip(r, n);
+    if (rc == 0 && r->peek_held) {
+        r->peek_held = false;
+        tide__reader_unhold(r);
+    }
+    return rc;
 }
 
 int tide_reader_readexactly(tide_reader_t *r, size_t n, tide_read_cb cb, void *arg) {

@@ -26,7 +26,8 @@ enum {
     TIDE__RD_EXACTLY, /* exactly n bytes */
     TIDE__RD_UNTIL,   /* through the earliest separator */
     TIDE__RD_LINE,    /* readuntil("\n") with readline's EOF rule */
-    TIDE__RD_DISCARD  /* drop through the first separator */
+    TIDE__RD_DISCARD, /* drop through the first separator */
+    TIDE__RD_PEEK     /* at least one byte, lent in place, nothing consumed */
 };
 
 /* A separator copied into the reader's own storage. */
@@ -71,6 +72,7 @@ struct tide_reader {
     bool eof;
     bool paused;      /* we paused the transport */
     bool free_wanted; /* tide_reader_free inside a callback */
+    bool peek_held;   /* a tide_reader_peek_await loan holds the buffer (one hold) */
     int error;
     tide__read_op op;
     tide__call call; /* the deferred completion of op */
@@ -165,6 +167,11 @@ int tide__reader_read_record(tide_reader_t *r, bool line, const tide_iovec_t *se
  * empty, the transport reads into it, and cb gets data == into, no copy made. Bytes
  * already buffered are handed over from the buffer as by tide_reader_read. */
 int tide__reader_read_into(tide_reader_t *r, void *into, size_t n, tide_read_cb cb, void *arg);
+/* Starts a peek: cb gets every buffered byte (at least one) in place, nothing
+ * consumed, or the end / the stored error. */
+int tide__reader_peek(tide_reader_t *r, tide_read_cb cb, void *arg);
+/* Ends a tide_reader_peek_await loan, if any. */
+void tide__reader_end_loan(tide_reader_t *r);
 /* True while a read is pending (started and its callback not yet begun). */
 bool tide__reader_pending(const tide_reader_t *r);
 /* start_tls: the unread bytes went to the TLS layer (which copied them); the reader

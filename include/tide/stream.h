@@ -301,15 +301,30 @@ TIDE_EXTERN int tide_writer_start_tls(tide_writer_t *writer, tide_tls_config_t *
  * TIDE_ETIMEOUT (its deadline passed): the operation is then withdrawn with nothing
  * consumed, so the reader or writer can be used again at once.
  *
- * Read results are copied into the caller's buffer before the task resumes (a read
- * callback's data is lent only for the call), so they stay valid as long as the
- * buffer does. *len may be NULL; it receives the byte count also for the partial
+ * Read results are in the caller's buffer when the task resumes (copied there, or
+ * read there by the transport when the reader was empty), so they stay valid as long
+ * as the buffer does; only tide_reader_peek_await lends the reader's own bytes. *len may be NULL; it receives the byte count also for the partial
  * results of TIDE_EINCOMPLETE and connection errors, and for TIDE_ELIMIT the length
  * of the record beyond the limit (nothing copied), else 0. */
 
 /* Reads up to n bytes into buf (asyncio's read(n); read to EOF by looping until
  * TIDE_EOF). TIDE_EINVAL for n == TIDE_READ_ALL. */
 TIDE_EXTERN int tide_reader_read_await(tide_reader_t *reader, void *buf, size_t n, size_t *len);
+
+/* Zero-copy reading in a task: waits until at least one byte is buffered, then lends
+ * every buffered byte in place (*data, *len; nothing is consumed or copied). The bytes
+ * stay where they are, valid, until the task calls tide_reader_consume or another
+ * _await read on this reader, which ends the loan; until then the stream cannot be
+ * freed, so always end it (tide_reader_consume(reader, 0) consumes nothing). Returns
+ * 0 (*len > 0), TIDE_EOF at the end (*data NULL, *len 0), the stored error, TIDE_EBUSY
+ * while a callback-form read is pending, or the codes every _await form returns.
+ * data and len must not be NULL (TIDE_EINVAL). */
+TIDE_EXTERN int tide_reader_peek_await(tide_reader_t *reader, const void **data, size_t *len);
+
+/* Drops the first n of the bytes tide_reader_peek_await lent and ends the loan (with
+ * no loan: tide_reader_skip). Returns 0, TIDE_EINVAL when fewer than n are buffered
+ * (nothing dropped, the loan goes on), TIDE_EBUSY while a read is pending. */
+TIDE_EXTERN int tide_reader_consume(tide_reader_t *reader, size_t n);
 
 /* Reads exactly n bytes into buf (which holds n). */
 TIDE_EXTERN int tide_reader_readexactly_await(tide_reader_t *reader, void *buf, size_t n,

@@ -307,6 +307,45 @@ static void test_read_into_task_buffer(void **state) {
     st_pair_close(&p);
 }
 
+/* peek_await lends the buffered bytes in place until consume; at the end, TIDE_EOF. */
+static int peek_task(void *arg) {
+    st_pair *p = arg;
+    tide_reader_t *r = tide_writer_get_reader(p->a);
+    const void *data = NULL;
+    size_t n = 0;
+    char buf[8];
+    TS_CHECK(tide_reader_peek_await(r, NULL, &n) == TIDE_EINVAL);
+    TS_CHECK(tide_writer_write(p->b, "hello world", 11) == 0);
+    TS_CHECK(tide_reader_peek_await(r, &data, &n) == 0 && n > 0 && n <= 11);
+    TS_CHECK(memcmp(data, "hello world", n) == 0);
+    /* More input while the loan runs leaves the lent bytes where they are. */
+    TS_CHECK(tide_writer_write(p->b, "!", 1) == 0);
+    TS_CHECK(tide_task_yield() == 0);
+    TS_CHECK(tide_task_yield() == 0);
+    TS_CHECK(memcmp(data, "hello world", n) == 0);
+    TS_CHECK(tide_reader_consume(r, 1000) == TIDE_EINVAL);
+    TS_CHECK(tide_reader_consume(r, 6) == 0);
+    TS_CHECK(tide_reader_readexactly_await(r, buf, 6, &n) == 0 && memcmp(buf, "world!", 6) == 0);
+    if (!tide_writer_can_write_eof(p->b))
+        return 0; /* TLS: no half-close */
+    TS_CHECK(tide_writer_write_eof(p->b) == 0);
+    TS_CHECK(tide_reader_peek_await(r, &data, &n) == TIDE_EOF && data == NULL && n == 0);
+    TS_CHECK(tide_reader_consume(r, 0) == 0);
+    return 0;
+}
+
+static void test_peek_consume(void **state) {
+    (void)state;
+    st_pair p;
+    st_pair_open(&p, LIMIT);
+    const void *data = NULL;
+    size_t n = 0;
+    tide_reader_t *r = tide_writer_get_reader(p.a);
+    assert_int_equal(tide_reader_peek_await(r, &data, &n), TIDE_ENOTASK);
+    assert_int_equal(ts_run_task(p.loop, peek_task, &p), 0);
+    st_pair_close(&p);
+}
+
 static int deadline_task(void *arg) {
     st_pair *p = arg;
     tide_reader_t *r = tide_writer_get_reader(p->a);
@@ -645,6 +684,7 @@ int main(void) {
         cmocka_unit_test(test_outside_task), cmocka_unit_test(test_reads_memory),
         cmocka_unit_test(test_drain_after_close),
         cmocka_unit_test(test_read_into_task_buffer),
+        cmocka_unit_test(test_peek_consume),
         cmocka_unit_test(test_incomplete),   cmocka_unit_test(test_cancel_readline),
         cmocka_unit_test(test_deadline),     cmocka_unit_test(test_cancel_drain),
         cmocka_unit_test(test_echo_tcp),     cmocka_unit_test(test_echo_unix),
