@@ -673,8 +673,10 @@ void tide__reader_hold(tide_reader_t *r) { r->lending++; }
 void tide__reader_unhold(tide_reader_t *r) {
     if (--r->lending > 0)
         return;
-    free(r->lent_buf);
-    r->lent_buf = NULL;
+    if (TIDE__UNLIKELY(r->lent_buf != NULL)) {
+        free(r->lent_buf);
+        r->lent_buf = NULL;
+    }
     if (r->free_wanted) {
         reader_release(r);
         return;

@@ -186,9 +186,6 @@ void tide__reader_unhold(tide_reader_t *r);
 
 /* ---- writer.c ---- */
 
-/* True when a drain would complete with 0 at once: writing is not paused and the
- * connection is usable (asyncio's drain returns without yielding then). */
-bool tide__writer_drained(const tide__stream *s);
 /* Starts a drain / wait_closed with a caller-provided record. */
 void tide__writer_drain_start(tide__stream *s, tide__stream_waiter *w, tide_writer_cb cb,
                               void *arg);
@@ -200,6 +197,15 @@ void tide__writer_waiter_cancel(tide__stream_waiter *w);
 void tide__writer_complete_drains(tide__stream *s, int status);
 /* connection_lost: completes drains with the write error and wait_closed with status. */
 void tide__writer_connection_lost(tide__stream *s, int status);
+
+/* True when a drain would complete with 0 at once: writing is not paused and the
+ * connection is usable, i.e. writer.c's write_failure() finds nothing (asyncio's drain
+ * returns without yielding then). Inline: asked by every drain_await. */
+static inline bool tide__writer_drained(const tide__stream *s) {
+    const tide_transport_t *t = s->transport;
+    return !(s->flags & TIDE__S_WRITE_PAUSED) && s->reader.error == 0 && t != NULL &&
+           t->error == 0 && !(t->state & (TIDE__T_ABORTED | TIDE__T_CLOSING));
+}
 
 /* ---- stream_protocol.c ---- */
 

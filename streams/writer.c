@@ -64,10 +64,6 @@ static int write_failure(const tide__stream *s) {
 
 /* ---- internal ---------------------------------------------------------------------------- */
 
-bool tide__writer_drained(const tide__stream *s) {
-    return !(s->flags & TIDE__S_WRITE_PAUSED) && write_failure(s) == 0;
-}
-
 void tide__writer_drain_start(tide__stream *s, tide__stream_waiter *w, tide_writer_cb cb,
                               void *arg) {
     waiter_init(s, w, cb, arg);
