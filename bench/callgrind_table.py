@@ -86,14 +86,19 @@ def run_once(bdir, server, size, conns, duration, tag):
     return total_ir(profile), rt
 
 
+# A cell with fewer round trips than this is marked: setting up its connections (not
+# in the unloaded run that is taken away) weighs in its figure.
+FEW_ROUND_TRIPS = 5000
+
+
 def measure(bdir, server, size, conns, duration, idle, tries=3):
+    """Returns (instructions per round trip, round trips)."""
     err = None
     for _ in range(tries):
         try:
             ir, rt = run_once(bdir, server, size, conns, duration, f"{size}-{conns}")
             if rt > 0:
-                return (ir - idle) / rt
-            err = RuntimeError("no round trips")
+                return (ir - idle) / rt, rt
         except RuntimeError as e:
             err = e
     raise err
@@ -120,11 +125,19 @@ def main():
     for server in servers:
         idle, _ = run_once(bdir, server, 0, 0, 0, "idle")
         rows[server] = [measure(bdir, server, s, c, args.duration, idle) for s, c in cells]
-        print(f"{server}: " + ", ".join(f"{v:.0f}" for v in rows[server]), file=sys.stderr)
+        print(f"{server}: " + ", ".join(f"{v:.0f} ({rt} rt)" for v, rt in rows[server]),
+              file=sys.stderr)
+
+    def cell(v, rt):
+        return f"{v:,.0f}" + (" †" if rt < FEW_ROUND_TRIPS else "")
+
     print("| server | " + " | ".join(label(s, c) for s, c in cells) + " |")
     print("|---|" + "---:|" * len(cells))
     for server in servers:
-        print(f"| {server} | " + " | ".join(f"{v:,.0f}" for v in rows[server]) + " |")
+        print(f"| {server} | " + " | ".join(cell(v, rt) for v, rt in rows[server]) + " |")
+    if any(rt < FEW_ROUND_TRIPS for row in rows.values() for _, rt in row):
+        print(f"\n† fewer than {FEW_ROUND_TRIPS:,} round trips in the run: the set-up of its "
+              "connections weighs in; take it with a longer --duration.")
 
 
 if __name__ == "__main__":
