@@ -5,6 +5,18 @@
 #include "core/buf.h"
 #include "tide/errno.h"
 
+#define PAGE ((size_t)4096)
+#define LINE ((size_t)64)
+
+void *tide__buf_alloc(size_t size) {
+    void *p = NULL;
+    /* glibc hands the alignment gap in front of the block back to its free lists, so
+     * the heap a block holds is its size, as with malloc. */
+    if (posix_memalign(&p, size >= PAGE ? PAGE : LINE, size) != 0)
+        return NULL;
+    return p;
+}
+
 int tide__buf_reserve(tide__buf *b, size_t extra, size_t min_cap, unsigned char **kept) {
     if (tide__buf_room(b) >= extra)
         return 0;
@@ -18,7 +30,7 @@ int tide__buf_reserve(tide__buf *b, size_t extra, size_t min_cap, unsigned char 
     size_t cap = b->cap ? b->cap : (min_cap ? min_cap : 4096);
     while (cap < b->len + extra)
         cap *= 2;
-    unsigned char *data = malloc(cap);
+    unsigned char *data = tide__buf_alloc(cap);
     if (data == NULL)
         return TIDE_ENOMEM;
     if (b->len > 0)
@@ -33,9 +45,7 @@ int tide__buf_reserve(tide__buf *b, size_t extra, size_t min_cap, unsigned char 
     return 0;
 }
 
-void tide__buf_settle(tide__buf *b, size_t keep_max) {
-    if (b->len != 0)
-        return;
+void tide__buf_settle_slow(tide__buf *b, size_t keep_max) {
     b->head = 0;
     if (b->cap > keep_max)
         tide__buf_free(b);

@@ -17,11 +17,18 @@
 #define TIDE__LIKELY(x) __builtin_expect(!!(x), 1)
 #define TIDE__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define TIDE__PRINTF(a, b) __attribute__((format(printf, a, b)))
+/* For the rare branch of a hot function: kept out of line so that the hot one does
+ * not save and restore every register the rare one needs. */
+#define TIDE__NOINLINE __attribute__((noinline))
 #else
+#define TIDE__NOINLINE
 #define TIDE__LIKELY(x) (x)
 #define TIDE__UNLIKELY(x) (x)
 #define TIDE__PRINTF(a, b)
 #endif
+
+/* Monotonic wall time in seconds, for measuring (not the loop's cached time). */
+double tide__now_monotonic(void);
 
 /* A deferred call embedded in its owner: scheduling it allocates nothing. It runs on
  * the next drain of the ready queue, FIFO with tide_loop_call_soon callbacks. */
@@ -85,15 +92,82 @@ void tide__loop_unregister(tide_loop_t *loop, tide__resource *res);
 /* The libev loop, for layers that watch descriptors. */
 struct ev_loop *tide__loop_ev(tide_loop_t *loop);
 
-/* A per-loop receive buffer for one read (256 KiB), shared by every non-buffered
- * transport: one read per readiness event lands here, so no read allocates.
- * Returns NULL when it cannot be allocated. */
-void *tide__loop_scratch(tide_loop_t *loop, size_t *size);
+/* The fields of a loop that every read and callback look at, first in struct
+ * tide_loop so that the hot paths read them inline instead of calling into loop.c. */
+typedef struct tide__loop_hot {
+    void *scratch; /* NULL until the first read that needs it */
+    bool debug;
+} tide__loop_hot;
+
+static inline const tide__loop_hot *tide__loop_hot_of(const tide_loop_t *loop) {
+    return (const tide__loop_hot *)(const void *)loop;
+}
+
+#define TIDE__SCRATCH_SIZE ((size_t)256 * 1024)
+
+void *tide__loop_scratch_alloc(tide_loop_t *loop, size_t *size);
+
+/* A per-loop receive buffer for one read (256 KiB, page-aligned), shared by every
+ * non-buffered transport: one read per readiness event lands here, so no read
+ * allocates. Returns NULL when it cannot be allocated. */
+static inline void *tide__loop_scratch(tide_loop_t *loop, size_t *size) {
+    void *scratch = tide__loop_hot_of(loop)->scratch;
+    if (TIDE__UNLIKELY(scratch == NULL))
+        return tide__loop_scratch_alloc(loop, size);
+    *size = TIDE__SCRATCH_SIZE;
+    return scratch;
+}
+
+/* A descriptor watched for readiness. On Linux the loop keeps its own epoll set for
+ * these, watched as one descriptor by libev: a ready descriptor costs one array entry
+ * and one call, instead of libev's per-watcher pending queue (about 100 instructions
+ * per event). Elsewhere it is a plain libev io watcher. Level-triggered, as libev's.
+ * The callback gets the ready subset of the wanted events; an io stopped or changed
+ * during a dispatch gets no stale events. An io must be stopped (events 0) before its
+ * descriptor is closed or its memory freed. */
+#define TIDE__IO_READ 1u
+#define TIDE__IO_WRITE 2u
+typedef struct tide__io tide__io;
+typedef void (*tide__io_cb)(tide__io *io, unsigned events);
+struct tide__io {
+    tide_loop_t *loop;
+    tide__io_cb cb;
+    int fd;
+    unsigned events; /* wanted now */
+#ifdef __linux__
+    bool added; /* in the epoll set */
+#else
+    ev_io w;
+#endif
+};
+
+void tide__io_init(tide_loop_t *loop, tide__io *io, int fd, tide__io_cb cb);
+/* Sets the wanted events. Returns 0, or a tide code (epoll_ctl failed; the wanted
+ * events are then unchanged). */
+int tide__io_set(tide__io *io, unsigned events);
+
+static inline int tide__io_start(tide__io *io, unsigned events) {
+    return (io->events & events) == events ? 0 : tide__io_set(io, io->events | events);
+}
+
+static inline void tide__io_stop(tide__io *io, unsigned events) {
+    if (io->events & events)
+        (void)tide__io_set(io, io->events & ~events);
+}
 
 /* Debug-mode timing of a user-visible callback: enter returns a start stamp (0 when
- * debug is off); leave logs when the callback ran longer than the threshold. */
-double tide__loop_debug_enter(tide_loop_t *loop);
-void tide__loop_debug_leave(tide_loop_t *loop, double start, const char *what);
+ * debug is off); leave logs when the callback ran longer than the threshold. Inline:
+ * with debug off, as it is on every hot path, each is one test. */
+void tide__loop_debug_report(tide_loop_t *loop, double start, const char *what);
+
+static inline double tide__loop_debug_enter(tide_loop_t *loop) {
+    return TIDE__UNLIKELY(tide__loop_hot_of(loop)->debug) ? tide__now_monotonic() : 0.0;
+}
+
+static inline void tide__loop_debug_leave(tide_loop_t *loop, double start, const char *what) {
+    if (TIDE__UNLIKELY(start != 0.0))
+        tide__loop_debug_report(loop, start, what);
+}
 
 void tide__log(tide_loop_t *loop, tide_log_level_t level, const char *fmt, ...) TIDE__PRINTF(3, 4);
 
@@ -114,9 +188,6 @@ int tide__resolve_start(tide_loop_t *loop, const char *host, const char *service
                         int socktype, int flags, tide__resolve_cb cb, void *arg,
                         tide__resolve **req);
 void tide__resolve_cancel(tide__resolve *req);
-
-/* Monotonic wall time in seconds, for measuring (not the loop's cached time). */
-double tide__now_monotonic(void);
 
 #endif
 
@@ -171,6 +242,12 @@ void tide__task_unjoin(tide_task_t *task);
  * waker's frame never switches stacks). Ignored once w is complete or abandoned.
  * Safe before the wait starts. */
 void tide__task_wake(tide__waiter *w, int status);
+
+/* tide__task_wake for a completion that the loop itself runs (from an I/O event or a
+ * deferred call, never inside a user's call): when no task is running, the waiting
+ * task resumes at once, inside this call, instead of on a later iteration; otherwise
+ * as tide__task_wake. w may be gone when it returns (it lives in the task's frame). */
+void tide__task_wake_now(tide__waiter *w, int status);
 
 /* The lowest page of a task's stack mapping, the guard page (NULL once the stack is
  * gone); for tests that check overflows fault there. */

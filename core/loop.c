@@ -23,12 +23,14 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#ifdef __linux__
+#include <sys/epoll.h>
+#endif
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/core_int.h"
 #include "tide/ev.h"
-
-#define TIDE__SCRATCH_SIZE (256 * 1024)
 
 typedef struct tide__ts_item tide__ts_item;
 struct tide__ts_item {
@@ -59,11 +61,11 @@ struct tide_handle {
 };
 
 struct tide_loop {
+    tide__loop_hot hot; /* first: core_int.h reads it inline */
     struct ev_loop *ev;
     bool owns_ev;
     bool running;
     bool stop_requested;
-    bool debug;
     bool manual_clock;
     double now;
     double slow_callback;
@@ -84,8 +86,12 @@ struct tide_loop {
     size_t heap_len, heap_cap;
     uint64_t timer_seq;
 
-    void *scratch;
     tide__signal *signals;
+#ifdef __linux__
+    int epfd; /* tide__io's epoll set */
+    ev_io ep_watcher;
+    struct ep_batch *batches; /* the dispatches running now, innermost first */
+#endif
 
     pthread_mutex_t ts_lock;
     pthread_cond_t ts_cond;
@@ -177,7 +183,7 @@ static void vlog(tide_loop_t *loop, tide_log_level_t level, const char *fmt, va_
         loop->log_cb(loop, level, msg, loop->log_arg);
         return;
     }
-    if (level >= TIDE_LOG_WARNING || (loop != NULL && loop->debug))
+    if (level >= TIDE_LOG_WARNING || (loop != NULL && loop->hot.debug))
         log_to_stderr(level, msg);
 }
 
@@ -200,21 +206,17 @@ void tide_loop_set_log_handler(tide_loop_t *loop, tide_log_cb cb, void *arg) {
     loop->log_arg = arg;
 }
 
-void tide_loop_set_debug(tide_loop_t *loop, bool enabled) { loop->debug = enabled; }
+void tide_loop_set_debug(tide_loop_t *loop, bool enabled) { loop->hot.debug = enabled; }
 
-bool tide_loop_get_debug(const tide_loop_t *loop) { return loop->debug; }
+bool tide_loop_get_debug(const tide_loop_t *loop) { return loop->hot.debug; }
 
 void tide_loop_set_slow_callback_duration(tide_loop_t *loop, double seconds) {
     loop->slow_callback = seconds;
 }
 
-double tide__loop_debug_enter(tide_loop_t *loop) {
-    return TIDE__UNLIKELY(loop->debug) ? tide__now_monotonic() : 0.0;
-}
-
-void tide__loop_debug_leave(tide_loop_t *loop, double start, const char *what) {
-    if (TIDE__LIKELY(!loop->debug) || start == 0.0)
-        return;
+void tide__loop_debug_report(tide_loop_t *loop, double start, const char *what) {
+    if (!loop->hot.debug)
+        return; /* switched off inside the callback */
     double took = tide__now_monotonic() - start;
     if (took >= loop->slow_callback)
         tide__log(loop, TIDE_LOG_WARNING, "executing %s took %.3f seconds", what, took);
@@ -250,12 +252,131 @@ struct ev_loop *tide__loop_ev(tide_loop_t *loop) { return loop->ev; }
 
 struct ev_loop *tide_loop_get_ev(tide_loop_t *loop) { return loop->ev; }
 
-void *tide__loop_scratch(tide_loop_t *loop, size_t *size) {
-    if (loop->scratch == NULL)
-        loop->scratch = malloc(TIDE__SCRATCH_SIZE);
-    *size = loop->scratch ? TIDE__SCRATCH_SIZE : 0;
-    return loop->scratch;
+void *tide__loop_scratch_alloc(tide_loop_t *loop, size_t *size) {
+    loop->hot.scratch = tide__buf_alloc(TIDE__SCRATCH_SIZE);
+    *size = loop->hot.scratch ? TIDE__SCRATCH_SIZE : 0;
+    return loop->hot.scratch;
 }
+
+/* ---- descriptors: tide's own epoll set --------------------------------------------- */
+
+void tide__io_init(tide_loop_t *loop, tide__io *io, int fd, tide__io_cb cb) {
+    io->loop = loop;
+    io->cb = cb;
+    io->fd = fd;
+    io->events = 0;
+#ifdef __linux__
+    io->added = false;
+#else
+    ev_io_init(&io->w, NULL, fd, 0);
+#endif
+}
+
+#ifdef __linux__
+#define EPOLL_BATCH 64
+
+/* The ready descriptors one dispatch works through. Dispatches nest when a callback
+ * runs the loop itself (a task driving it by hand), hence a list. */
+struct ep_batch {
+    struct epoll_event evs[EPOLL_BATCH];
+    int n;
+    struct ep_batch *next;
+};
+
+/* An io leaves the set: no dispatch still running may call it (its memory may be
+ * freed as soon as this returns). */
+static void forget(tide__io *io) {
+    for (struct ep_batch *b = io->loop->batches; b != NULL; b = b->next)
+        for (int i = 0; i < b->n; i++)
+            if (b->evs[i].data.ptr == io)
+                b->evs[i].data.ptr = NULL;
+}
+
+/* The epoll set is readable: dispatch what is ready, one array entry per descriptor.
+ * A callback may stop or change any io of the batch: events no longer wanted are
+ * masked with what it wants now, and an io that left the set is forgotten. */
+static void on_epoll(struct ev_loop *ev, ev_io *w, int revents) {
+    (void)ev;
+    (void)revents;
+    tide_loop_t *loop = w->data;
+    struct ep_batch b;
+    b.n = epoll_wait(loop->epfd, b.evs, EPOLL_BATCH, 0);
+    if (b.n <= 0)
+        return;
+    b.next = loop->batches;
+    loop->batches = &b;
+    for (int i = 0; i < b.n; i++) {
+        tide__io *io = b.evs[i].data.ptr;
+        if (io == NULL)
+            continue;
+        uint32_t e = b.evs[i].events;
+        unsigned got = ((e & (EPOLLIN | EPOLLERR | EPOLLHUP)) ? TIDE__IO_READ : 0) |
+                       ((e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) ? TIDE__IO_WRITE : 0);
+        got &= io->events;
+        if (got)
+            io->cb(io, got);
+    }
+    loop->batches = b.next;
+}
+
+static int epoll_open(tide_loop_t *loop) {
+    int fd = epoll_create1(EPOLL_CLOEXEC);
+    if (fd < 0)
+        return tide_err_from_errno(errno);
+    loop->epfd = fd;
+    ev_io_init(&loop->ep_watcher, on_epoll, fd, EV_READ);
+    loop->ep_watcher.data = loop;
+    /* Only the descriptors in it keep the loop running (as resources). */
+    ev_io_start(loop->ev, &loop->ep_watcher);
+    ev_unref(loop->ev);
+    return 0;
+}
+
+int tide__io_set(tide__io *io, unsigned events) {
+    tide_loop_t *loop = io->loop;
+    int op;
+    struct epoll_event e = {0};
+    e.data.ptr = io;
+    e.events = ((events & TIDE__IO_READ) ? EPOLLIN : 0) | ((events & TIDE__IO_WRITE) ? EPOLLOUT : 0);
+    if (events == 0)
+        op = EPOLL_CTL_DEL;
+    else
+        op = io->added ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (op == EPOLL_CTL_DEL && !io->added) {
+        io->events = 0;
+        return 0;
+    }
+    if (epoll_ctl(loop->epfd, op, io->fd, &e) < 0 && !(op == EPOLL_CTL_DEL && errno == EBADF))
+        return tide_err_from_errno(errno);
+    io->added = events != 0;
+    io->events = events;
+    if (op == EPOLL_CTL_DEL && loop->batches != NULL)
+        forget(io);
+    return 0;
+}
+#else
+static void on_io(struct ev_loop *ev, ev_io *w, int revents) {
+    (void)ev;
+    tide__io *io = TIDE__QUEUE_DATA(w, tide__io, w);
+    unsigned got = ((revents & EV_READ) ? TIDE__IO_READ : 0) |
+                   ((revents & EV_WRITE) ? TIDE__IO_WRITE : 0);
+    got &= io->events;
+    if (got)
+        io->cb(io, got);
+}
+
+int tide__io_set(tide__io *io, unsigned events) {
+    struct ev_loop *ev = io->loop->ev;
+    ev_io_stop(ev, &io->w);
+    io->events = events;
+    if (events) {
+        ev_io_init(&io->w, on_io, io->fd,
+                   ((events & TIDE__IO_READ) ? EV_READ : 0) | ((events & TIDE__IO_WRITE) ? EV_WRITE : 0));
+        ev_io_start(ev, &io->w);
+    }
+    return 0;
+}
+#endif
 
 /* ---- the ready queue ------------------------------------------------------------- */
 
@@ -806,8 +927,12 @@ static int loop_init(tide_loop_t **out, struct ev_loop *ev, bool owns_ev) {
     }
     loop->ev = ev;
     loop->owns_ev = owns_ev;
+#ifdef __linux__
+    loop->epfd = -1;
+    loop->batches = NULL;
+#endif
     loop->slow_callback = 0.1;
-    loop->debug = env_debug();
+    loop->hot.debug = env_debug();
     tide__queue_init(&loop->ready);
     tide__queue_init(&loop->handles);
     tide__queue_init(&loop->resources);
@@ -828,6 +953,16 @@ static int loop_init(tide_loop_t **out, struct ev_loop *ev, bool owns_ev) {
     TIDE__START_UNREF(loop, check, &loop->time_check);
     TIDE__START_UNREF(loop, check, &loop->ready_check);
     TIDE__START_UNREF(loop, async, &loop->wakeup);
+#ifdef __linux__
+    /* Made with the loop, like libev's own epoll descriptor, so that descriptor
+     * counts do not change when the first socket starts. */
+    int rc = epoll_open(loop);
+    if (rc != 0) {
+        loop->epfd = -1;
+        tide_loop_close(loop);
+        return rc;
+    }
+#endif
     *out = loop;
     return 0;
 }
@@ -973,7 +1108,7 @@ int tide_loop_close(tide_loop_t *loop) {
         tide_handle_cancel(h);
         dropped++;
     }
-    if (dropped > 0 && loop->debug)
+    if (dropped > 0 && loop->hot.debug)
         tide__log(loop, TIDE_LOG_DEBUG, "tide_loop_close: dropped %zu scheduled callback(s)", dropped);
 
     while (loop->signals) {
@@ -989,13 +1124,20 @@ int tide_loop_close(tide_loop_t *loop) {
     ev_async_stop(loop->ev, &loop->wakeup);
     ev_idle_stop(loop->ev, &loop->ready_idle);
     ev_timer_stop(loop->ev, &loop->heap_watcher);
+#ifdef __linux__
+    if (loop->epfd >= 0) {
+        ev_ref(loop->ev);
+        ev_io_stop(loop->ev, &loop->ep_watcher);
+        close(loop->epfd);
+    }
+#endif
     if (loop->owns_ev)
         ev_loop_destroy(loop->ev);
     pthread_mutex_destroy(&loop->ts_lock);
     pthread_cond_destroy(&loop->ts_cond);
     pthread_cond_destroy(&loop->pool_cond);
     free(loop->heap);
-    free(loop->scratch);
+    free(loop->hot.scratch);
     free(loop);
     return 0;
 }

@@ -1,9 +1,11 @@
 /* Tasks: stackful coroutines run by the loop's ready queue.
  *
- * A task is resumed only from a deferred call (its run_call) drained by the loop, and
- * suspends only by switching back to whoever resumed it, so the loop never runs on a
- * task's stack and a waker never switches stacks inside its own frame: tide__task_wake
- * and tide_task_cancel only mark state and defer the resume. While a task runs, the
+ * A task is resumed from a deferred call (its run_call) drained by the loop, or by
+ * tide__task_wake_now from a completion the loop itself runs (an I/O event, a deferred
+ * call) while no task is running; it suspends only by switching back to whoever
+ * resumed it, so the loop never runs on a task's stack. tide__task_wake and
+ * tide_task_cancel only mark state and defer the resume, so a waker inside a user's
+ * call never switches stacks inside its own frame. While a task runs, the
  * thread-local `current` names it; every blocking call starts from there.
  *
  * Cancellation and deadlines act on the waiter a task is blocked on: they mark it
@@ -550,7 +552,9 @@ int tide__task_wait(tide__waiter *w) {
         return rc;
     }
     park(t, w);
-    tide__timer_stop(&t->deadline_timer);
+    /* No timer work unless a deadline was armed for this wait. */
+    if (tide__timer_active(&t->deadline_timer))
+        tide__timer_stop(&t->deadline_timer);
     return w->status;
 }
 
@@ -571,6 +575,21 @@ void tide__task_wake(tide__waiter *w, int status) {
     tide_task_t *t = w->task;
     if (t != NULL && t->waiter == w && t->state == TASK_SUSPENDED)
         tide__loop_defer(t->loop, &t->run_call);
+}
+
+void tide__task_wake_now(tide__waiter *w, int status) {
+    if (w->done)
+        return;
+    tide_task_t *t = w->task;
+    if (current != NULL || t == NULL || t->waiter != w || t->state != TASK_SUSPENDED ||
+        tide__call_pending(&t->run_call)) {
+        tide__task_wake(w, status);
+        return;
+    }
+    w->done = true;
+    w->status = status;
+    /* w lives in the task's frame: once resumed, the task may end and take it along. */
+    resume(t);
 }
 
 /* ---- public: spawning, joining, cancelling --------------------------------------- */

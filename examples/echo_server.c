@@ -289,8 +289,10 @@ static void cb_read(tide_reader_t *reader, int status, const void *data, size_t 
     /* data is lent for this call only: write copies what it cannot send at once. */
     int rc = tide_writer_write(c->writer, data, len);
     if (rc == 0)
-        rc = tide_writer_drain(c->writer, cb_drained, c);
-    if (rc != 0)
+        rc = tide_writer_try_drain(c->writer, cb_drained, c);
+    if (rc == 1)
+        cb_read_more(c); /* drained already: cb_drained will not run */
+    else if (rc != 0)
         cb_finish(c, rc);
 }
 

@@ -6,7 +6,8 @@
  *
  * A read callback's data is lent only for the call, and the buffer may move once it
  * returns (more input, a compaction), so the completion copies the result into the
- * caller's buffer before the task resumes.
+ * caller's buffer before the task resumes; except that read_await, started on an
+ * empty reader, lets the transport read straight into the caller's buffer (no copy).
  *
  * Cancellation and deadlines: the waiter's on_abandon withdraws the pending operation
  * (reader: the pending read, which has consumed nothing yet; writer: its waiter
@@ -35,6 +36,7 @@ typedef struct read_wait {
     unsigned char *buf;
     size_t cap;
     size_t len;
+    const void *lent; /* peek: the reader's bytes, in place */
 } read_wait;
 
 static void read_abandon(tide__waiter *w) { tide__reader_cancel_pending(((read_wait *)w)->r); }
@@ -42,7 +44,7 @@ static void read_abandon(tide__waiter *w) { tide__reader_cancel_pending(((read_w
 static void read_done(tide_reader_t *r, int status, const void *data, size_t len, void *arg) {
     (void)r;
     read_wait *rw = arg;
-    if (data != NULL && len > 0) {
+    if (data != NULL && len > 0 && data != rw->buf) {
         /* Every read is capped to the caller's buffer, so this cannot happen: but never
          * overrun it. */
         if (len > rw->cap) {
@@ -52,7 +54,16 @@ static void read_done(tide_reader_t *r, int status, const void *data, size_t len
         memcpy(rw->buf, data, len);
     }
     rw->len = len;
-    tide__task_wake(&rw->w, status);
+    /* Read completions run from the loop (the reader's deferred call, or the readable
+     * event that satisfied the read), never inside a user's call: a task whose read
+     * got its bytes resumes right here. Any other outcome (an error, the end, a limit
+     * overrun) resumes it through the ready queue, as before: by then the transport
+     * has delivered what was already on its way behind those bytes (the EOF after a
+     * last, unterminated record), which the task's next read is then evaluated with. */
+    if (status == 0)
+        tide__task_wake_now(&rw->w, status);
+    else
+        tide__task_wake(&rw->w, status);
 }
 
 /* Validates the reader; prepares rw. */
@@ -66,11 +77,13 @@ static int read_begin(read_wait *rw, tide_reader_t *r, void *buf, size_t cap, si
         return rc;
     if (buf == NULL && cap > 0)
         return TIDE_EINVAL;
+    tide__reader_end_loan(r);
     tide__waiter_init(&rw->w, read_abandon);
     rw->r = r;
     rw->buf = buf;
     rw->cap = cap;
     rw->len = 0;
+    rw->lent = NULL;
     return 0;
 }
 
@@ -91,7 +104,8 @@ int tide_reader_read_await(tide_reader_t *r, void *buf, size_t n, size_t *len) {
         rc = TIDE_EINVAL;
     if (rc != 0)
         return rc;
-    return read_finish(&rw, tide_reader_read(r, n, read_done, &rw), len);
+    /* The transport reads straight into buf when the reader is empty: no copy. */
+    return read_finish(&rw, tide__reader_read_into(r, buf, n, read_done, &rw), len);
 }
 
 int tide_reader_readexactly_await(tide_reader_t *r, void *buf, size_t n, size_t *len) {
@@ -100,6 +114,37 @@ int tide_reader_readexactly_await(tide_reader_t *r, void *buf, size_t n, size_t 
     if (rc != 0)
         return rc;
     return read_finish(&rw, tide_reader_readexactly(r, n, read_done, &rw), len);
+}
+
+/* The peek completion keeps the bytes where they are: a hold on the reader, ended by
+ * the task's next consume or _await read (tide__reader_end_loan). */
+static void peek_done(tide_reader_t *r, int status, const void *data, size_t len, void *arg) {
+    read_wait *rw = arg;
+    if (data != NULL && len > 0) {
+        tide__reader_hold(r);
+        r->peek_held = true;
+        rw->lent = data;
+    }
+    rw->len = len;
+    if (status == 0)
+        tide__task_wake_now(&rw->w, status);
+    else
+        tide__task_wake(&rw->w, status);
+}
+
+int tide_reader_peek_await(tide_reader_t *r, const void **data, size_t *len) {
+    if (data != NULL)
+        *data = NULL;
+    read_wait rw;
+    int rc = read_begin(&rw, r, NULL, 0, len);
+    if (rc == 0 && (data == NULL || len == NULL))
+        rc = TIDE_EINVAL;
+    if (rc != 0)
+        return rc;
+    rc = read_finish(&rw, tide__reader_peek(r, peek_done, &rw), len);
+    if (rc == 0)
+        *data = rw.lent;
+    return rc;
 }
 
 /* The separator reads hand over at most cap bytes: a longer record is a limit overrun
@@ -166,6 +211,10 @@ static int writer_await(tide_writer_t *s,
 }
 
 int tide_writer_drain_await(tide_writer_t *writer) {
+    /* Like asyncio's drain, which returns without yielding when writing is not
+     * paused and the connection is healthy: no record, no switch, no loop turn. */
+    if (writer != NULL && in_task(writer->loop) == 0 && tide__writer_drained(writer))
+        return 0;
     return writer_await(writer, tide__writer_drain_start);
 }
 

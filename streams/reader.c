@@ -154,18 +154,20 @@ static bool evaluate_sep(tide_reader_t *r, result *res, bool ended) {
     return true;
 }
 
-/* Whether the pending read can finish now, and how. Only DISCARD changes the buffer. */
-static bool evaluate(tide_reader_t *r, result *res) {
+/* evaluate() for every read but the plain read with bytes there or none yet. */
+TIDE__NOINLINE static bool evaluate_slow(tide_reader_t *r, result *res) {
     tide__read_op *op = &r->op;
     size_t n = avail(r);
     bool ended = r->eof || r->error != 0;
     memset(res, 0, sizeof(*res));
     switch (op->kind) {
     case TIDE__RD_READ:
-        if (op->n == 0)
+    case TIDE__RD_PEEK: /* a read of everything buffered that consumes nothing */
+        if (op->kind == TIDE__RD_READ && op->n == 0)
             return true;
         if (n > 0) {
-            res->len = res->consume = n < op->n ? n : op->n;
+            res->len = op->kind == TIDE__RD_READ && op->n < n ? op->n : n;
+            res->consume = op->kind == TIDE__RD_READ ? res->len : 0;
             res->with_data = true;
             return true;
         }
@@ -199,13 +201,30 @@ static bool evaluate(tide_reader_t *r, result *res) {
     }
 }
 
+/* Whether the pending read can finish now, and how. Only DISCARD changes the buffer.
+ * The plain read (a stream's usual loop) is decided here in a few tests. */
+static bool evaluate(tide_reader_t *r, result *res) {
+    if (TIDE__LIKELY(r->op.kind == TIDE__RD_READ && r->op.n != 0)) {
+        size_t n = avail(r);
+        if (n > 0) {
+            res->status = 0;
+            res->len = res->consume = n < r->op.n ? n : r->op.n;
+            res->with_data = true;
+            return true;
+        }
+        if (!r->eof && r->error == 0)
+            return false;
+    }
+    return evaluate_slow(r, res);
+}
+
 /* ---- flow control and progress ----------------------------------------------------------- */
 
 static bool waiting(const tide_reader_t *r) {
     return r->op.kind != TIDE__RD_NONE && !tide__call_pending(&r->call);
 }
 
-static void flow(tide_reader_t *r) {
+TIDE__NOINLINE static void flow(tide_reader_t *r) {
     if (r->transport == NULL)
         return;
     size_t n = avail(r);
@@ -221,6 +240,10 @@ static void flow(tide_reader_t *r) {
     }
 }
 
+/* Every state change comes here, so the common case (no read waiting, or one that
+ * cannot finish yet; a buffer that holds bytes or is settled; neither paused nor
+ * above twice the limit) is a handful of tests. Flow control can only change when
+ * the reader is paused or holds more than twice the limit. */
 static void progress(tide_reader_t *r) {
     if (waiting(r)) {
         result res;
@@ -228,7 +251,8 @@ static void progress(tide_reader_t *r) {
             tide__loop_defer(r->loop, &r->call);
     }
     settle(r);
-    flow(r);
+    if (TIDE__UNLIKELY(r->paused || avail(r) > 2 * r->limit))
+        flow(r);
 }
 
 static void reader_release(tide_reader_t *r) {
@@ -236,7 +260,20 @@ static void reader_release(tide_reader_t *r) {
     free(r);
 }
 
-/* The completion of the pending read. */
+/* Finishes the pending read with the outcome evaluate() found just now. */
+static void complete(tide_reader_t *r, const result *res) {
+    tide_read_cb cb = r->op.cb;
+    void *arg = r->op.arg;
+    const void *data = res->with_data ? front(r) : NULL;
+    /* Finish the bookkeeping first: the callback may start the next read. */
+    r->op.kind = TIDE__RD_NONE;
+    tide__buf_consume(&r->buf, res->consume);
+    r->lending++;
+    cb(r, res->status, data, res->len, arg);
+    tide__reader_unhold(r);
+}
+
+/* The deferred completion of the pending read. */
 static void deliver(tide__call *call) {
     tide_reader_t *r = TIDE__QUEUE_DATA(call, tide_reader_t, call);
     result res;
@@ -246,15 +283,21 @@ static void deliver(tide__call *call) {
         progress(r);
         return;
     }
-    tide_read_cb cb = r->op.cb;
-    void *arg = r->op.arg;
-    const void *data = res.with_data ? front(r) : NULL;
-    /* Finish the bookkeeping first: the callback may start the next read. */
-    r->op.kind = TIDE__RD_NONE;
-    tide__buf_consume(&r->buf, res.consume);
-    r->lending++;
-    cb(r, res.status, data, res.len, arg);
-    tide__reader_unhold(r);
+    complete(r, &res);
+}
+
+/* progress() for a change that comes from the transport's own event (bytes read,
+ * EOF), never from inside a user's call: a read it satisfies completes right here,
+ * without the hop through the ready queue. */
+static void progress_event(tide_reader_t *r) {
+    if (waiting(r)) {
+        result res;
+        if (evaluate(r, &res)) {
+            complete(r, &res); /* its unhold settles and applies flow control */
+            return;
+        }
+    }
+    progress(r);
 }
 
 /* ---- starting reads ------------------------------------------------------------------------ */
@@ -355,8 +398,42 @@ int tide_reader_read(tide_reader_t *r, size_t n, tide_read_cb cb, void *arg) {
     int rc = check_start(r, cb);
     if (rc != 0)
         return rc;
+    r->op.into = NULL;
     start(r, n == TIDE_READ_ALL ? TIDE__RD_ALL : TIDE__RD_READ, n, cb, arg);
     return 0;
+}
+
+int tide__reader_read_into(tide_reader_t *r, void *into, size_t n, tide_read_cb cb, void *arg) {
+    int rc = check_start(r, cb);
+    if (rc != 0)
+        return rc;
+    r->op.into = n > 0 && n != TIDE_READ_ALL ? into : NULL;
+    start(r, n == TIDE_READ_ALL ? TIDE__RD_ALL : TIDE__RD_READ, n, cb, arg);
+    return 0;
+}
+
+int tide__reader_peek(tide_reader_t *r, tide_read_cb cb, void *arg) {
+    int rc = check_start(r, cb);
+    if (rc != 0)
+        return rc;
+    start(r, TIDE__RD_PEEK, 0, cb, arg);
+    return 0;
+}
+
+void tide__reader_end_loan(tide_reader_t *r) {
+    if (!r->peek_held)
+        return;
+    r->peek_held = false;
+    tide__reader_unhold(r);
+}
+
+int tide_reader_consume(tide_reader_t *r, size_t n) {
+    int rc = tide_reader_skip(r, n);
+    if (rc == 0 && r->peek_held) {
+        r->peek_held = false;
+        tide__reader_unhold(r);
+    }
+    return rc;
 }
 
 int tide_reader_readexactly(tide_reader_t *r, size_t n, tide_read_cb cb, void *arg) {
@@ -498,7 +575,16 @@ void tide__reader_fini(tide_reader_t *r) {
 }
 
 void *tide__reader_get_buffer(tide_reader_t *r, size_t sizehint, size_t *len) {
-    if (reserve(r, sizehint > r->chunk ? sizehint : r->chunk) != 0) {
+    if (r->op.kind == TIDE__RD_READ && r->op.into != NULL && avail(r) == 0 && waiting(r)) {
+        /* Zero copy: the read waits on an empty reader, so its bytes can land in the
+         * caller's memory, and nothing ahead of them can be in the way. */
+        r->lent_into = r->op.into;
+        *len = r->op.n;
+        return r->lent_into;
+    }
+    r->lent_into = NULL;
+    size_t want = sizehint > r->chunk ? sizehint : r->chunk;
+    if (tide__buf_room(&r->buf) < want && reserve(r, want) != 0) {
         *len = 0;
         return NULL; /* the transport fails with TIDE_ENOBUFS */
     }
@@ -507,11 +593,47 @@ void *tide__reader_get_buffer(tide_reader_t *r, size_t sizehint, size_t *len) {
     return tide__buf_end(&r->buf);
 }
 
+/* The transport read nbytes into the read's own memory (lent_into). */
+static void updated_into(tide_reader_t *r, size_t nbytes) {
+    unsigned char *into = r->lent_into;
+    r->lent_into = NULL;
+    if (r->op.kind == TIDE__RD_READ && r->op.into == into && waiting(r)) {
+        tide_read_cb cb = r->op.cb;
+        void *arg = r->op.arg;
+        r->op.kind = TIDE__RD_NONE;
+        r->lending++; /* as for any completion: the callback may free or feed */
+        cb(r, 0, into, nbytes, arg);
+        tide__reader_unhold(r);
+        return;
+    }
+    /* The read went away between the transport's get_buffer and this call (no
+     * transport runs user code there, but never lose a byte): the bytes join the
+     * buffer. The memory is still valid: a cancelled task resumes only later. */
+    if (reserve(r, nbytes) != 0) {
+        r->error = TIDE_ENOMEM;
+        progress(r);
+        return;
+    }
+    tide__buf_put(&r->buf, into, nbytes);
+    progress_event(r);
+}
+
 void tide__reader_buffer_updated(tide_reader_t *r, size_t nbytes) {
+    if (r->lent_into != NULL) {
+        updated_into(r, nbytes);
+        return;
+    }
     if (nbytes >= r->offered && r->chunk < READ_CHUNK_MAX)
         r->chunk *= 2;
     r->buf.len += nbytes;
-    progress(r);
+    progress_event(r);
+}
+
+void tide__reader_eof(tide_reader_t *r) {
+    if (r->eof)
+        return;
+    r->eof = true;
+    progress_event(r);
 }
 
 void tide__reader_connection_lost(tide_reader_t *r, int err) {
@@ -553,8 +675,10 @@ void tide__reader_hold(tide_reader_t *r) { r->lending++; }
 void tide__reader_unhold(tide_reader_t *r) {
     if (--r->lending > 0)
         return;
-    free(r->lent_buf);
-    r->lent_buf = NULL;
+    if (TIDE__UNLIKELY(r->lent_buf != NULL)) {
+        free(r->lent_buf);
+        r->lent_buf = NULL;
+    }
     if (r->free_wanted) {
         reader_release(r);
         return;

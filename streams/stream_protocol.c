@@ -47,7 +47,7 @@ static void on_buffer_updated(tide_protocol_t *p, size_t nbytes) {
 }
 
 static bool on_eof(tide_protocol_t *p) {
-    tide_reader_feed_eof(&of(p)->reader);
+    tide__reader_eof(&of(p)->reader);
     return true;
 }
 
@@ -119,7 +119,7 @@ static void free_run(tide__call *call) {
         destroy(s);
 }
 
-void tide__stream_maybe_free(tide__stream *s) {
+void tide__stream_maybe_free_slow(tide__stream *s) {
     if (idle(s))
         tide__loop_defer(s->loop, &s->free_call);
 }

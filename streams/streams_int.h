@@ -26,7 +26,8 @@ enum {
     TIDE__RD_EXACTLY, /* exactly n bytes */
     TIDE__RD_UNTIL,   /* through the earliest separator */
     TIDE__RD_LINE,    /* readuntil("\n") with readline's EOF rule */
-    TIDE__RD_DISCARD  /* drop through the first separator */
+    TIDE__RD_DISCARD, /* drop through the first separator */
+    TIDE__RD_PEEK     /* at least one byte, lent in place, nothing consumed */
 };
 
 /* A separator copied into the reader's own storage. */
@@ -43,7 +44,12 @@ typedef struct tide__read_op {
     size_t min_len; /* of the separators */
     size_t max_len;
     size_t offset; /* bytes at the front known to hold no separator start */
-    size_t cap;    /* UNTIL, LINE: the longest record handed over (SIZE_MAX: no cap) */
+    union {
+        size_t cap; /* UNTIL, LINE: the longest record handed over (SIZE_MAX: no cap) */
+        /* READ: the caller's memory of n bytes that the transport may read into while
+         * the reader is empty (an await form's buffer), or NULL. */
+        unsigned char *into;
+    };
     tide_read_cb cb;
     void *arg;
 } tide__read_op;
@@ -59,10 +65,14 @@ struct tide_reader {
     unsigned char *lent_buf;
     size_t chunk;   /* free space to offer the transport for the next read */
     size_t offered; /* free space offered for the read in progress */
+    /* The read's own memory (op.into) when the transport was handed that instead of
+     * the buffer's tail for the read in progress; NULL otherwise. */
+    unsigned char *lent_into;
     int lending;    /* > 0 while a read callback runs: no compaction, no reset */
     bool eof;
     bool paused;      /* we paused the transport */
     bool free_wanted; /* tide_reader_free inside a callback */
+    bool peek_held;   /* a tide_reader_peek_await loan holds the buffer (one hold) */
     int error;
     tide__read_op op;
     tide__call call; /* the deferred completion of op */
@@ -136,6 +146,10 @@ void tide__reader_fini(tide_reader_t *r);
 /* The adapter's get_buffer / buffer_updated: memory at the buffer's free tail. */
 void *tide__reader_get_buffer(tide_reader_t *r, size_t sizehint, size_t *len);
 void tide__reader_buffer_updated(tide_reader_t *r, size_t nbytes);
+/* The adapter's eof_received: tide_reader_feed_eof, from the transport's event. These
+ * two run from the transport, never inside a user's call, so a read they satisfy
+ * completes at once (its callback runs inside them). */
+void tide__reader_eof(tide_reader_t *r);
 /* The transport is gone: flow control stops; err < 0 is stored, 0 feeds EOF. */
 void tide__reader_connection_lost(tide_reader_t *r, int err);
 /* Drops the pending read without calling it (a task was cancelled); the buffer keeps
@@ -148,6 +162,16 @@ void tide__reader_cancel_pending(tide_reader_t *r);
  * tide_reader_readuntil_any, and TIDE_EINVAL for cap 0. */
 int tide__reader_read_record(tide_reader_t *r, bool line, const tide_iovec_t *seps, size_t n,
                              size_t cap, tide_read_cb cb, void *arg);
+/* tide_reader_read(r, n, cb, arg) whose bytes may land straight in `into` (n bytes,
+ * which must stay valid until cb ran or the read was cancelled): while the reader is
+ * empty, the transport reads into it, and cb gets data == into, no copy made. Bytes
+ * already buffered are handed over from the buffer as by tide_reader_read. */
+int tide__reader_read_into(tide_reader_t *r, void *into, size_t n, tide_read_cb cb, void *arg);
+/* Starts a peek: cb gets every buffered byte (at least one) in place, nothing
+ * consumed, or the end / the stored error. */
+int tide__reader_peek(tide_reader_t *r, tide_read_cb cb, void *arg);
+/* Ends a tide_reader_peek_await loan, if any. */
+void tide__reader_end_loan(tide_reader_t *r);
 /* True while a read is pending (started and its callback not yet begun). */
 bool tide__reader_pending(const tide_reader_t *r);
 /* start_tls: the unread bytes went to the TLS layer (which copied them); the reader
@@ -174,6 +198,15 @@ void tide__writer_complete_drains(tide__stream *s, int status);
 /* connection_lost: completes drains with the write error and wait_closed with status. */
 void tide__writer_connection_lost(tide__stream *s, int status);
 
+/* True when a drain would complete with 0 at once: writing is not paused and the
+ * connection is usable, i.e. writer.c's write_failure() finds nothing (asyncio's drain
+ * returns without yielding then). Inline: asked by every drain_await. */
+static inline bool tide__writer_drained(const tide__stream *s) {
+    const tide_transport_t *t = s->transport;
+    return !(s->flags & TIDE__S_WRITE_PAUSED) && s->reader.error == 0 && t != NULL &&
+           t->error == 0 && !(t->state & (TIDE__T_ABORTED | TIDE__T_CLOSING));
+}
+
 /* ---- stream_protocol.c ---- */
 
 /* A new stream (not yet given to a transport), registered with the loop. */
@@ -181,8 +214,15 @@ tide__stream *tide__stream_new(tide_loop_t *loop, size_t limit);
 /* Frees a stream that no transport holds (its connection was never made). */
 void tide__stream_discard(tide__stream *s);
 /* Queues the free once the stream is released, lost and idle. Call after anything
- * that may have made it so. */
-void tide__stream_maybe_free(tide__stream *s);
+ * that may have made it so. Inline: until the stream is both released and lost,
+ * which is all but its last moments, it is one test. */
+void tide__stream_maybe_free_slow(tide__stream *s);
+
+static inline void tide__stream_maybe_free(tide__stream *s) {
+    if (TIDE__UNLIKELY((s->flags & (TIDE__S_RELEASED | TIDE__S_LOST)) ==
+                       (TIDE__S_RELEASED | TIDE__S_LOST)))
+        tide__stream_maybe_free_slow(s);
+}
 
 /* A limit is valid when positive and small enough for 2 * limit plus a read. */
 static inline bool tide__stream_limit_ok(size_t limit) {

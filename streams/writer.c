@@ -128,6 +128,17 @@ int tide_writer_drain(tide_writer_t *s, tide_writer_cb cb, void *arg) {
     return start_callback_form(s, cb, arg, tide__writer_drain_start);
 }
 
+int tide_writer_try_drain(tide_writer_t *s, tide_writer_cb cb, void *arg) {
+    if (s == NULL || cb == NULL)
+        return TIDE_EINVAL;
+    if (!(s->flags & TIDE__S_WRITE_PAUSED)) {
+        /* Nothing to wait for: answer now, with the error a drain would report if any. */
+        int err = write_failure(s);
+        return err != 0 ? err : 1;
+    }
+    return tide_writer_drain(s, cb, arg);
+}
+
 int tide_writer_wait_closed(tide_writer_t *s, tide_writer_cb cb, void *arg) {
     return start_callback_form(s, cb, arg, tide__writer_wait_closed_start);
 }

@@ -2,9 +2,9 @@
  *
  * This file moves bytes; transport.c owns the contract with the protocol (state
  * checks, watermarks, deferred connection_made / connection_lost) and this file only
- * reports to it through the tide__transport_* helpers. Two libev io watchers per
- * socket: the read watcher runs while the base wants input, the write watcher only
- * while bytes are queued, so an idle or drained connection never wakes the loop.
+ * reports to it through the tide__transport_* helpers. One tide__io per socket (the
+ * loop's own epoll set on Linux): read is wanted while the base wants input, write
+ * only while bytes are queued, so an idle or drained connection never wakes the loop.
  *
  * Writes go to the socket at once when nothing is queued; only what the kernel does
  * not take is copied into a per-transport ring buffer that is reused across writes
@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "core/buf.h"
 #include "transports/transport_int.h"
 
 #ifndef IOV_MAX
@@ -55,8 +56,7 @@ typedef struct sock {
     int fd;
     bool shut_pending; /* write_eof asked for while bytes were still queued */
     bool shut_done;
-    ev_io rw;
-    ev_io ww;
+    tide__io io; /* read while the base wants input, write while bytes are queued */
     ring wq;
     /* The peer of a TCP connection, cached: after a reset the kernel no longer knows
      * it, and describe() and connection_lost handlers still want to name it. Unix
@@ -75,8 +75,6 @@ static const sock *as_csock(const tide_transport_t *t) {
     return (const sock *)(const void *)((const char *)t - offsetof(sock, base));
 }
 
-static struct ev_loop *ev_of(const sock *s) { return tide__loop_ev(s->base.loop); }
-
 /* ---- the write queue ---------------------------------------------------------- */
 
 static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
@@ -92,7 +90,7 @@ static int ring_reserve(ring *r, size_t extra) {
     size_t cap = r->cap ? r->cap : RING_MIN;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    unsigned char *buf = malloc(cap);
+    unsigned char *buf = tide__buf_alloc(cap);
     if (buf == NULL)
         return TIDE_ENOMEM;
     if (r->len > 0) {
@@ -258,7 +256,7 @@ static void do_shutdown(sock *s) {
 /* The queue just became empty (or was empty when a flush was due): stop watching for
  * writability, then finish what was waiting on the flush. */
 static void queue_drained(sock *s) {
-    ev_io_stop(ev_of(s), &s->ww);
+    tide__io_stop(&s->io, TIDE__IO_WRITE);
     if (s->wq.cap > RING_KEEP)
         ring_free(&s->wq);
     if (tide__transport_closing(&s->base)) {
@@ -269,10 +267,7 @@ static void queue_drained(sock *s) {
         do_shutdown(s);
 }
 
-static void on_writable(struct ev_loop *ev, ev_io *w, int revents) {
-    (void)ev;
-    (void)revents;
-    sock *s = TIDE_CONTAINER_OF(w, sock, ww);
+static void on_writable(sock *s) {
     tide_transport_t *t = &s->base;
     size_t sent;
     int rc = flush_queue(s, &sent);
@@ -292,12 +287,10 @@ static void on_writable(struct ev_loop *ev, ev_io *w, int revents) {
 
 /* ---- reading ------------------------------------------------------------------- */
 
-static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
-    (void)revents;
-    sock *s = TIDE_CONTAINER_OF(w, sock, rw);
+static void on_readable(sock *s) {
     tide_transport_t *t = &s->base;
     if (!tide__transport_wants_read(t)) {
-        ev_io_stop(ev, w);
+        tide__io_stop(&s->io, TIDE__IO_READ);
         return;
     }
     bool buffered = tide__transport_is_buffered(t);
@@ -324,7 +317,7 @@ static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
         else
             tide__transport_data(t, buf, (size_t)n);
     } else if (n == 0) {
-        ev_io_stop(ev, w);
+        tide__io_stop(&s->io, TIDE__IO_READ);
         tide__transport_eof(t);
     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         /* A reset is an error, never an EOF: eof_received is not called. */
@@ -332,28 +325,55 @@ static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
     }
 }
 
+/* Both directions may be ready at once: the read first, then the write if the read's
+ * callbacks left it wanted (they may have flushed, closed or aborted). */
+static void on_io(tide__io *io, unsigned events) {
+    sock *s = TIDE_CONTAINER_OF(io, sock, io);
+    if (events & TIDE__IO_READ)
+        on_readable(s);
+    if ((events & TIDE__IO_WRITE) && (s->io.events & TIDE__IO_WRITE))
+        on_writable(s);
+}
+
+/* Starts watching for writability; a failure (the kernel could not add the
+ * descriptor to the poll set) fails the connection, which cannot flush otherwise. */
+static void want_write(sock *s) {
+    int rc = tide__io_start(&s->io, TIDE__IO_WRITE);
+    if (rc != 0)
+        tide__transport_fatal(&s->base, rc);
+}
+
 /* ---- transport ops --------------------------------------------------------------- */
 
-static int sock_write(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, size_t total) {
-    sock *s = as_sock(t);
+/* Everything a write does beyond one send that took it all: EINTR and EAGAIN, errors,
+ * several buffers, and queueing what the kernel did not take. `tried` is what the fast
+ * path's send returned, or NO_SEND when it did not send. */
+#define NO_SEND (-2)
+
+static int write_rest(sock *s, const tide_iovec_t *bufs, size_t n, size_t total, ssize_t tried) {
+    tide_transport_t *t = &s->base;
     cursor c;
     size_t sent = 0;
     cursor_init(&c, bufs, n);
     if (s->wq.len == 0) {
         int rc = 0;
-        if (n == 1) {
-            /* The common case, one buffer and nothing queued: one send, no batch. */
-            struct iovec iov = {(void *)bufs[0].base, total};
-            ssize_t r = send_pieces(s->fd, &iov, 1);
+        if (tried == NO_SEND) {
+            rc = send_cursor(s->fd, &c, &sent);
+        } else {
+            ssize_t r = tried;
+            if (r < 0 && errno == EINTR) {
+                struct iovec iov = {(void *)bufs[0].base, total};
+                r = send_pieces(s->fd, &iov, 1);
+            } else if (r < 0) {
+                r = (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : tide_err_from_errno(errno);
+            }
             if (r < 0)
                 rc = (int)r;
             else
                 sent = (size_t)r;
             if (sent == total)
-                return 0;
+                return TIDE__WRITE_SENT;
             cursor_skip(&c, sent);
-        } else {
-            rc = send_cursor(s->fd, &c, &sent);
         }
         if (rc < 0) {
             /* The write itself succeeds; the stored error fails the next ones and
@@ -362,7 +382,7 @@ static int sock_write(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, s
             return 0;
         }
         if (sent == total)
-            return 0;
+            return TIDE__WRITE_SENT;
     }
     if (ring_reserve(&s->wq, total - sent) < 0) {
         if (sent == 0)
@@ -376,8 +396,21 @@ static int sock_write(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, s
         if (c.bufs[c.i].len > c.off) /* an empty piece may have no base at all */
             ring_put(&s->wq, (const unsigned char *)c.bufs[c.i].base + c.off,
                      c.bufs[c.i].len - c.off);
-    ev_io_start(ev_of(s), &s->ww);
+    want_write(s);
     return 0;
+}
+
+/* The common case, one buffer and nothing queued, is one send and no bookkeeping: the
+ * cursor, the ring and errno are looked at only when bytes remain. */
+static int sock_write(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, size_t total) {
+    sock *s = as_sock(t);
+    if (TIDE__LIKELY(s->wq.len == 0 && n == 1)) {
+        ssize_t r = tide__sys.send(s->fd, bufs[0].base, total, MSG_NOSIGNAL);
+        if (TIDE__LIKELY(r >= 0 && (size_t)r == total))
+            return TIDE__WRITE_SENT;
+        return write_rest(s, bufs, n, total, r);
+    }
+    return write_rest(s, bufs, n, total, NO_SEND);
 }
 
 static int sock_write_eof(tide_transport_t *t) {
@@ -391,29 +424,28 @@ static int sock_write_eof(tide_transport_t *t) {
 
 static void sock_close(tide_transport_t *t) {
     sock *s = as_sock(t);
-    ev_io_stop(ev_of(s), &s->rw);
+    tide__io_stop(&s->io, TIDE__IO_READ);
     if (s->wq.len == 0)
         queue_drained(s);
     else
-        ev_io_start(ev_of(s), &s->ww);
+        want_write(s);
 }
 
 static void sock_abort(tide_transport_t *t) {
     sock *s = as_sock(t);
-    ev_io_stop(ev_of(s), &s->rw);
-    ev_io_stop(ev_of(s), &s->ww);
+    tide__io_stop(&s->io, TIDE__IO_READ | TIDE__IO_WRITE);
     ring_free(&s->wq);
     s->shut_pending = false;
 }
 
 static void sock_pause_reading(tide_transport_t *t) {
-    sock *s = as_sock(t);
-    ev_io_stop(ev_of(s), &s->rw);
+    tide__io_stop(&as_sock(t)->io, TIDE__IO_READ);
 }
 
 static void sock_resume_reading(tide_transport_t *t) {
-    sock *s = as_sock(t);
-    ev_io_start(ev_of(s), &s->rw);
+    int rc = tide__io_start(&as_sock(t)->io, TIDE__IO_READ);
+    if (rc != 0)
+        tide__transport_fatal(t, rc);
 }
 
 static size_t sock_write_buffer_size(const tide_transport_t *t) { return as_csock(t)->wq.len; }
@@ -461,8 +493,7 @@ static void sock_describe(const tide_transport_t *t, char *buf, size_t size) {
 
 static void sock_release(tide_transport_t *t) {
     sock *s = as_sock(t);
-    ev_io_stop(ev_of(s), &s->rw);
-    ev_io_stop(ev_of(s), &s->ww);
+    tide__io_stop(&s->io, TIDE__IO_READ | TIDE__IO_WRITE);
     tide__sys.close(s->fd);
     ring_free(&s->wq);
     free(s);
@@ -515,8 +546,7 @@ int tide__socket_transport_new(tide_loop_t *loop, int fd, tide_protocol_t *proto
         (void)tide__sys.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
     }
 
-    ev_io_init(&s->rw, on_readable, fd, EV_READ);
-    ev_io_init(&s->ww, on_writable, fd, EV_WRITE);
+    tide__io_init(loop, &s->io, fd, on_io);
     tide__transport_init(&s->base, loop, family == AF_UNIX ? &unix_ops : &tcp_ops, protocol);
     *out = &s->base;
     return 0;

@@ -5,7 +5,9 @@
  * The table is process-global and not synchronised: tests replace entries while no
  * loop is running, and the library only reads them. The wrappers exist because
  * glibc declares several of these calls with transparent-union address arguments
- * under _GNU_SOURCE, which do not convert to plain function-pointer types. */
+ * under _GNU_SOURCE, which do not convert to plain function-pointer types. recv, send
+ * and sendmsg have none, so their entries are the libc functions themselves: one call
+ * less on every read and write. */
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -28,18 +30,6 @@ static int sys_bind(int fd, const struct sockaddr *addr, socklen_t len) {
 }
 
 static int sys_listen(int fd, int backlog) { return listen(fd, backlog); }
-
-static ssize_t sys_recv(int fd, void *buf, size_t len, int flags) {
-    return recv(fd, buf, len, flags);
-}
-
-static ssize_t sys_send(int fd, const void *buf, size_t len, int flags) {
-    return send(fd, buf, len, flags);
-}
-
-static ssize_t sys_sendmsg(int fd, const struct msghdr *msg, int flags) {
-    return sendmsg(fd, msg, flags);
-}
 
 static int sys_shutdown(int fd, int how) { return shutdown(fd, how); }
 
@@ -70,9 +60,9 @@ static int sys_getpeername(int fd, struct sockaddr *addr, socklen_t *len) {
         .accept4 = sys_accept4,                      \
         .bind = sys_bind,                            \
         .listen = sys_listen,                        \
-        .recv = sys_recv,                            \
-        .send = sys_send,                            \
-        .sendmsg = sys_sendmsg,                      \
+        .recv = recv,                            \
+        .send = send,                            \
+        .sendmsg = sendmsg,                      \
         .shutdown = sys_shutdown,                    \
         .close = sys_close,                          \
         .setsockopt = sys_setsockopt,                \

@@ -33,6 +33,7 @@ void tide__transport_init(tide_transport_t *t, tide_loop_t *loop, const tide__tr
     t->ops = ops;
     t->loop = loop;
     t->protocol = protocol;
+    t->rx_ops = NULL;
     t->state = 0;
     t->error = 0;
     t->lost_status = 0;
@@ -126,40 +127,17 @@ void tide__transport_lost(tide_transport_t *t, int status) { schedule_lost(t, st
 
 /* ---- input ---------------------------------------------------------------------- */
 
-void tide__transport_data(tide_transport_t *t, const void *data, size_t len) {
-    if (len == 0 || !tide__transport_wants_read(t))
-        return;
-    void (*received)(tide_protocol_t *, const void *, size_t) = PROTO_OP(t->protocol, data_received);
-    if (received) {
-        double start = tide__loop_debug_enter(t->loop);
-        received(t->protocol, data, len);
-        tide__loop_debug_leave(t->loop, start, "protocol data_received");
-    }
+void tide__transport_resolve(tide_transport_t *t) {
+    t->rx_ops = t->protocol->ops;
+    if (tide_protocol_is_buffered(t->protocol))
+        t->state |= TIDE__T_BUFFERED;
+    else
+        t->state &= ~(unsigned)TIDE__T_BUFFERED;
 }
 
-void *tide__transport_get_buffer(tide_transport_t *t, size_t sizehint, size_t *len) {
-    void *(*get)(tide_protocol_t *, size_t, size_t *) = PROTO_OP(t->protocol, get_buffer);
-    size_t n = 0;
-    void *buf = get ? get(t->protocol, sizehint, &n) : NULL;
-    if (buf == NULL || n == 0) {
-        tide__log(t->loop, TIDE_LOG_ERROR, "protocol get_buffer returned an empty buffer");
-        tide__transport_fatal(t, TIDE_ENOBUFS);
-        *len = 0;
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
-void tide__transport_buffer_updated(tide_transport_t *t, size_t nbytes) {
-    if (nbytes == 0 || !tide__transport_wants_read(t))
-        return;
-    void (*updated)(tide_protocol_t *, size_t) = PROTO_OP(t->protocol, buffer_updated);
-    if (updated) {
-        double start = tide__loop_debug_enter(t->loop);
-        updated(t->protocol, nbytes);
-        tide__loop_debug_leave(t->loop, start, "protocol buffer_updated");
-    }
+void tide__transport_no_buffer(tide_transport_t *t) {
+    tide__log(t->loop, TIDE_LOG_ERROR, "protocol get_buffer returned an empty buffer");
+    tide__transport_fatal(t, TIDE_ENOBUFS);
 }
 
 void tide__transport_eof(tide_transport_t *t) {
@@ -216,7 +194,7 @@ bool tide__iov_total(const tide_iovec_t *bufs, size_t n, size_t *total) {
 }
 
 /* Whether a write may be accepted at all: tide refuses instead of dropping. */
-static int write_allowed(const tide_transport_t *t) {
+static int write_refused(const tide_transport_t *t) {
     if (t->error != 0)
         return t->error;
     if (t->state & TIDE__T_CLOSING)
@@ -226,14 +204,22 @@ static int write_allowed(const tide_transport_t *t) {
     return 0;
 }
 
-/* The write both public forms share, once total is known. */
-static int write_total(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, size_t total) {
-    int rc = write_allowed(t);
-    if (rc != 0 || total == 0)
-        return rc;
+/* The write both public forms share, once total is known. The common case (open,
+ * no cap, and the kind sends everything at once) is a state test and one call: the
+ * watermarks are looked at only when bytes stay queued. */
+static inline int write_total(tide_transport_t *t, const tide_iovec_t *bufs, size_t n,
+                              size_t total) {
+    /* tide__transport_fatal sets CLOSING with the error, so this one test covers all
+     * three reasons to refuse. */
+    if (TIDE__UNLIKELY(t->state & (TIDE__T_CLOSING | TIDE__T_EOF_WRITTEN)) || t->error != 0)
+        return write_refused(t);
+    if (total == 0)
+        return 0;
     if (t->max_buffer != 0 && t->ops->get_write_buffer_size(t) + total > t->max_buffer)
         return TIDE_ENOBUFS;
-    rc = t->ops->write(t, bufs, n, total);
+    int rc = t->ops->write(t, bufs, n, total);
+    if (rc == TIDE__WRITE_SENT)
+        return 0;
     if (rc == 0)
         tide__transport_check_pause(t);
     return rc;
@@ -358,8 +344,10 @@ tide_protocol_t *tide_transport_get_protocol(const tide_transport_t *t) {
 }
 
 void tide_transport_set_protocol(tide_transport_t *t, tide_protocol_t *protocol) {
-    if (t && protocol)
+    if (t && protocol) {
         t->protocol = protocol;
+        tide__transport_resolve(t);
+    }
 }
 
 tide_loop_t *tide_transport_get_loop(const tide_transport_t *t) { return t ? t->loop : NULL; }

@@ -23,9 +23,11 @@
 typedef struct tide__transport_ops {
     const char *kind; /* "tcp", "unix", "memory", ... */
     /* Called only when the base accepted the write (open, not after write_eof, total > 0,
-     * within the cap). Sends or queues every byte; returns 0, or TIDE_ENOMEM with nothing
-     * accepted. A send error is not returned: the kind calls tide__transport_fatal(), as
-     * it does when part was sent and the rest cannot be queued. */
+     * within the cap). Sends or queues every byte; returns TIDE__WRITE_SENT when every
+     * byte went out and nothing is queued (the base then skips the watermark check), 0
+     * when accepted otherwise, or TIDE_ENOMEM with nothing accepted. A send error is not
+     * returned: the kind calls tide__transport_fatal(), as it does when part was sent
+     * and the rest cannot be queued. */
     int (*write)(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, size_t total);
     /* Shut down the sending side once the queue is empty. NULL: not supported. */
     int (*write_eof)(tide_transport_t *t);
@@ -52,6 +54,9 @@ typedef struct tide__transport_ops {
     void (*release)(tide_transport_t *t);
 } tide__transport_ops;
 
+/* ops->write: every byte is on its way and the queue is empty. */
+#define TIDE__WRITE_SENT 1
+
 /* State bits of the base. */
 enum {
     TIDE__T_MADE = 1u << 0,         /* connection_made has run */
@@ -64,13 +69,17 @@ enum {
     TIDE__T_LOST = 1u << 7,         /* connection_lost scheduled */
     TIDE__T_READ_STOPPED = 1u << 8, /* no more reading: EOF seen or closing */
     TIDE__T_SERVER_SIDE = 1u << 9,  /* accepted by a server or connect_accepted_socket */
-    TIDE__T_HANDSHAKING = 1u << 10  /* a server's TLS client still in its handshake */
+    TIDE__T_HANDSHAKING = 1u << 10, /* a server's TLS client still in its handshake */
+    TIDE__T_BUFFERED = 1u << 11     /* rx_ops has get_buffer (a buffered protocol) */
 };
 
 struct tide_transport {
     const tide__transport_ops *ops;
     tide_loop_t *loop;
     tide_protocol_t *protocol;
+    /* The ops table the protocol's kind (TIDE__T_BUFFERED) was resolved from: every
+     * read compares it with protocol->ops instead of asking the table again. */
+    const tide_protocol_ops_t *rx_ops;
     tide__resource resource;
     unsigned state;
     int error;       /* first fatal error; writes return it once set */
@@ -109,16 +118,67 @@ void tide__transport_fatal(tide_transport_t *t, int err);
 /* The kind finished a graceful close (queue flushed): defers connection_lost(status). */
 void tide__transport_lost(tide_transport_t *t, int status);
 
-/* Input from the kind: deliver bytes (data_received), or ask the protocol for memory
- * (buffered protocols). The base checks the state; the kind then reads. */
-void tide__transport_data(tide_transport_t *t, const void *data, size_t len);
-/* Inline: asked on every read. */
-static inline bool tide__transport_is_buffered(const tide_transport_t *t) {
-    return tide_protocol_is_buffered(t->protocol);
+/* True when the protocol should receive input now: made, not paused, not closing,
+ * not after EOF. */
+static inline bool tide__transport_wants_read(const tide_transport_t *t) {
+    return (t->state & (TIDE__T_MADE | TIDE__T_READ_PAUSED | TIDE__T_CLOSING |
+                        TIDE__T_READ_STOPPED)) == TIDE__T_MADE;
 }
-/* Returns the protocol's buffer or NULL after failing the transport (TIDE_ENOBUFS). */
-void *tide__transport_get_buffer(tide_transport_t *t, size_t sizehint, size_t *len);
-void tide__transport_buffer_updated(tide_transport_t *t, size_t nbytes);
+
+/* Resolves the kind of the protocol's current ops table into rx_ops and
+ * TIDE__T_BUFFERED. */
+void tide__transport_resolve(tide_transport_t *t);
+
+/* Input from the kind: deliver bytes (data_received), or ask the protocol for memory
+ * (buffered protocols). The base checks the state; the kind then reads. These run
+ * on every read, so they are inline: the protocol's kind is resolved once per ops
+ * table, and with debug off the callback's timing is one test. */
+static inline bool tide__transport_is_buffered(tide_transport_t *t) {
+    if (TIDE__UNLIKELY(t->protocol->ops != t->rx_ops))
+        tide__transport_resolve(t);
+    return (t->state & TIDE__T_BUFFERED) != 0;
+}
+
+static inline void tide__transport_data(tide_transport_t *t, const void *data, size_t len) {
+    if (len == 0 || !tide__transport_wants_read(t))
+        return;
+    void (*received)(tide_protocol_t *, const void *, size_t) =
+        TIDE_PROTOCOL_OP(t->protocol, data_received);
+    if (received) {
+        double start = tide__loop_debug_enter(t->loop);
+        received(t->protocol, data, len);
+        tide__loop_debug_leave(t->loop, start, "protocol data_received");
+    }
+}
+
+/* Fails the transport with TIDE_ENOBUFS after an empty get_buffer. */
+void tide__transport_no_buffer(tide_transport_t *t);
+
+/* Returns the protocol's buffer or NULL after failing the transport (TIDE_ENOBUFS).
+ * Only for a buffered protocol (tide__transport_is_buffered). */
+static inline void *tide__transport_get_buffer(tide_transport_t *t, size_t sizehint,
+                                               size_t *len) {
+    size_t n = 0;
+    void *buf = t->protocol->ops->get_buffer(t->protocol, sizehint, &n);
+    if (TIDE__UNLIKELY(buf == NULL || n == 0)) {
+        tide__transport_no_buffer(t);
+        *len = 0;
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+static inline void tide__transport_buffer_updated(tide_transport_t *t, size_t nbytes) {
+    if (nbytes == 0 || !tide__transport_wants_read(t))
+        return;
+    void (*updated)(tide_protocol_t *, size_t) = TIDE_PROTOCOL_OP(t->protocol, buffer_updated);
+    if (updated) {
+        double start = tide__loop_debug_enter(t->loop);
+        updated(t->protocol, nbytes);
+        tide__loop_debug_leave(t->loop, start, "protocol buffer_updated");
+    }
+}
 
 /* The peer sent EOF: eof_received once; when it returns false the transport closes,
  * when true only reading stops. */
@@ -128,13 +188,6 @@ void tide__transport_eof(tide_transport_t *t);
  * when at or below low (only if paused). */
 void tide__transport_check_pause(tide_transport_t *t);
 void tide__transport_check_resume(tide_transport_t *t);
-
-/* True when the protocol should receive input now: made, not paused, not closing,
- * not after EOF. */
-static inline bool tide__transport_wants_read(const tide_transport_t *t) {
-    return (t->state & TIDE__T_MADE) &&
-           !(t->state & (TIDE__T_READ_PAUSED | TIDE__T_CLOSING | TIDE__T_READ_STOPPED));
-}
 
 static inline bool tide__transport_closing(const tide_transport_t *t) {
     return (t->state & TIDE__T_CLOSING) != 0;

@@ -243,6 +243,16 @@ TIDE_EXTERN bool tide_writer_can_write_eof(const tide_writer_t *writer);
  * TIDE_ENOMEM (cb then never runs). */
 TIDE_EXTERN int tide_writer_drain(tide_writer_t *writer, tide_writer_cb cb, void *arg);
 
+/* tide_writer_drain that answers at once when there is nothing to wait for (as
+ * uv_try_write does for a write): returns 1 when writing is not paused and the
+ * connection is usable (cb never runs: the drain is done already), or the error the
+ * drain would complete with (the same codes as tide_writer_drain; cb never runs).
+ * Only while writing is paused does it start a drain: then it returns 0 and cb runs
+ * once the queue is at or below the low-water mark, or with an error, as for
+ * tide_writer_drain. TIDE_EINVAL for a NULL writer or cb, TIDE_ENOMEM (cb never runs).
+ * Saves a deferred completion per message in a read-write-drain loop. */
+TIDE_EXTERN int tide_writer_try_drain(tide_writer_t *writer, tide_writer_cb cb, void *arg);
+
 /* Closes the transport gracefully (queued data is flushed first) and hands the stream
  * back to tide (see Ownership). Idempotent. NULL is a no-op. */
 TIDE_EXTERN void tide_writer_close(tide_writer_t *writer);
@@ -294,15 +304,30 @@ TIDE_EXTERN int tide_writer_start_tls(tide_writer_t *writer, tide_tls_config_t *
  * TIDE_ETIMEOUT (its deadline passed): the operation is then withdrawn with nothing
  * consumed, so the reader or writer can be used again at once.
  *
- * Read results are copied into the caller's buffer before the task resumes (a read
- * callback's data is lent only for the call), so they stay valid as long as the
- * buffer does. *len may be NULL; it receives the byte count also for the partial
+ * Read results are in the caller's buffer when the task resumes (copied there, or
+ * read there by the transport when the reader was empty), so they stay valid as long
+ * as the buffer does; only tide_reader_peek_await lends the reader's own bytes. *len may be NULL; it receives the byte count also for the partial
  * results of TIDE_EINCOMPLETE and connection errors, and for TIDE_ELIMIT the length
  * of the record beyond the limit (nothing copied), else 0. */
 
 /* Reads up to n bytes into buf (asyncio's read(n); read to EOF by looping until
  * TIDE_EOF). TIDE_EINVAL for n == TIDE_READ_ALL. */
 TIDE_EXTERN int tide_reader_read_await(tide_reader_t *reader, void *buf, size_t n, size_t *len);
+
+/* Zero-copy reading in a task: waits until at least one byte is buffered, then lends
+ * every buffered byte in place (*data, *len; nothing is consumed or copied). The bytes
+ * stay where they are, valid, until the task calls tide_reader_consume or another
+ * _await read on this reader, which ends the loan; until then the stream cannot be
+ * freed, so always end it (tide_reader_consume(reader, 0) consumes nothing). Returns
+ * 0 (*len > 0), TIDE_EOF at the end (*data NULL, *len 0), the stored error, TIDE_EBUSY
+ * while a callback-form read is pending, or the codes every _await form returns.
+ * data and len must not be NULL (TIDE_EINVAL). */
+TIDE_EXTERN int tide_reader_peek_await(tide_reader_t *reader, const void **data, size_t *len);
+
+/* Drops the first n of the bytes tide_reader_peek_await lent and ends the loan (with
+ * no loan: tide_reader_skip). Returns 0, TIDE_EINVAL when fewer than n are buffered
+ * (nothing dropped, the loan goes on), TIDE_EBUSY while a read is pending. */
+TIDE_EXTERN int tide_reader_consume(tide_reader_t *reader, size_t n);
 
 /* Reads exactly n bytes into buf (which holds n). */
 TIDE_EXTERN int tide_reader_readexactly_await(tide_reader_t *reader, void *buf, size_t n,
@@ -332,7 +357,9 @@ TIDE_EXTERN int tide_reader_readline_await(tide_reader_t *reader, void *buf, siz
 TIDE_EXTERN int tide_reader_discard_until_await(tide_reader_t *reader, const void *sep,
                                                 size_t seplen, size_t *len);
 
-/* Waits until the write queue is at or below its low-water mark (asyncio's drain). */
+/* Waits until the write queue is at or below its low-water mark (asyncio's drain).
+ * Like asyncio's, it returns 0 without suspending the task when writing is not paused
+ * and the connection is usable: a cancellation or deadline is then not seen here. */
 TIDE_EXTERN int tide_writer_drain_await(tide_writer_t *writer);
 
 /* Waits until the connection is gone; returns its status (0 for a clean end). */

@@ -109,6 +109,35 @@ static void test_drain_not_paused(void **state) {
     st_pair_close(&p);
 }
 
+/* try_drain answers at once when writing is not paused (the callback never runs), and
+ * starts a real drain only while it is. */
+static void test_try_drain(void **state) {
+    (void)state;
+    st_pair p;
+    st_pair_open(&p, 64);
+    st_wr now = {0}, later = {0}, gone = {0};
+    assert_int_equal(tide_writer_write(p.a, "abc", 3), 0);
+    assert_int_equal(tide_writer_try_drain(p.a, st_wr_cb, &now), 1);
+    st_spin(p.loop, 3);
+    assert_int_equal(now.calls, 0);
+    assert_int_equal(tide_writer_try_drain(NULL, st_wr_cb, &now), TIDE_EINVAL);
+    assert_int_equal(tide_writer_try_drain(p.a, NULL, &now), TIDE_EINVAL);
+    pause_a(&p);
+    assert_int_equal(tide_writer_try_drain(p.a, st_wr_cb, &later), 0);
+    st_spin(p.loop, 3);
+    assert_int_equal(later.calls, 0);
+    assert_int_equal(tide_memory_transport_set_window(p.ta, 1 << 20), 0);
+    ts_run_until(p.loop, st_wr_done, &later, 5);
+    assert_int_equal(later.status, 0);
+    /* An error is answered at once too, and the callback never runs. */
+    tide_writer_abort(p.a);
+    assert_int_equal(tide_writer_try_drain(p.a, st_wr_cb, &gone), TIDE_ECONNABORTED);
+    st_spin(p.loop, 3);
+    assert_int_equal(gone.calls, 0);
+    p.a = NULL;
+    st_pair_close(&p);
+}
+
 /* checklist 32: many drains wait together and are released together. */
 static void test_drain_many_waiters_released(void **state) {
     (void)state;
@@ -388,6 +417,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_and_half_close),
         cmocka_unit_test(test_drain_not_paused),
+        cmocka_unit_test(test_try_drain),
         cmocka_unit_test(test_drain_many_waiters_released),
         cmocka_unit_test(test_drain_waiters_fail_on_loss),
         cmocka_unit_test(test_drain_after_abort),
