@@ -2,9 +2,9 @@
  *
  * This file moves bytes; transport.c owns the contract with the protocol (state
  * checks, watermarks, deferred connection_made / connection_lost) and this file only
- * reports to it through the tide__transport_* helpers. One tide__io per socket (the
- * loop's own epoll set on Linux): read is wanted while the base wants input, write
- * only while bytes are queued, so an idle or drained connection never wakes the loop.
+ * reports to it through the tide__transport_* helpers. Two libev io watchers per
+ * socket: the read watcher runs while the base wants input, the write watcher only
+ * while bytes are queued, so an idle or drained connection never wakes the loop.
  *
  * Writes go to the socket at once when nothing is queued; only what the kernel does
  * not take is copied into a per-transport ring buffer that is reused across writes
@@ -56,7 +56,8 @@ typedef struct sock {
     int fd;
     bool shut_pending; /* write_eof asked for while bytes were still queued */
     bool shut_done;
-    tide__io io; /* read while the base wants input, write while bytes are queued */
+    ev_io rw;
+    ev_io ww;
     ring wq;
     /* The peer of a TCP connection, cached: after a reset the kernel no longer knows
      * it, and describe() and connection_lost handlers still want to name it. Unix
@@ -74,6 +75,8 @@ static sock *as_sock(tide_transport_t *t) { return TIDE_CONTAINER_OF(t, sock, ba
 static const sock *as_csock(const tide_transport_t *t) {
     return (const sock *)(const void *)((const char *)t - offsetof(sock, base));
 }
+
+static struct ev_loop *ev_of(const sock *s) { return tide__loop_ev(s->base.loop); }
 
 /* ---- the write queue ---------------------------------------------------------- */
 
@@ -256,7 +259,7 @@ static void do_shutdown(sock *s) {
 /* The queue just became empty (or was empty when a flush was due): stop watching for
  * writability, then finish what was waiting on the flush. */
 static void queue_drained(sock *s) {
-    tide__io_stop(&s->io, TIDE__IO_WRITE);
+    ev_io_stop(ev_of(s), &s->ww);
     if (s->wq.cap > RING_KEEP)
         ring_free(&s->wq);
     if (tide__transport_closing(&s->base)) {
@@ -267,7 +270,10 @@ static void queue_drained(sock *s) {
         do_shutdown(s);
 }
 
-static void on_writable(sock *s) {
+static void on_writable(struct ev_loop *ev, ev_io *w, int revents) {
+    (void)ev;
+    (void)revents;
+    sock *s = TIDE_CONTAINER_OF(w, sock, ww);
     tide_transport_t *t = &s->base;
     size_t sent;
     int rc = flush_queue(s, &sent);
@@ -287,10 +293,12 @@ static void on_writable(sock *s) {
 
 /* ---- reading ------------------------------------------------------------------- */
 
-static void on_readable(sock *s) {
+static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
+    (void)revents;
+    sock *s = TIDE_CONTAINER_OF(w, sock, rw);
     tide_transport_t *t = &s->base;
     if (!tide__transport_wants_read(t)) {
-        tide__io_stop(&s->io, TIDE__IO_READ);
+        ev_io_stop(ev, w);
         return;
     }
     bool buffered = tide__transport_is_buffered(t);
@@ -317,30 +325,12 @@ static void on_readable(sock *s) {
         else
             tide__transport_data(t, buf, (size_t)n);
     } else if (n == 0) {
-        tide__io_stop(&s->io, TIDE__IO_READ);
+        ev_io_stop(ev, w);
         tide__transport_eof(t);
     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         /* A reset is an error, never an EOF: eof_received is not called. */
         tide__transport_fatal(t, tide_err_from_errno(errno));
     }
-}
-
-/* Both directions may be ready at once: the read first, then the write if the read's
- * callbacks left it wanted (they may have flushed, closed or aborted). */
-static void on_io(tide__io *io, unsigned events) {
-    sock *s = TIDE_CONTAINER_OF(io, sock, io);
-    if (events & TIDE__IO_READ)
-        on_readable(s);
-    if ((events & TIDE__IO_WRITE) && (s->io.events & TIDE__IO_WRITE))
-        on_writable(s);
-}
-
-/* Starts watching for writability; a failure (the kernel could not add the
- * descriptor to the poll set) fails the connection, which cannot flush otherwise. */
-static void want_write(sock *s) {
-    int rc = tide__io_start(&s->io, TIDE__IO_WRITE);
-    if (rc != 0)
-        tide__transport_fatal(&s->base, rc);
 }
 
 /* ---- transport ops --------------------------------------------------------------- */
@@ -396,7 +386,7 @@ static int write_rest(sock *s, const tide_iovec_t *bufs, size_t n, size_t total,
         if (c.bufs[c.i].len > c.off) /* an empty piece may have no base at all */
             ring_put(&s->wq, (const unsigned char *)c.bufs[c.i].base + c.off,
                      c.bufs[c.i].len - c.off);
-    want_write(s);
+    ev_io_start(ev_of(s), &s->ww);
     return 0;
 }
 
@@ -424,28 +414,29 @@ static int sock_write_eof(tide_transport_t *t) {
 
 static void sock_close(tide_transport_t *t) {
     sock *s = as_sock(t);
-    tide__io_stop(&s->io, TIDE__IO_READ);
+    ev_io_stop(ev_of(s), &s->rw);
     if (s->wq.len == 0)
         queue_drained(s);
     else
-        want_write(s);
+        ev_io_start(ev_of(s), &s->ww);
 }
 
 static void sock_abort(tide_transport_t *t) {
     sock *s = as_sock(t);
-    tide__io_stop(&s->io, TIDE__IO_READ | TIDE__IO_WRITE);
+    ev_io_stop(ev_of(s), &s->rw);
+    ev_io_stop(ev_of(s), &s->ww);
     ring_free(&s->wq);
     s->shut_pending = false;
 }
 
 static void sock_pause_reading(tide_transport_t *t) {
-    tide__io_stop(&as_sock(t)->io, TIDE__IO_READ);
+    sock *s = as_sock(t);
+    ev_io_stop(ev_of(s), &s->rw);
 }
 
 static void sock_resume_reading(tide_transport_t *t) {
-    int rc = tide__io_start(&as_sock(t)->io, TIDE__IO_READ);
-    if (rc != 0)
-        tide__transport_fatal(t, rc);
+    sock *s = as_sock(t);
+    ev_io_start(ev_of(s), &s->rw);
 }
 
 static size_t sock_write_buffer_size(const tide_transport_t *t) { return as_csock(t)->wq.len; }
@@ -493,7 +484,8 @@ static void sock_describe(const tide_transport_t *t, char *buf, size_t size) {
 
 static void sock_release(tide_transport_t *t) {
     sock *s = as_sock(t);
-    tide__io_stop(&s->io, TIDE__IO_READ | TIDE__IO_WRITE);
+    ev_io_stop(ev_of(s), &s->rw);
+    ev_io_stop(ev_of(s), &s->ww);
     tide__sys.close(s->fd);
     ring_free(&s->wq);
     free(s);
@@ -546,7 +538,8 @@ int tide__socket_transport_new(tide_loop_t *loop, int fd, tide_protocol_t *proto
         (void)tide__sys.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
     }
 
-    tide__io_init(loop, &s->io, fd, on_io);
+    ev_io_init(&s->rw, on_readable, fd, EV_READ);
+    ev_io_init(&s->ww, on_writable, fd, EV_WRITE);
     tide__transport_init(&s->base, loop, family == AF_UNIX ? &unix_ops : &tcp_ops, protocol);
     *out = &s->base;
     return 0;
