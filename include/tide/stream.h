@@ -306,9 +306,10 @@ TIDE_EXTERN int tide_writer_start_tls(tide_writer_t *writer, tide_tls_config_t *
  *
  * Read results are in the caller's buffer when the task resumes (copied there, or
  * read there by the transport when the reader was empty), so they stay valid as long
- * as the buffer does; only tide_reader_peek_await lends the reader's own bytes. *len may be NULL; it receives the byte count also for the partial
- * results of TIDE_EINCOMPLETE and connection errors, and for TIDE_ELIMIT the length
- * of the record beyond the limit (nothing copied), else 0. */
+ * as the buffer does; only tide_reader_peek_await lends the reader's own bytes. *len
+ * may be NULL; it receives the byte count also for the partial results of
+ * TIDE_EINCOMPLETE and connection errors, and for TIDE_ELIMIT the length of the record
+ * beyond the limit (nothing copied), else 0. */
 
 /* Reads up to n bytes into buf (asyncio's read(n); read to EOF by looping until
  * TIDE_EOF). TIDE_EINVAL for n == TIDE_READ_ALL. */
