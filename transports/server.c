@@ -546,9 +546,12 @@ static int resolve_passive(tide_loop_t *loop, const char *host, const char *serv
     return 0;
 }
 
-/* What both forms of create_server check and prepare before resolving. */
-static int passive_hints(const tide_server_options_t *options, uint16_t port,
+/* What both forms of create_server check and prepare before resolving ("" is every
+ * interface, as NULL). */
+static int passive_hints(const tide_server_options_t *options, const char **host, uint16_t port,
                          struct addrinfo *hints, char service[8]) {
+    if (*host != NULL && (*host)[0] == '\0')
+        *host = NULL;
     int family = options ? options->family : AF_UNSPEC;
     if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6)
         return TIDE_EINVAL;
@@ -588,11 +591,9 @@ int tide_loop_create_server(tide_loop_t *loop, const char *host, uint16_t port,
                             const tide_server_options_t *options, tide_server_t **out) {
     if (loop == NULL || factory == NULL || out == NULL)
         return TIDE_EINVAL;
-    if (host != NULL && host[0] == '\0')
-        host = NULL;
     char service[8];
     struct addrinfo hints;
-    int rc = passive_hints(options, port, &hints, service);
+    int rc = passive_hints(options, &host, port, &hints, service);
     if (rc < 0)
         return rc;
     struct addrinfo *list = NULL;
@@ -636,11 +637,9 @@ int tide_loop_create_server_async(tide_loop_t *loop, const char *host, uint16_t 
                                   void *arg) {
     if (loop == NULL || factory == NULL || cb == NULL)
         return TIDE_EINVAL;
-    if (host != NULL && host[0] == '\0')
-        host = NULL;
     char service[8];
     struct addrinfo hints;
-    int rc = passive_hints(options, port, &hints, service);
+    int rc = passive_hints(options, &host, port, &hints, service);
     if (rc < 0)
         return rc;
     server_request *req = calloc(1, sizeof(*req));
