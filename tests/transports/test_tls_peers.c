@@ -510,6 +510,13 @@ static void echo_srv_start(tide_loop_t *loop, echo_srv *e, tide_tls_config_t *cf
     e->port = nt_server_port(e->server, 0);
 }
 
+/* The same with the valid server certificate and this handshake deadline. */
+static void echo_srv_start_default(tide_loop_t *loop, echo_srv *e, double handshake_timeout) {
+    tide_tls_config_t *cfg = tt_server_config(NULL, NULL, handshake_timeout);
+    echo_srv_start(loop, e, cfg);
+    tide_tls_config_unref(cfg); /* the server holds its own reference */
+}
+
 static void echo_srv_stop(tide_loop_t *loop, echo_srv *e) {
     close_server(loop, e->server);
     for (int i = 0; i < 4; i++) {
@@ -522,10 +529,8 @@ static void echo_srv_stop(tide_loop_t *loop, echo_srv *e) {
  * input ends: the server side sees a clean EOF. */
 static void s_client_vs_tide_server(void **state) {
     tide_loop_t *loop = LOOP(state);
-    tide_tls_config_t *cfg = tt_server_config(NULL, NULL, 10);
     static echo_srv e;
-    echo_srv_start(loop, &e, cfg);
-    tide_tls_config_unref(cfg);
+    echo_srv_start_default(loop, &e, 10);
     tt_proc *cl = tt_s_client(loop, e.port, (const char *const[]){"-quiet", "-no_ign_eof", NULL});
     const char line1[] = "hello from s_client 1\n", line2[] = "second line 2\n";
     tt_proc_write(cl, line1, strlen(line1));
@@ -600,10 +605,8 @@ static void server_requires_client_cert(void **state) {
 static void python_client_vs_tide_server(void **state) {
     tide_loop_t *loop = LOOP(state);
     const tt_certs *c = tt_certs_get();
-    tide_tls_config_t *cfg = tt_server_config(NULL, NULL, 10);
     static echo_srv e;
-    echo_srv_start(loop, &e, cfg);
-    tide_tls_config_unref(cfg);
+    echo_srv_start_default(loop, &e, 10);
     char port[16];
     snprintf(port, sizeof(port), "%u", (unsigned)e.port);
     enum { SIZE = 1 << 20 };
@@ -739,10 +742,8 @@ static void verify_findings(void **state) {
 static void ip_address_target(void **state) {
     tide_loop_t *loop = LOOP(state);
     const tt_certs *c = tt_certs_get();
-    tide_tls_config_t *scfg = tt_server_config(NULL, NULL, 5);
     static echo_srv e;
-    echo_srv_start(loop, &e, scfg);
-    tide_tls_config_unref(scfg);
+    echo_srv_start_default(loop, &e, 5);
     tide_tls_config_t *cfg = tt_client_config(NULL, 10);
     static ts_recorder r;
     static nt_conn conn;
@@ -860,10 +861,8 @@ static const char *const OLD_TLS_CLIENT[] = {"-tls1_1", "-cipher",     "DEFAULT:
  * cannot connect to s_server limited to TLS 1.1. */
 static void old_versions_refused(void **state) {
     tide_loop_t *loop = LOOP(state);
-    tide_tls_config_t *scfg = tt_server_config(NULL, NULL, 5);
     static echo_srv e;
-    echo_srv_start(loop, &e, scfg);
-    tide_tls_config_unref(scfg);
+    echo_srv_start_default(loop, &e, 5);
     tt_proc *cl = tt_s_client(loop, e.port, OLD_TLS_CLIENT);
     int code = tt_proc_wait_exit(cl, 15);
     if (code == 0 || code == -1)
@@ -895,10 +894,8 @@ static void old_versions_refused(void **state) {
 static void server_resumes_by_ticket_and_id(void **state) {
     tide_loop_t *loop = LOOP(state);
     const tt_certs *c = tt_certs_get();
-    tide_tls_config_t *cfg = tt_server_config(NULL, NULL, 10);
     static echo_srv e;
-    echo_srv_start(loop, &e, cfg);
-    tide_tls_config_unref(cfg);
+    echo_srv_start_default(loop, &e, 10);
     char ticket_sess[TT_PATH + 32], id_sess[TT_PATH + 32];
     snprintf(ticket_sess, sizeof ticket_sess, "%s/ticket.sess", c->dir);
     snprintf(id_sess, sizeof id_sess, "%s/id.sess", c->dir);
@@ -990,15 +987,13 @@ static void run_offer(tide_loop_t *loop, uint16_t port, const offer *o) {
  * lists again (and its order: P-521 first). */
 static void weak_parameters_refused_server(void **state) {
     tide_loop_t *loop = LOOP(state);
-    tide_tls_config_t *scfg = tt_server_config(NULL, NULL, 5);
     static echo_srv e;
-    echo_srv_start(loop, &e, scfg);
-    tide_tls_config_unref(scfg);
+    echo_srv_start_default(loop, &e, 5);
     for (size_t i = 0; i < sizeof(OFFERS) / sizeof(OFFERS[0]); i++)
         run_offer(loop, e.port, &OFFERS[i]);
     echo_srv_stop(loop, &e);
 
-    scfg = tt_server_config(NULL, NULL, 5);
+    tide_tls_config_t *scfg = tt_server_config(NULL, NULL, 5);
     assert_int_equal(tide_tls_config_allow_legacy(scfg, true), 0);
     echo_srv_start(loop, &e, scfg);
     tide_tls_config_unref(scfg);
@@ -1041,10 +1036,8 @@ static void weak_parameters_refused_client(void **state) {
  * every wait is bounded. */
 static void renegotiation_refused(void **state) {
     tide_loop_t *loop = LOOP(state);
-    tide_tls_config_t *scfg = tt_server_config(NULL, NULL, 5);
     static echo_srv e;
-    echo_srv_start(loop, &e, scfg);
-    tide_tls_config_unref(scfg);
+    echo_srv_start_default(loop, &e, 5);
     tt_proc *cl =
         tt_s_client(loop, e.port, (const char *const[]){"-tls1_2", "-quiet", "-no_ign_eof", NULL});
     tt_proc_write(cl, "before\n", 7);
