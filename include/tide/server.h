@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "tls.h" /* the TLS configuration and session types of the options */
 #include "transport.h"
 
 #ifdef __cplusplus
@@ -16,8 +17,6 @@ extern "C" {
 
 typedef struct tide_server tide_server_t;
 typedef struct tide_connect tide_connect_t;
-typedef struct tide_tls_config tide_tls_config_t;   /* tide/tls.h */
-typedef struct tide_tls_session tide_tls_session_t; /* tide/tls.h */
 
 /* Completion of a connect: on success status is 0, connection_made has already run,
  * and transport/protocol are the new connection's (the factory's protocol). On failure
