@@ -984,7 +984,7 @@ static void run_offer(tide_loop_t *loop, uint16_t port, const offer *o) {
 
 /* tide's server takes only ECDHE with AEAD suites on X25519, P-256 or P-384, and picks
  * the cheapest group the client offers; with allow_legacy it takes mbedTLS's wider
- * lists again (and its order: P-521 first). */
+ * lists again (a CBC suite, which every mbedTLS version's defaults keep). */
 static void weak_parameters_refused_server(void **state) {
     tide_loop_t *loop = LOOP(state);
     static echo_srv e;
@@ -997,8 +997,8 @@ static void weak_parameters_refused_server(void **state) {
     assert_int_equal(tide_tls_config_allow_legacy(scfg, true), 0);
     echo_srv_start(loop, &e, scfg);
     tide_tls_config_unref(scfg);
-    tt_proc *cl = tt_s_client(loop, e.port, OFFER_P521_P256);
-    tt_proc_expect(cl, "Server Temp Key: ECDH, secp521r1", 15);
+    tt_proc *cl = tt_s_client(loop, e.port, OFFER_CBC);
+    tt_proc_expect(cl, "Ciphersuite: ECDHE-ECDSA-AES128-", 15);
     tt_proc_free(cl);
     echo_srv_stop(loop, &e);
 }
