@@ -234,7 +234,8 @@ static void run_until_len(tide_loop_t *loop, ts_recorder *r, size_t len, double 
     r->user = NULL;
 }
 
-/* A TLS pair over a socketpair with the default test certificates, verified. */
+/* A TLS pair over the duo's connection (a socketpair unless set up otherwise) with the
+ * default test certificates, verified. */
 static void tls_socketpair(ts_duo *d, hs_result h[2]) {
     make_certs();
     tide_tls_config_t *ccfg = client_cfg(CERT_CA);
@@ -284,19 +285,17 @@ static void test_handshake_echo_close(void **state) {
     assert_string_equal(d->b.events, "MDEL");
 }
 
-static void test_memory_pair(void **state) {
-    ts_duo *d = *state;
-    make_certs();
+/* The same over the in-memory transport pair. */
+static void tls_memory_pair(ts_duo *d, hs_result h[2]) {
     assert_int_equal(tide_memory_pair_new(d->loop, &d->a.base, &d->b.base, &d->ta, &d->tb), 0);
     ts_run_until(d->loop, ts_pred_duo_made, d, 5);
-    tide_tls_config_t *ccfg = client_cfg(CERT_CA);
-    tide_tls_config_t *scfg = server_cfg(CERT_LOCALHOST);
+    tls_socketpair(d, h);
+}
+
+static void test_memory_pair(void **state) {
+    ts_duo *d = *state;
     hs_result h[2];
-    upgrade_both(d, ccfg, "localhost", scfg, NULL, h);
-    tide_tls_config_unref(ccfg);
-    tide_tls_config_unref(scfg);
-    assert_int_equal(h[0].status, 0);
-    assert_int_equal(h[1].status, 0);
+    tls_memory_pair(d, h);
     assert_int_equal(tide_transport_get_fd(h[0].tls), TIDE_ENOTSOCK);
     d->a.echo = true;
     assert_int_equal(tide_transport_write(h[1].tls, "ping", 4), 0);
@@ -768,16 +767,8 @@ static bool pred_resumed_once(void *arg) { return ((ts_recorder *)arg)->resumes 
  * never reported the drain (found by fuzz_tls_session). */
 static void test_limits_lowered_with_output_queued(void **state) {
     ts_duo *d = *state;
-    make_certs();
-    assert_int_equal(tide_memory_pair_new(d->loop, &d->a.base, &d->b.base, &d->ta, &d->tb), 0);
-    ts_run_until(d->loop, ts_pred_duo_made, d, 5);
-    tide_tls_config_t *ccfg = client_cfg(CERT_CA);
-    tide_tls_config_t *scfg = server_cfg(CERT_LOCALHOST);
     hs_result h[2];
-    upgrade_both(d, ccfg, "localhost", scfg, NULL, h);
-    tide_tls_config_unref(ccfg);
-    tide_tls_config_unref(scfg);
-    assert_int_equal(h[1].status, 0);
+    tls_memory_pair(d, h);
     assert_int_equal(tide_memory_transport_set_window(d->tb, 0), 0);
     static char block[8192];
     memset(block, 'q', sizeof block);
