@@ -23,6 +23,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#ifdef __linux__
+#include <sys/epoll.h>
+#endif
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -83,8 +86,11 @@ struct tide_loop {
     size_t heap_len, heap_cap;
     uint64_t timer_seq;
 
-    void *scratch;
     tide__signal *signals;
+#ifdef __linux__
+    int epfd; /* tide__io's epoll set */
+    ev_io ep_watcher;
+#endif
 
     pthread_mutex_t ts_lock;
     pthread_cond_t ts_cond;
@@ -250,6 +256,101 @@ void *tide__loop_scratch_alloc(tide_loop_t *loop, size_t *size) {
     *size = loop->hot.scratch ? TIDE__SCRATCH_SIZE : 0;
     return loop->hot.scratch;
 }
+
+/* ---- descriptors: tide's own epoll set --------------------------------------------- */
+
+void tide__io_init(tide_loop_t *loop, tide__io *io, int fd, tide__io_cb cb) {
+    io->loop = loop;
+    io->cb = cb;
+    io->fd = fd;
+    io->events = 0;
+#ifdef __linux__
+    io->added = false;
+#else
+    ev_io_init(&io->w, NULL, fd, 0);
+#endif
+}
+
+#ifdef __linux__
+#define EPOLL_BATCH 64
+
+/* The epoll set is readable: dispatch what is ready, one array entry per descriptor.
+ * A callback may stop or change another io of the batch (its stale events are masked
+ * with what it wants now); none is freed during the batch, since transports are
+ * released only from the ready queue, which runs after every I/O callback. */
+static void on_epoll(struct ev_loop *ev, ev_io *w, int revents) {
+    (void)ev;
+    (void)revents;
+    tide_loop_t *loop = w->data;
+    struct epoll_event evs[EPOLL_BATCH];
+    int n = epoll_wait(loop->epfd, evs, EPOLL_BATCH, 0);
+    for (int i = 0; i < n; i++) {
+        tide__io *io = evs[i].data.ptr;
+        uint32_t e = evs[i].events;
+        unsigned got = ((e & (EPOLLIN | EPOLLERR | EPOLLHUP)) ? TIDE__IO_READ : 0) |
+                       ((e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) ? TIDE__IO_WRITE : 0);
+        got &= io->events;
+        if (got)
+            io->cb(io, got);
+    }
+}
+
+static int epoll_open(tide_loop_t *loop) {
+    int fd = epoll_create1(EPOLL_CLOEXEC);
+    if (fd < 0)
+        return tide_err_from_errno(errno);
+    loop->epfd = fd;
+    ev_io_init(&loop->ep_watcher, on_epoll, fd, EV_READ);
+    loop->ep_watcher.data = loop;
+    /* Only the descriptors in it keep the loop running (as resources). */
+    ev_io_start(loop->ev, &loop->ep_watcher);
+    ev_unref(loop->ev);
+    return 0;
+}
+
+int tide__io_set(tide__io *io, unsigned events) {
+    tide_loop_t *loop = io->loop;
+    int op;
+    struct epoll_event e = {0};
+    e.data.ptr = io;
+    e.events = ((events & TIDE__IO_READ) ? EPOLLIN : 0) | ((events & TIDE__IO_WRITE) ? EPOLLOUT : 0);
+    if (events == 0)
+        op = EPOLL_CTL_DEL;
+    else
+        op = io->added ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (op == EPOLL_CTL_DEL && !io->added) {
+        io->events = 0;
+        return 0;
+    }
+    if (epoll_ctl(loop->epfd, op, io->fd, &e) < 0 && !(op == EPOLL_CTL_DEL && errno == EBADF))
+        return tide_err_from_errno(errno);
+    io->added = events != 0;
+    io->events = events;
+    return 0;
+}
+#else
+static void on_io(struct ev_loop *ev, ev_io *w, int revents) {
+    (void)ev;
+    tide__io *io = TIDE__QUEUE_DATA(w, tide__io, w);
+    unsigned got = ((revents & EV_READ) ? TIDE__IO_READ : 0) |
+                   ((revents & EV_WRITE) ? TIDE__IO_WRITE : 0);
+    got &= io->events;
+    if (got)
+        io->cb(io, got);
+}
+
+int tide__io_set(tide__io *io, unsigned events) {
+    struct ev_loop *ev = io->loop->ev;
+    ev_io_stop(ev, &io->w);
+    io->events = events;
+    if (events) {
+        ev_io_init(&io->w, on_io, io->fd,
+                   ((events & TIDE__IO_READ) ? EV_READ : 0) | ((events & TIDE__IO_WRITE) ? EV_WRITE : 0));
+        ev_io_start(ev, &io->w);
+    }
+    return 0;
+}
+#endif
 
 /* ---- the ready queue ------------------------------------------------------------- */
 
@@ -800,6 +901,9 @@ static int loop_init(tide_loop_t **out, struct ev_loop *ev, bool owns_ev) {
     }
     loop->ev = ev;
     loop->owns_ev = owns_ev;
+#ifdef __linux__
+    loop->epfd = -1;
+#endif
     loop->slow_callback = 0.1;
     loop->hot.debug = env_debug();
     tide__queue_init(&loop->ready);
@@ -822,6 +926,16 @@ static int loop_init(tide_loop_t **out, struct ev_loop *ev, bool owns_ev) {
     TIDE__START_UNREF(loop, check, &loop->time_check);
     TIDE__START_UNREF(loop, check, &loop->ready_check);
     TIDE__START_UNREF(loop, async, &loop->wakeup);
+#ifdef __linux__
+    /* Made with the loop, like libev's own epoll descriptor, so that descriptor
+     * counts do not change when the first socket starts. */
+    int rc = epoll_open(loop);
+    if (rc != 0) {
+        loop->epfd = -1;
+        tide_loop_close(loop);
+        return rc;
+    }
+#endif
     *out = loop;
     return 0;
 }
@@ -983,6 +1097,13 @@ int tide_loop_close(tide_loop_t *loop) {
     ev_async_stop(loop->ev, &loop->wakeup);
     ev_idle_stop(loop->ev, &loop->ready_idle);
     ev_timer_stop(loop->ev, &loop->heap_watcher);
+#ifdef __linux__
+    if (loop->epfd >= 0) {
+        ev_ref(loop->ev);
+        ev_io_stop(loop->ev, &loop->ep_watcher);
+        close(loop->epfd);
+    }
+#endif
     if (loop->owns_ev)
         ev_loop_destroy(loop->ev);
     pthread_mutex_destroy(&loop->ts_lock);
