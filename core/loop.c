@@ -90,6 +90,7 @@ struct tide_loop {
 #ifdef __linux__
     int epfd; /* tide__io's epoll set */
     ev_io ep_watcher;
+    struct ep_batch *batches; /* the dispatches running now, innermost first */
 #endif
 
     pthread_mutex_t ts_lock;
@@ -274,25 +275,48 @@ void tide__io_init(tide_loop_t *loop, tide__io *io, int fd, tide__io_cb cb) {
 #ifdef __linux__
 #define EPOLL_BATCH 64
 
+/* The ready descriptors one dispatch works through. Dispatches nest when a callback
+ * runs the loop itself (a task driving it by hand), hence a list. */
+struct ep_batch {
+    struct epoll_event evs[EPOLL_BATCH];
+    int n;
+    struct ep_batch *next;
+};
+
+/* An io leaves the set: no dispatch still running may call it (its memory may be
+ * freed as soon as this returns). */
+static void forget(tide__io *io) {
+    for (struct ep_batch *b = io->loop->batches; b != NULL; b = b->next)
+        for (int i = 0; i < b->n; i++)
+            if (b->evs[i].data.ptr == io)
+                b->evs[i].data.ptr = NULL;
+}
+
 /* The epoll set is readable: dispatch what is ready, one array entry per descriptor.
- * A callback may stop or change another io of the batch (its stale events are masked
- * with what it wants now); none is freed during the batch, since transports are
- * released only from the ready queue, which runs after every I/O callback. */
+ * A callback may stop or change any io of the batch: events no longer wanted are
+ * masked with what it wants now, and an io that left the set is forgotten. */
 static void on_epoll(struct ev_loop *ev, ev_io *w, int revents) {
     (void)ev;
     (void)revents;
     tide_loop_t *loop = w->data;
-    struct epoll_event evs[EPOLL_BATCH];
-    int n = epoll_wait(loop->epfd, evs, EPOLL_BATCH, 0);
-    for (int i = 0; i < n; i++) {
-        tide__io *io = evs[i].data.ptr;
-        uint32_t e = evs[i].events;
+    struct ep_batch b;
+    b.n = epoll_wait(loop->epfd, b.evs, EPOLL_BATCH, 0);
+    if (b.n <= 0)
+        return;
+    b.next = loop->batches;
+    loop->batches = &b;
+    for (int i = 0; i < b.n; i++) {
+        tide__io *io = b.evs[i].data.ptr;
+        if (io == NULL)
+            continue;
+        uint32_t e = b.evs[i].events;
         unsigned got = ((e & (EPOLLIN | EPOLLERR | EPOLLHUP)) ? TIDE__IO_READ : 0) |
                        ((e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) ? TIDE__IO_WRITE : 0);
         got &= io->events;
         if (got)
             io->cb(io, got);
     }
+    loop->batches = b.next;
 }
 
 static int epoll_open(tide_loop_t *loop) {
@@ -326,6 +350,8 @@ int tide__io_set(tide__io *io, unsigned events) {
         return tide_err_from_errno(errno);
     io->added = events != 0;
     io->events = events;
+    if (op == EPOLL_CTL_DEL && loop->batches != NULL)
+        forget(io);
     return 0;
 }
 #else
@@ -903,6 +929,7 @@ static int loop_init(tide_loop_t **out, struct ev_loop *ev, bool owns_ev) {
     loop->owns_ev = owns_ev;
 #ifdef __linux__
     loop->epfd = -1;
+    loop->batches = NULL;
 #endif
     loop->slow_callback = 0.1;
     loop->hot.debug = env_debug();

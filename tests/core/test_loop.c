@@ -16,6 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/socket.h>
+
+#include "core/core_int.h"
 #include "support/support.h"
 #include "tide/ev.h"
 
@@ -612,6 +615,49 @@ static void test_no_fd_leak(void **state) {
     assert_int_equal(ts_count_fds(), before);
 }
 
+/* tide__io: two readable descriptors in one dispatch batch; whichever runs first
+ * stops the other and poisons its memory, which must then never be called (the
+ * dispatch forgets an io that left the set). Stopping, not closing, is the rule. */
+typedef struct io_pair {
+    tide__io io[2];
+    int calls[2];
+} io_pair;
+
+static io_pair *the_pair;
+
+static void io_stop_other(tide__io *io, unsigned events) {
+    assert_true(events & TIDE__IO_READ);
+    int me = io == &the_pair->io[0] ? 0 : 1;
+    the_pair->calls[me]++;
+    tide__io *other = &the_pair->io[1 - me];
+    tide__io_stop(other, TIDE__IO_READ);
+    tide__io_stop(io, TIDE__IO_READ);
+    tide_loop_t *loop = other->loop;
+    memset(other, 0xa5, sizeof(*other)); /* a freed io: calling it would crash */
+    other->loop = loop;
+}
+
+static void test_io_stopped_in_dispatch(void **state) {
+    (void)state;
+    tide_loop_t *loop = ts_loop_new();
+    io_pair pair = {0};
+    the_pair = &pair;
+    int sv[2][2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv[i]), 0);
+        assert_int_equal(write(sv[i][1], "x", 1), 1);
+        tide__io_init(loop, &pair.io[i], sv[i][0], io_stop_other);
+        assert_int_equal(tide__io_start(&pair.io[i], TIDE__IO_READ), 0);
+    }
+    assert_int_equal(tide_loop_run(loop, TIDE_RUN_NOWAIT), 0);
+    assert_int_equal(pair.calls[0] + pair.calls[1], 1);
+    for (int i = 0; i < 2; i++) {
+        close(sv[i][0]);
+        close(sv[i][1]);
+    }
+    ts_loop_close(loop);
+}
+
 /* The default log handler writes to stderr without ever waiting: with stderr a pipe
  * that nobody drains, lines are dropped and counted, and the first line that gets
  * through once there is room says how many were lost. A blocking write would hang
@@ -668,6 +714,7 @@ int main(void) {
         cmocka_unit_test(test_close_refuses_while_transport_open),
         cmocka_unit_test(test_attach_to_ev_loop),
         cmocka_unit_test(test_no_fd_leak),
+        cmocka_unit_test(test_io_stopped_in_dispatch),
         cmocka_unit_test(test_default_log_never_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
