@@ -89,7 +89,9 @@ void tide__loop_register_passive(tide_loop_t *loop, tide__resource *res,
                                  void (*describe)(const tide__resource *, char *, size_t));
 void tide__loop_unregister(tide_loop_t *loop, tide__resource *res);
 
-/* The libev loop, for layers that watch descriptors. */
+/* The libev loop, for a layer that needs libev watchers of its own. Calling it hands
+ * the loop to libev for good (tide's own wait would not see those watchers), so
+ * descriptors are watched with tide__io below instead, on every hot path. */
 struct ev_loop *tide__loop_ev(tide_loop_t *loop);
 
 /* The fields of a loop that every read and callback look at, first in struct
