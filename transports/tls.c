@@ -577,6 +577,7 @@ struct tide__tls {
     double handshake_timeout;
     size_t sent;     /* ciphertext bytes the engine handed to the lower */
     size_t received; /* ciphertext bytes the lower gave us */
+    unsigned char head[9]; /* their first bytes: a ClientHello's record and message header */
     tide__buf in;    /* ciphertext from the lower, not yet taken by the engine */
     tide__buf out;   /* plaintext not yet encrypted */
     size_t retry_len;
@@ -824,14 +825,22 @@ static void hs_done(tide__tls *c) {
  * that the handshake failed, instead of a bare close; the log says why. */
 static void alert_in_clear(tide__tls *c, int err) {
     const char *why = NULL;
-    int description = ENGINE->first_flight_alert(err, &why);
+    /* The length the ClientHello says it has: a handshake record (22) holding a
+     * ClientHello (1), its length in three bytes. */
+    size_t hello_len = 0;
+    if (c->received >= sizeof(c->head) && c->head[0] == 22 && c->head[5] == 1)
+        hello_len = (size_t)c->head[6] << 16 | (size_t)c->head[7] << 8 | c->head[8];
+    int description = ENGINE->first_flight_alert(err, hello_len, &why);
     const unsigned char alert[] = {
         21 /* alert */, 3, 3, 0, 2, 2 /* fatal */, (unsigned char)description};
     if (c->lower != NULL && tide_transport_write(c->lower, alert, sizeof(alert)) == 0)
         c->sent += sizeof(alert);
-    if (why != NULL)
+    if (why != NULL) {
+        char text[256];
         tide__log(c->loop, TIDE_LOG_WARNING,
-                  "TLS server: refused a client's first flight of %zu bytes: %s", c->received, why);
+                  "TLS server: refused a client (its ClientHello: %zu bytes): %s (%s)", hello_len,
+                  why, tide_strerror_r(err, text, sizeof(text)));
+    }
 }
 
 static void handshake_step(tide__tls *c) {
@@ -1107,6 +1116,11 @@ static void lower_buffer_updated(tide_protocol_t *p, size_t nbytes) {
     if (c->phase == PH_DONE || c->peer_notified) {
         /* Nobody reads any more, or the bytes follow the peer's close_notify. */
     } else {
+        if (c->received < sizeof(c->head)) {
+            size_t n =
+                sizeof(c->head) - c->received < nbytes ? sizeof(c->head) - c->received : nbytes;
+            memcpy(c->head + c->received, tide__buf_end(&c->in), n);
+        }
         c->in.len += nbytes;
         c->received += nbytes;
         process(c);

@@ -190,8 +190,9 @@ typedef struct tide__tls_engine_ops {
     /* A client that should read on before it closes: TLS 1.3 without a ticket yet. */
     bool (*awaits_ticket)(tide__tls_econn *conn);
     /* The alert a server sends in clear when the client's first flight failed with err
-     * before the engine sent anything, and why, for the log (static text or NULL). */
-    int (*first_flight_alert)(int err, const char **why);
+     * before the engine sent anything (hello_len: the length its ClientHello announced,
+     * 0 if unknown), and why, for the log (static text, or NULL when err says it all). */
+    int (*first_flight_alert)(int err, size_t hello_len, const char **why);
 
     /* After the handshake. */
     void (*state)(tide__tls_econn *conn, tide__tls_state *state);

@@ -1138,18 +1138,24 @@ static bool has_pending(struct tide__tls_econn *c) {
     return mbedtls_ssl_get_bytes_avail(&c->ssl) > 0 || mbedtls_ssl_check_pending(&c->ssl);
 }
 
-/* A ClientHello that mbedTLS refused as malformed gets decode_error. On 2.28 that is
- * also how a valid one ends that it cannot take: split over several records, or longer
- * than one record (16 KiB); the log says so, since the client sees only the alert. */
-static int first_flight_alert(int err, const char **why) {
+/* The first flight of a client that mbedTLS refused. A ClientHello longer than its
+ * input buffer (MBEDTLS_SSL_IN_CONTENT_LEN, 16 KiB by default; 2.28 also wants it whole
+ * in one record) fails without a word to the client, and with a code that does not
+ * say so (2.28: a bad ClientHello, 3.x: an internal error): the alert tells the client,
+ * the log tells the server's owner. A ClientHello mbedTLS found malformed gets
+ * decode_error, anything else handshake_failure. */
+static int first_flight_alert(int err, size_t hello_len, const char **why) {
     *why = NULL;
+    if (hello_len + 4 > MBEDTLS_SSL_IN_CONTENT_LEN) {
+        *why = "the ClientHello is longer than mbedTLS takes (MBEDTLS_SSL_IN_CONTENT_LEN, "
+               "16 KiB by default, in one record on 2.28)";
+        return TLS_ALERT_DECODE_ERROR;
+    }
     if (err != tls_code(ERR_BAD_CLIENT_HELLO))
         return MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE;
 #if MBEDTLS_VERSION_NUMBER < 0x03000000
-    *why = "a malformed ClientHello, or one split over several records or longer than one "
-           "record (16 KiB), which mbedTLS 2.28 cannot take";
-#else
-    *why = "a malformed ClientHello";
+    *why = "the ClientHello is malformed or split over several records, which mbedTLS 2.28 "
+           "cannot take";
 #endif
     return TLS_ALERT_DECODE_ERROR;
 }
