@@ -656,6 +656,8 @@ int tide__tls_bio_send(tide__tls *c, const unsigned char *buf, size_t len) {
 }
 
 size_t tide__tls_bio_recv(tide__tls *c, unsigned char *buf, size_t len) {
+    if (c->in.len == 0)
+        return 0;
     size_t n = len < c->in.len ? len : c->in.len;
     if (n > INT32_MAX)
         n = INT32_MAX;
