@@ -48,7 +48,8 @@
 #define TLS_DEFAULT_CACHE_LIFETIME 600.0
 #define TLS_IN_HIGH (256 * 1024) /* pause the lower's reading above this much ciphertext */
 #define TLS_IN_LOW (64 * 1024)   /* ... and resume it at this */
-#define TLS_IN_CHUNK (64 * 1024) /* room offered to the lower per read */
+#define TLS_IN_CHUNK (64 * 1024) /* room offered per read while the peer sends more */
+#define TLS_IN_ROOM (17 * 1024)  /* ... and else: at least one whole record */
 #define TLS_CHUNK 16384          /* plaintext per engine write: one record */
 #define TLS_ALPN_MAX 16
 #define TLS_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
@@ -579,6 +580,8 @@ struct tide__tls {
     size_t received; /* ciphertext bytes the lower gave us */
     unsigned char head[9]; /* their first bytes: a ClientHello's record and message header */
     tide__buf in;    /* ciphertext from the lower, not yet taken by the engine */
+    size_t in_offered; /* the room in `in` offered to the lower's last read */
+    bool in_filled;    /* ... which it filled */
     tide__buf out;   /* plaintext not yet encrypted */
     size_t retry_len;
     tide__timer timer;
@@ -1103,12 +1106,18 @@ static void lower_made(tide_protocol_t *p, tide_transport_t *lower) {
 
 static void *lower_get_buffer(tide_protocol_t *p, size_t sizehint, size_t *len) {
     tide__tls *c = of_lower(p);
-    size_t want = sizehint > TLS_IN_CHUNK ? sizehint : TLS_IN_CHUNK;
-    if (tide__buf_reserve(&c->in, want, TLS_IN_CHUNK, NULL) != 0) {
+    /* Room for a record, and a chunk only once a read filled all the room it had (the
+     * peer sends in bulk): a handshake then never needs more than one small buffer,
+     * where a chunk for every read cost a 64 KiB block and, with a few bytes of a
+     * record left in it, a 128 KiB one (an mmap and munmap per connection). */
+    size_t want = c->in_filled ? TLS_IN_CHUNK : TLS_IN_ROOM;
+    if (sizehint > want)
+        want = sizehint;
+    if (tide__buf_reserve(&c->in, want, TLS_IN_ROOM, NULL) != 0) {
         *len = 0;
         return NULL; /* the lower fails with TIDE_ENOBUFS */
     }
-    *len = tide__buf_room(&c->in);
+    *len = c->in_offered = tide__buf_room(&c->in);
     return tide__buf_end(&c->in);
 }
 
@@ -1125,6 +1134,7 @@ static void lower_buffer_updated(tide_protocol_t *p, size_t nbytes) {
         }
         c->in.len += nbytes;
         c->received += nbytes;
+        c->in_filled = nbytes == c->in_offered;
         process(c);
     }
     leave(c);
