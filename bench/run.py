@@ -14,6 +14,8 @@ cell repeated:
   coordination  queue and lock hand-offs between tasks, beside asyncio (bench/coordination.c)
   workers   echo_server --workers 2 vs 1 (SO_REUSEPORT), unpinned, two load generators
   tls       TLS handshakes/s, 1 KiB x 100 round trips, bulk MB/s vs asyncio/uvloop + ssl
+  tls_handshake  server CPU per TLS handshake (full, resumed) vs nginx, and mbedTLS's
+            floor per operation vs openssl speed (bench/tls_handshake.py)
 Every figure is also given as a ratio to the epoll limit measured in the same run.
 
 --quick runs a smoke version of every part (one cell each, one repetition, short
@@ -23,8 +25,8 @@ run it. --report writes docs/benchmarks.md and docs/benchmarks.svg from the resu
 (with bench/analysis.md appended). Results go to BUILD_DIR/results.json.
 
 Needs: cmake, a C compiler, libev-dev, libuv1-dev, libevent-dev, libssl-dev,
-python3-uvloop (imported by /usr/bin/python3), openssl (CLI), gnuplot-nox (for the plot)
-and util-linux's taskset."""
+python3-uvloop (imported by /usr/bin/python3), openssl (CLI), gnuplot-nox (for the plot),
+nginx-light (tls_handshake) and util-linux's taskset."""
 import argparse
 import datetime
 import json
@@ -734,7 +736,7 @@ def main():
     ap.add_argument("--tide-source", default=ROOT, help="the tide tree to build (default: this one)")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--only", help="comma-separated parts: "
-                    "rr,scale,stream,memory,switch,coordination,workers,tls")
+                    "rr,scale,stream,memory,switch,coordination,workers,tls,tls_handshake")
     ap.add_argument("--servers", help="comma-separated server names (default: all)")
     ap.add_argument("--sizes", help="comma-separated message sizes in bytes for rr/scale")
     ap.add_argument("--conns", help="comma-separated connection counts for rr")
@@ -800,6 +802,10 @@ def main():
             part_workers(bdir, cfg, res)
         elif p == "tls":
             part_tls(bdir, cfg, res)
+        elif p == "tls_handshake":
+            sys.path.insert(0, HERE)
+            import tls_handshake
+            res["tls_handshake"] = tls_handshake.run(bdir, cfg["reps"], quick=a.quick)
         else:
             raise SystemExit(f"unknown part {p}")
         with open(results, "w") as f:

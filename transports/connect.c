@@ -239,20 +239,13 @@ static void handshaken(tide__tls *tls, int status, void *arg) {
 static void win(tide_connect_t *req, int fd) {
     cleanup(req);
     req->adopt_fd = -1;
-    tide__tls *tls = NULL;
-    int rc = 0;
-    if (req->tls_config) {
-        tide__tls_params params = {.config = req->tls_config,
-                                   .server_hostname = req->server_hostname,
-                                   .session = req->tls_session};
-        rc = tide__tls_new(req->loop, &params, handshaken, req, &tls);
-    }
+    tide__tls_params params = {.config = req->tls_config,
+                               .server_hostname = req->server_hostname,
+                               .session = req->tls_session};
+    tide__tls *tls;
     tide_transport_t *t = NULL;
-    if (rc == 0 &&
-        (rc = tide__socket_transport_new(req->loop, fd, tls ? tide__tls_lower_protocol(tls) : NULL,
-                                         &t)) < 0 &&
-        tls)
-        tide__tls_discard(tls);
+    int rc = tide__tls_wrap_fd(req->loop, fd, req->tls_config ? &params : NULL, handshaken, req, &t,
+                               &tls);
     if (rc < 0) {
         close_fd(fd);
         fail(req, rc);

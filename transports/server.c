@@ -237,19 +237,12 @@ static void serve(tide_server_t *s, int fd) {
         int one = 1;
         tide__sys.setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
     }
-    tide__tls *tls = NULL;
-    int rc = 0;
-    if (s->opts.tls) {
-        tide__tls_params params = {.config = s->opts.tls,
-                                   .handshake_timeout = s->opts.tls_handshake_timeout};
-        rc = tide__tls_new(s->loop, &params, tls_accepted, s, &tls);
-    }
+    tide__tls_params params = {.config = s->opts.tls,
+                               .handshake_timeout = s->opts.tls_handshake_timeout};
+    tide__tls *tls;
     tide_transport_t *t = NULL;
-    if (rc == 0 &&
-        (rc = tide__socket_transport_new(s->loop, fd, tls ? tide__tls_lower_protocol(tls) : NULL,
-                                         &t)) < 0 &&
-        tls)
-        tide__tls_discard(tls);
+    int rc =
+        tide__tls_wrap_fd(s->loop, fd, s->opts.tls ? &params : NULL, tls_accepted, s, &t, &tls);
     if (rc < 0) {
         tide__sys.close(fd);
         tide__log(s->loop, TIDE_LOG_ERROR, "server: cannot make a transport for a client: %s",
