@@ -130,6 +130,108 @@ TIDE_EXTERN bool tide_http_parser_is_idle(const tide_http_parser_t *parser);
 /* Case-insensitive comparison of a lent header name with a C string. */
 TIDE_EXTERN bool tide_http_name_is(const char *name, size_t name_len, const char *want);
 
+/* ---- the client ---------------------------------------------------------------------
+ *
+ * A minimal HTTP/1.1 client in task style (every call ending in _await runs inside a
+ * task, see tide/task.h): one connection, plain or TLS (verified unless the TLS
+ * configuration says otherwise), requests without a body (GET, HEAD, ...) sent one at
+ * a time and kept alive when both sides allow it; bodies framed by Content-Length,
+ * chunked or the end of the connection are read whole into memory. Interim 1xx
+ * responses are skipped. Deadlines and cancellation come from the task
+ * (tide_task_deadline_push): a call cut short that way leaves the connection unusable.
+ * Not a browser: no redirects, cookies, proxies, compression or request bodies. */
+
+typedef struct tide_http_client tide_http_client_t;
+
+/* One header (or trailer) field of a response: NUL-terminated copies. */
+typedef struct tide_http_header {
+    const char *name;
+    const char *value;
+    const char *line; /* the line as received, without CRLF */
+} tide_http_header_t;
+
+/* A response, owned by the caller: free it with tide_http_response_free. */
+typedef struct tide_http_response {
+    int status;
+    int version;             /* 10 or 11 */
+    const char *reason;      /* NUL-terminated, may be empty */
+    const char *status_line; /* as received, without CRLF */
+    tide_http_header_t *headers;
+    size_t header_count;
+    tide_http_header_t *trailers; /* after a chunked body */
+    size_t trailer_count;
+    unsigned char *body; /* body_len bytes, followed by a NUL not counted */
+    size_t body_len;
+    bool keep_alive; /* the connection can carry another request */
+} tide_http_response_t;
+
+/* Connection options; a zeroed struct (or NULL) means plain HTTP with the defaults. */
+typedef struct tide_http_client_options {
+    /* A client TLS configuration (tide/tls.h) makes this HTTPS; NULL: plain HTTP. */
+    tide_tls_config_t *tls;
+    /* The name verified and sent as SNI; NULL: the host connected to. */
+    const char *server_hostname;
+    /* Seconds to connect (and hand shake) before TIDE_ETIMEOUT; 0: no limit. */
+    double connect_timeout;
+    /* Limits of the response parser (zero fields: its defaults). */
+    tide_http_limits_t limits;
+    /* Largest body kept in memory; a longer one is TIDE_EMSGSIZE (0: 16 MiB). */
+    size_t max_body;
+    /* Send HTTP/1.0 requests (the server then closes after each response). */
+    bool http10;
+} tide_http_client_options_t;
+
+/* The parts of an http:// or https:// URL: http[s]://HOST[:PORT][/PATH], HOST a name,
+ * an IPv4 address or [IPv6] (brackets removed). */
+typedef struct tide_http_url {
+    bool https;
+    char host[256];
+    uint16_t port;    /* 80 or 443 when the URL gives none */
+    const char *path; /* points into the URL; "/" when it has none */
+} tide_http_url_t;
+
+/* Splits url into *out. Bytes that would let a URL rewrite a request (spaces, control
+ * characters) are refused. Returns 0 or TIDE_EINVAL. No I/O. */
+TIDE_EXTERN int tide_http_url_parse(const char *url, tide_http_url_t *out);
+
+/* Opens a connection to host:port (TLS when options->tls is set). Returns 0 and sets
+ * *client (close it with tide_http_client_close_await), the connection's error
+ * (TIDE_ECONNREFUSED, TLS verification codes, TIDE_ETIMEOUT, ...), TIDE_EINVAL,
+ * TIDE_ENOMEM, or the codes every _await form returns. */
+TIDE_EXTERN int tide_http_client_connect_await(tide_loop_t *loop, const char *host, uint16_t port,
+                                               const tide_http_client_options_t *options,
+                                               tide_http_client_t **client);
+
+/* Sends "METHOD target HTTP/1.1" with a Host header (unless `headers` has one), the
+ * n extra headers given, and no body, then reads the whole response into *response
+ * (the caller's; tide_http_response_free). For HEAD the response has no body.
+ * Returns 0, TIDE_EINVAL (a method, target or header that is empty or holds CR, LF
+ * or, for method and target, a space), TIDE_ECLOSED (the connection cannot carry
+ * another request: the previous response was not keep-alive, or failed), TIDE_EOF
+ * (the server closed before any byte of a response), TIDE_EINCOMPLETE (it closed
+ * inside one), TIDE_EMSGSIZE (body beyond max_body), a parser code (TIDE_EHTTP_*),
+ * the connection's error, TIDE_ENOMEM, or the _await codes. After any error the
+ * connection is unusable: close it. */
+TIDE_EXTERN int tide_http_client_request_await(tide_http_client_t *client, const char *method,
+                                               const char *target,
+                                               const tide_http_header_t *headers, size_t n,
+                                               tide_http_response_t **response);
+
+/* True while the connection can carry another request. */
+TIDE_EXTERN bool tide_http_client_is_reusable(const tide_http_client_t *client);
+
+/* Closes the connection, waits until it is closed, and frees the client. Returns 0
+ * or the connection's final error (informational: the client is freed in any case).
+ * NULL is a no-op (0). */
+TIDE_EXTERN int tide_http_client_close_await(tide_http_client_t *client);
+
+/* Frees a response; NULL is a no-op. */
+TIDE_EXTERN void tide_http_response_free(tide_http_response_t *response);
+
+/* The first header of a response named `name` (case-insensitive), or NULL. */
+TIDE_EXTERN const tide_http_header_t *
+tide_http_response_header(const tide_http_response_t *response, const char *name);
+
 #ifdef __cplusplus
 }
 #endif
