@@ -94,7 +94,7 @@ class Server(http.server.ThreadingHTTPServer):
 
 def serve_stdlib():
     server = Server(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     announce(server.server_address[1])
     wait_for_stdin_eof()
     server.shutdown()
