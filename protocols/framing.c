@@ -56,8 +56,10 @@ static void fail(tide_framing_t *f, int err) {
 /* Finds the next record in buf[start, end). Returns 1 with the payload at *off (from
  * start), *len bytes, *total bytes to drop; 0 when more bytes are needed; or an error. */
 static int next_record(tide_framing_t *f, size_t *off, size_t *len, size_t *total) {
-    const unsigned char *b = (const unsigned char *)f->buf + f->start;
     size_t avail = f->end - f->start;
+    if (avail == 0)
+        return 0; /* also when no buffer was allocated yet */
+    const unsigned char *b = (const unsigned char *)f->buf + f->start;
     size_t n = prefix_size(f->kind);
     if (n > 0) {
         if (avail < n)
