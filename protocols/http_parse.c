@@ -332,14 +332,15 @@ static int field_line(tide_http_parser_t *p, const char *l, size_t n, bool trail
 
 /* The blank line after the headers: decide the body's framing (RFC 9112 6.3). */
 static int head_end(tide_http_parser_t *p, tide_http_event_t *ev) {
-    if (p->have_te && p->have_length)
-        return fail(p, TIDE_EHTTP_AMBIGUOUS);
-    if (p->have_te && (p->te_bad || !p->te_chunked || p->version == 10))
-        return fail(p, TIDE_EHTTP_TRANSFER_ENCODING);
     tide_http_body_t body;
     bool response = p->kind == TIDE_HTTP_RESPONSE;
     bool no_body =
         response && (p->expect_head || p->status < 200 || p->status == 204 || p->status == 304);
+    if (p->have_te && p->have_length)
+        return fail(p, TIDE_EHTTP_AMBIGUOUS);
+    /* The coding matters only when a body is read (a HEAD response may name gzip). */
+    if (p->have_te && !no_body && (p->te_bad || !p->te_chunked || p->version == 10))
+        return fail(p, TIDE_EHTTP_TRANSFER_ENCODING);
     if (no_body)
         body = TIDE_HTTP_BODY_NONE;
     else if (p->have_te)

@@ -15,14 +15,13 @@
  * - limits: a line longer than max_line (TIDE_EHTTP_LINE_TOO_LONG), more than
  *   max_headers header lines (TIDE_EHTTP_TOO_MANY_HEADERS), a head or trailer block
  *   larger than max_head (TIDE_EHTTP_HEAD_TOO_LARGE);
- * - body framing: Transfer-Encoding chunked (the only transfer coding accepted:
- *   anything else is TIDE_EHTTP_TRANSFER_ENCODING, except that a response with an
- *   unknown coding ending in something other than chunked is read until close, as RFC
- *   9112 6.3 says), Content-Length (digits only, once: a repeated, signed, empty,
- *   comma-listed or overflowing value is TIDE_EHTTP_CONTENT_LENGTH), both at once
- *   (the request-smuggling shape: TIDE_EHTTP_AMBIGUOUS), neither (a request has no
- *   body; a response runs until the connection closes); a chunk size that is not hex,
- *   empty or beyond 2^60 is TIDE_EHTTP_CHUNK, as is a chunk not followed by CRLF;
+ * - body framing: Transfer-Encoding chunked (the only transfer coding accepted, once,
+ *   and not in HTTP/1.0: anything else is TIDE_EHTTP_TRANSFER_ENCODING when a body is
+ *   to be read, since tide decodes no other coding), Content-Length (digits only, once: a repeated,
+ * signed, empty, comma-listed or overflowing value is TIDE_EHTTP_CONTENT_LENGTH), both at once (the
+ * request-smuggling shape: TIDE_EHTTP_AMBIGUOUS), neither (a request has no body; a response runs
+ * until the connection closes); a chunk size that is not hex, empty or beyond 2^60 is
+ * TIDE_EHTTP_CHUNK, as is a chunk not followed by CRLF;
  * - no body for responses to HEAD (tide_http_parser_expect_head) and for 1xx, 204 and
  *   304 responses. An interim 1xx response is a message of its own (its head, then
  *   TIDE_HTTP_MESSAGE_END); after 101 Switching Protocols the bytes are no longer

@@ -230,6 +230,10 @@ static const tcase cases[] = {
      "ST 200 OK 11;H Transfer-Encoding=chunked;H Content-Length=4;ERR EHTTP_AMBIGUOUS;"},
     {"TE gzip", RSP, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
      "ST 200 OK 11;H Transfer-Encoding=gzip, chunked;ERR EHTTP_TRANSFER_ENCODING;"},
+    {"TE gzip on a HEAD response", RSP, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+     "ST 200 OK 11;H Transfer-Encoding=gzip;END none 0 ka;MSG;", .head = true},
+    {"TE gzip on a 304", RSP, "HTTP/1.1 304 NM\r\nTransfer-Encoding: gzip\r\n\r\n",
+     "ST 304 NM 11;H Transfer-Encoding=gzip;END none 0 ka;MSG;"},
     {"TE chunked twice", REQ,
      "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
      "REQ POST / 11;H Transfer-Encoding=chunked;H Transfer-Encoding=chunked;ERR "
