@@ -113,8 +113,10 @@ TIDE_EXTERN void tide_http_parser_expect_head(tide_http_parser_t *parser);
 /* Reads from data (len bytes, may be 0) until one event is found. Returns 1 with *ev
  * filled, 0 when every byte was taken and more are needed (a partial line is kept in
  * the parser), or a negative code (see the top of this file; TIDE_EINVAL for NULL
- * arguments). *used receives the bytes taken in every case: call again with the rest.
- * Body pieces are lent straight from data, never copied. */
+ * arguments). *used receives the bytes taken in every case: call again with the rest
+ * after every event, even when no byte is left, until it returns 0 (the end of a
+ * message, for one, is found without another byte). Body pieces are lent straight
+ * from data, never copied. */
 TIDE_EXTERN int tide_http_parser_next(tide_http_parser_t *parser, const void *data, size_t len,
                                       size_t *used, tide_http_event_t *ev);
 
