@@ -137,15 +137,20 @@ static int get_line(tide_http_parser_t *p, const char *data, size_t len, size_t 
     size_t avail = len - *pos;
     const char *nl = memchr(start, '\n', avail);
     size_t take = nl ? (size_t)(nl - start) + 1 : avail;
-    size_t content = p->line_len + (nl ? take - 1 : take);
-    /* The line's content may carry one CR before its LF, hence the + 1. */
-    if (content > p->max_line + 1)
+    /* Which limit breaks first is decided by the byte that breaks it, so that the code
+     * does not depend on how the input was cut. The line's content may carry one CR
+     * before its LF, hence max_line + 1. */
+    size_t fresh = nl ? take - 1 : take;
+    size_t line_room = p->max_line + 1 - p->line_len;
+    size_t head_room = in_head ? p->max_head - p->head_bytes : SIZE_MAX;
+    bool line_over = fresh > line_room;
+    bool head_over = take > head_room;
+    if (line_over && (!head_over || line_room <= head_room))
         return fail(p, TIDE_EHTTP_LINE_TOO_LONG);
-    if (in_head) {
+    if (head_over)
+        return fail(p, TIDE_EHTTP_HEAD_TOO_LARGE);
+    if (in_head)
         p->head_bytes += take;
-        if (p->head_bytes > p->max_head)
-            return fail(p, TIDE_EHTTP_HEAD_TOO_LARGE);
-    }
     *pos += take;
     if (nl == NULL) {
         memcpy(p->line + p->line_len, start, take);

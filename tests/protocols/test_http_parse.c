@@ -297,6 +297,13 @@ static const tcase cases[] = {
      "ST 200 OK 11;H A=1;END close 0 close;", .limits = {.max_head = 25}},
     {"head over the limit", RSP, "HTTP/1.1 200 OK\r\nA: 1\r\n\r\n",
      "ST 200 OK 11;H A=1;ERR EHTTP_HEAD_TOO_LARGE;", .limits = {.max_head = 24}},
+    /* Which limit a long line breaks first depends on where, never on how it was cut. */
+    {"head limit before line limit", REQ,
+     "\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\naaaaaaaaaaaaaaaaaaaa", "ERR EHTTP_HEAD_TOO_LARGE;",
+     .limits = {.max_line = 10, .max_head = 30}},
+    {"line limit before head limit", REQ,
+     "\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\naaaaaaaaaaaaaaaaaaaa", "ERR EHTTP_LINE_TOO_LONG;",
+     .limits = {.max_line = 10, .max_head = 40}},
     {"endless blank lines", REQ, "\r\n\r\n\r\n\r\n\r\n\r\n", "ERR EHTTP_HEAD_TOO_LARGE;",
      .limits = {.max_head = 10}},
 };
