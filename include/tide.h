@@ -18,5 +18,7 @@
 #include "tide/taskgroup.h"
 #include "tide/executor.h"
 #include "tide/tls.h"
+#include "tide/framing.h"
+#include "tide/http.h"
 
 #endif

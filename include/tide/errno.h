@@ -105,7 +105,19 @@ extern "C" {
       "TLS peer certificate has a weak key (RSA under 2048 bits, or a curve not allowed)") \
     X(ETLS_CERT_WEAK_HASH, -4215, "TLS peer certificate is signed with a weak hash (SHA-1, MD5)") \
     X(ETLS_CERT_USAGE, -4216,                                                      \
-      "TLS peer certificate is not for this use (key usage or extended key usage)")
+      "TLS peer certificate is not for this use (key usage or extended key usage)") \
+    X(EHTTP_SYNTAX, -4531, "malformed HTTP message")                               \
+    X(EHTTP_FOLD, -4532, "HTTP header line folded (obs-fold is refused)")          \
+    X(EHTTP_VERSION, -4533, "HTTP version not supported (only HTTP/1.0 and 1.1)")   \
+    X(EHTTP_LINE_TOO_LONG, -4534, "HTTP line longer than the parser's limit")      \
+    X(EHTTP_TOO_MANY_HEADERS, -4535, "more HTTP header lines than the parser's limit") \
+    X(EHTTP_HEAD_TOO_LARGE, -4536, "HTTP head larger than the parser's limit")     \
+    X(EHTTP_CONTENT_LENGTH, -4537, "HTTP Content-Length malformed or repeated")    \
+    X(EHTTP_TRANSFER_ENCODING, -4538, "HTTP Transfer-Encoding not supported (only chunked)") \
+    X(EHTTP_AMBIGUOUS, -4539,                                                      \
+      "HTTP message framed both by Content-Length and Transfer-Encoding (refused)") \
+    X(EHTTP_CHUNK, -4540, "malformed HTTP chunk size or chunk framing")            \
+    X(EFRAME_TOO_LARGE, -4541, "line or frame longer than the framing protocol's maximum")
 
 typedef enum tide_errno {
 #define TIDE__ERRNO_ENUM(name, value, msg) TIDE_##name = (value),
