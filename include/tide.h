@@ -18,5 +18,8 @@
 #include "tide/taskgroup.h"
 #include "tide/executor.h"
 #include "tide/tls.h"
+#include "tide/reply.h"
+#include "tide/smtp.h"
+#include "tide/ftp.h"
 
 #endif
