@@ -10,9 +10,12 @@ subclassed to record commands and to misbehave on purpose.
 
     test_ftp.py PATH_TO_ftp_client [CASE ...]
 """
+import asyncio
 import hashlib
 import logging
 import os
+import socket
+import struct
 import sys
 import threading
 import warnings
@@ -334,6 +337,119 @@ async def case_tls_server_gone(client, workdir):
                                                   "get", "big.bin", target)), 9,
                     ["RETR big.bin"], "FTPS server gone")
     check(not os.listdir(local), f"FTPS server gone: left {os.listdir(local)}")
+
+
+# ---- scripted servers: what no real server does on purpose --------------------------
+
+class Scripted:
+    """A fake FTP server on asyncio: `greeting` is sent first (with endless, again and
+    again until the client hangs up, bounded); AUTH gets `auth_tls`; EPSV opens a data
+    listener; RETR sends 150 and 256 KiB, then `ending`: "hang" keeps the data
+    connection open and sends no final reply, "reset" resets it (RST)."""
+
+    def __init__(self, greeting=b"220 fake\r\n", auth_tls=b"502 no\r\n", ending="hang",
+                 endless=False):
+        self.greeting, self.auth_tls, self.ending = greeting, auth_tls, ending
+        self.endless_greeting = endless
+        self.lines, self.sent, self.held = [], 0, []
+
+    async def endless(self, writer):
+        while self.sent < 64 * 1024 * 1024:
+            writer.write(self.greeting)
+            self.sent += len(self.greeting)
+            await writer.drain()
+
+    async def retr(self, writer):
+        writer.write(b"150 here it comes\r\n")
+        await writer.drain()
+        _, data = await asyncio.wait_for(self.accepted, DEADLINE)
+        data.write(os.urandom(256 * 1024))
+        await data.drain()
+        if self.ending == "reset":
+            sock = data.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            data.transport.abort()
+        else:
+            self.held.append(data)  # never closed, no final reply
+
+    async def handle(self, reader, writer):
+        try:
+            if self.endless_greeting:
+                return await self.endless(writer)
+            writer.write(self.greeting)
+            while line := await reader.readline():
+                self.lines.append(line)
+                verb = line.split(b" ")[0].strip().upper()
+                if verb == b"AUTH":
+                    writer.write(self.auth_tls)
+                elif verb == b"USER":
+                    writer.write(b"230 in\r\n")
+                elif verb == b"EPSV":
+                    loop = asyncio.get_running_loop()
+                    self.accepted = loop.create_future()
+                    data = await asyncio.start_server(
+                        lambda r, w: self.accepted.done() or self.accepted.set_result((r, w)),
+                        "127.0.0.1", 0)
+                    self.held.append(data)
+                    port = data.sockets[0].getsockname()[1]
+                    writer.write(b"229 Entering Extended Passive Mode (|||%d|)\r\n" % port)
+                elif verb == b"RETR":
+                    await self.retr(writer)
+                elif verb == b"QUIT":
+                    writer.write(b"221 bye\r\n")
+                    break
+                else:
+                    writer.write(b"200 ok\r\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        for h in self.held:
+            h.close()
+        self.server.close()
+
+
+async def case_endless(client, workdir):
+    """An endless line and an endless multi-line greeting: errors at the limits."""
+    for chunk, words in ((b"220 " + b"x" * 4096, ["longer than 1024"]),
+                         (b"220-start\r\n" + b" more\r\n" * 512, ["more than 1000 lines"])):
+        async with Scripted(greeting=chunk, endless=True) as s:
+            expect_exit(await run_client(client, args(s.port, "pwd")), 4, words,
+                        f"endless {chunk[:8]!r}")
+        check(s.sent < 16 * 1024 * 1024, f"endless: the client read {s.sent} bytes")
+
+
+async def case_auth_tls_injection(client, workdir):
+    """A reply pipelined after 234 (before the handshake): no login follows."""
+    certs = TestPKI(workdir)
+    async with Scripted(auth_tls=b"234 go ahead\r\n230 injected\r\n") as s:
+        expect_exit(await run_client(client, args(s.port, "--tls", "--cafile", certs.ca,
+                                                  "--user", USER, "--password", PASSWORD,
+                                                  "pwd")), 5, ["AUTH TLS", "injection"],
+                    "AUTH TLS injection")
+    check([l[:4] for l in s.lines] == [b"AUTH"], f"AUTH TLS injection: {s.lines!r}")
+
+
+async def case_data_misbehaves(client, workdir):
+    """A data connection that never closes (timeout) and one reset in the middle: a
+    clear error, and no file, partial or .part, left behind."""
+    _, local = setup(workdir)
+    target = os.path.join(local, "f.bin")
+    for ending, words in (("hang", ["RETR f.bin", "no answer within"]),
+                          ("reset", ["RETR f.bin", "reset"])):
+        async with Scripted(ending=ending) as s:
+            expect_exit(await run_client(client, ["--server", f"{HOST}:{s.port}", "--timeout",
+                                                  "1", "get", "f.bin", target]), 9, words,
+                        f"data {ending}")
+        check(not os.listdir(local), f"data {ending}: left {os.listdir(local)}")
 
 
 CASES = {name[len("case_"):]: fn for name, fn in globals().items() if name.startswith("case_")}
