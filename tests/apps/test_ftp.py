@@ -380,31 +380,28 @@ class Scripted:
             while line := await reader.readline():
                 self.lines.append(line)
                 verb = line.split(b" ")[0].strip().upper()
-                if verb == b"AUTH":
-                    writer.write(self.auth_tls)
-                elif verb == b"USER":
-                    writer.write(b"230 in\r\n")
-                elif verb == b"EPSV":
-                    loop = asyncio.get_running_loop()
-                    self.accepted = loop.create_future()
-                    data = await asyncio.start_server(
-                        lambda r, w: self.accepted.done() or self.accepted.set_result((r, w)),
-                        "127.0.0.1", 0)
-                    self.held.append(data)
-                    port = data.sockets[0].getsockname()[1]
-                    writer.write(b"229 Entering Extended Passive Mode (|||%d|)\r\n" % port)
-                elif verb == b"RETR":
-                    await self.retr(writer)
-                elif verb == b"QUIT":
-                    writer.write(b"221 bye\r\n")
-                    break
+                reply = {b"AUTH": self.auth_tls, b"USER": b"230 in\r\n",
+                         b"QUIT": b"221 bye\r\n"}.get(verb, b"200 ok\r\n")
+                if verb in (b"EPSV", b"RETR"):
+                    await getattr(self, verb.decode().lower())(writer)
                 else:
-                    writer.write(b"200 ok\r\n")
+                    writer.write(reply)
                 await writer.drain()
+                if verb == b"QUIT":
+                    return
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
+
+    async def epsv(self, writer):
+        self.accepted = asyncio.get_running_loop().create_future()
+        data = await asyncio.start_server(
+            lambda r, w: self.accepted.done() or self.accepted.set_result((r, w)),
+            "127.0.0.1", 0)
+        self.held.append(data)
+        port = data.sockets[0].getsockname()[1]
+        writer.write(b"229 Entering Extended Passive Mode (|||%d|)\r\n" % port)
 
     async def __aenter__(self):
         self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
