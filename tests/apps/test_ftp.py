@@ -14,8 +14,10 @@ import asyncio
 import hashlib
 import logging
 import os
+import shutil
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import warnings
@@ -447,6 +449,83 @@ async def case_data_misbehaves(client, workdir):
                                                   "1", "get", "f.bin", target]), 9, words,
                         f"data {ending}")
         check(not os.listdir(local), f"data {ending}: left {os.listdir(local)}")
+
+
+# ---- vsftpd -----------------------------------------------------------------------------
+
+VSFTPD_CONF = """listen=YES
+listen_address=127.0.0.1
+listen_port={port}
+background=NO
+run_as_launching_user=YES
+anonymous_enable=YES
+local_enable=NO
+anon_root={root}
+write_enable=YES
+anon_upload_enable=YES
+anon_umask=022
+no_anon_password=YES
+secure_chroot_dir={empty}
+seccomp_sandbox=NO
+xferlog_enable=NO
+ssl_enable=YES
+ssl_ciphers=HIGH
+allow_anon_ssl=YES
+force_anon_logins_ssl=YES
+force_anon_data_ssl=YES
+require_ssl_reuse=YES
+rsa_cert_file={cert}
+rsa_private_key_file={key}
+"""
+
+
+async def case_vsftpd(client, workdir):
+    """vsftpd with TLS required on both channels and require_ssl_reuse (a data
+    connection that does not resume the control connection's session is refused):
+    put and get 2 MiB, ls. vsftpd 3.0.3 offers TLS 1.2 only with an RSA certificate."""
+    vsftpd = shutil.which("vsftpd") or "/usr/sbin/vsftpd"
+    if not os.path.exists(vsftpd):
+        print("skip: vsftpd is not installed (Debian: vsftpd)")
+        return
+    root, local = setup(workdir)
+    empty = os.path.join(workdir, "empty")
+    os.mkdir(empty)
+    cert, key = os.path.join(workdir, "rsa.pem"), os.path.join(workdir, "rsa.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    with socket.socket() as probe:  # a free port: vsftpd cannot be given port 0
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conf = os.path.join(workdir, "vsftpd.conf")
+    with open(conf, "w") as f:
+        f.write(VSFTPD_CONF.format(port=port, root=root, empty=empty, cert=cert, key=key))
+    source = os.path.join(local, "up.bin")
+    want = random_file(source, 2 * 1024 * 1024)
+    server = await asyncio.create_subprocess_exec(vsftpd, conf, stderr=subprocess.PIPE)
+    try:
+        deadline = asyncio.get_running_loop().time() + DEADLINE
+        while True:  # bounded: until vsftpd listens, or its deadline
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            except OSError:
+                check(server.returncode is None and asyncio.get_running_loop().time() < deadline,
+                      "vsftpd did not start")
+                await asyncio.sleep(0.05)
+        fetched = os.path.join(local, "down.bin")
+        out, err = await ok(client, args(port, "--tls", "--cafile", cert, "--verbose", "put",
+                                         source, "big.bin", "get", "big.bin", fetched, "ls"),
+                            "vsftpd")
+    finally:
+        server.kill()
+        await server.wait()
+    check(digest(os.path.join(root, "big.bin")) == want, "vsftpd: STOR checksum differs")
+    check(digest(fetched) == want, "vsftpd: RETR checksum differs")
+    check("big.bin" in out, f"vsftpd: ls printed {out!r}")
+    check(err.count("session resumed") == 3 and "not resumed" not in err,
+          f"vsftpd: the data sessions were not all resumed: {err}")
 
 
 CASES = {name[len("case_"):]: fn for name, fn in globals().items() if name.startswith("case_")}
