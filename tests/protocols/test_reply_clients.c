@@ -333,7 +333,7 @@ static int ftp_session(void *arg) {
 
 static void test_ftp(void **state) {
     (void)state;
-    snprintf(local_path, sizeof local_path, "/tmp/tide-reply-clients-%d.bin", (int)getpid());
+    snprintf(local_path, sizeof local_path, "tide-reply-clients-%d.bin", (int)getpid());
     for (int pasv = 0; pasv < 2; pasv++) {
         script *s = script_new("220 ftp\r\n");
         s->no_epsv = pasv;
