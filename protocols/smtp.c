@@ -194,6 +194,11 @@ int tide__ctl_close(tide__ctl_t *c, bool graceful) {
 #define CREDENTIAL_MAX 255
 #define CHUNK 8192
 
+/* Whether the session may carry addresses and credentials yet: not between STARTTLS and
+ * the EHLO after it, and never in plaintext when the options asked for STARTTLS (a
+ * caller that forgot tide_smtp_starttls_await must not leak in clear). */
+#define READY(s) (!(s)->need_hello && ((s)->options.security != TIDE_SMTP_STARTTLS || (s)->tls_on))
+
 struct tide_smtp {
     tide__ctl_t ctl;
     tide_smtp_options_t options;
@@ -324,7 +329,7 @@ int tide_smtp_auth_await(tide_smtp_t *s, const char *user, const char *password,
         return TIDE_EINVAL;
     if (!tide_command_arg_is_safe(user, ulen) || !tide_command_arg_is_safe(password, plen))
         return TIDE_ECOMMAND_CHARS;
-    if (s->need_hello)
+    if (!READY(s))
         return TIDE_ESTATE;
     if (!s->tls_on && !s->options.allow_auth_without_tls)
         return TIDE_EAUTH_CLEARTEXT;
@@ -384,7 +389,7 @@ static int address_arg(char *arg, const char *prefix, const char *addr) {
 }
 
 int tide_smtp_mail_await(tide_smtp_t *s, const char *from, uint64_t size) {
-    if (s->need_hello)
+    if (!READY(s))
         return TIDE_ESTATE;
     if ((s->ext.flags & TIDE_EHLO_SIZE) != 0 && s->ext.size_max > 0 && size > s->ext.size_max)
         return TIDE_EMESSAGE_SIZE;
@@ -471,6 +476,13 @@ int tide_smtp_send_message_await(tide_smtp_t *s, const char *from, const char *c
                                  int *codes, uint64_t size, tide_smtp_source_cb source, void *arg) {
     if (to == NULL || n == 0)
         return TIDE_EINVAL;
+    /* Every address is checked before the transaction starts. */
+    char line[400];
+    for (size_t i = 0; i < n; i++) {
+        int rc = address_arg(line, "TO", to[i]);
+        if (rc < 0)
+            return rc;
+    }
     int rc = tide_smtp_mail_await(s, from, size);
     if (rc != 0)
         return rc;

@@ -91,9 +91,10 @@ TIDE_EXTERN const tide_ehlo_t *tide_smtp_extensions(const tide_smtp_t *smtp);
 TIDE_EXTERN int tide_smtp_auth_await(tide_smtp_t *smtp, const char *user, const char *password,
                                      unsigned mechanism);
 
-/* MAIL FROM:<from>. size (0: unknown) is checked against SIZE (TIDE_EMESSAGE_SIZE,
- * nothing sent) and announced; BODY=8BITMIME is announced when the server offers it.
- * TIDE_ECOMMAND_CHARS for CR, LF or NUL in from; TIDE_EREPLY unless 250. */
+/* MAIL FROM:<from>; TIDE_ESTATE until EHLO followed STARTTLS, and with TIDE_SMTP_STARTTLS
+ * until STARTTLS succeeded (auth likewise). size (0: unknown) is checked against SIZE
+ * (TIDE_EMESSAGE_SIZE, nothing sent) and announced; BODY=8BITMIME is announced when the server
+ * offers it. TIDE_ECOMMAND_CHARS for CR, LF or NUL in from; TIDE_EREPLY unless 250. */
 TIDE_EXTERN int tide_smtp_mail_await(tide_smtp_t *smtp, const char *from, uint64_t size);
 
 /* RCPT TO:<to>. 0 for 250 or 251, TIDE_EREPLY otherwise. */

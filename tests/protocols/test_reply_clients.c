@@ -224,6 +224,10 @@ static int smtp_recipients(void *arg) {
     TS_CHECK(tide_smtp_send_message_await(smtp, "a@x", to, 3, codes, 13, read_source, &src) == 0);
     TS_CHECK(codes[0] == 250 && codes[1] == 550 && codes[2] == 250);
     TS_CHECK(tide_smtp_last_reply(smtp)->code == 250);
+    /* An address with CR LF among the recipients: nothing is sent. */
+    const char *injected[] = {"one@x", "two@x>\r\nDATA"};
+    TS_CHECK(tide_smtp_send_message_await(smtp, "a@x", injected, 2, codes, 0, read_source, &src) ==
+             TIDE_ECOMMAND_CHARS);
     /* Every recipient refused: no DATA. */
     const char *bad[] = {"bad1@x", "bad2@x"};
     TS_CHECK(tide_smtp_send_message_await(smtp, "a@x", bad, 2, codes, 0, read_source, &src) ==
@@ -235,6 +239,35 @@ static int smtp_recipients(void *arg) {
              TIDE_EIO);
     tide_smtp_close_await(smtp, false);
     return 0;
+}
+
+/* STARTTLS asked for but not done: no address or credential goes out in clear. */
+static int smtp_forgot_starttls(void *arg) {
+    script *s = arg;
+    tide_smtp_t *smtp;
+    tide_tls_config_t *tls;
+    TS_CHECK(tide_tls_config_new_client(&tls) == 0);
+    tide_smtp_options_t opt = {.security = TIDE_SMTP_STARTTLS, .tls = tls, .timeout = 5};
+    int rc = tide_smtp_connect_await(s->loop, "127.0.0.1", s->port, &opt, &smtp);
+    tide_tls_config_unref(tls); /* the session holds its own reference */
+    TS_CHECK(rc == 0);
+    TS_CHECK(tide_smtp_greeting_await(smtp) == 0);
+    TS_CHECK(tide_smtp_hello_await(smtp, false) == 0);
+    TS_CHECK(tide_smtp_mail_await(smtp, "a@x", 0) == TIDE_ESTATE);
+    TS_CHECK(tide_smtp_auth_await(smtp, "u", "p", 0) == TIDE_ESTATE);
+    TS_CHECK(tide_smtp_starttls_await(smtp) == TIDE_ENO_STARTTLS);
+    TS_CHECK(tide_smtp_quit_await(smtp) == 0);
+    tide_smtp_close_await(smtp, true);
+    return 0;
+}
+
+static void test_smtp_forgot_starttls(void **state) {
+    (void)state;
+    script *s = script_new("220 mx\r\n");
+    script_run(s, smtp_forgot_starttls);
+    s->got[s->got_len] = '\0';
+    assert_string_equal(s->got, "EHLO localhost\r\nQUIT\r\n");
+    free(s);
 }
 
 static void test_smtp(void **state) {
@@ -364,6 +397,7 @@ static void test_ftp(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_smtp),
+        cmocka_unit_test(test_smtp_forgot_starttls),
         cmocka_unit_test(test_ftp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
