@@ -350,8 +350,8 @@ static size_t reference(const unsigned char *in, size_t len, unsigned char *out)
 static void test_data_encoder(void **state) {
     (void)state;
     static const char *messages[] = {
-        "Subject: dots and line ends\r\n\r\n.leading dot\n.\n..two dots\r\nbare LF\nbare CR\r"
-        "CRLF\r\nCR CR LF\r\r\n\n.\r\nlast . line\n.\r.\nno line end at the end",
+        ("Subject: dots and line ends\r\n\r\n.leading dot\n.\n..two dots\r\nbare LF\nbare CR\r"
+         "CRLF\r\nCR CR LF\r\r\n\n.\r\nlast . line\n.\r.\nno line end at the end"),
         "",
         ".",
         "\r\n",
