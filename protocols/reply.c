@@ -91,11 +91,13 @@ int tide_reply_parser_feed(tide_reply_parser_t *p, const void *data, size_t len,
     *used = 0;
     if (p->error != 0)
         return p->error;
-    if (p->complete && len > 0) {
+    if (len == 0)
+        return TIDE_REPLY_MORE;
+    if (p->complete) {
         p->complete = false;
         p->line_len = 0;
     }
-    if (p->done && len > 0) { /* a new reply begins */
+    if (p->done) { /* a new reply begins */
         p->done = false;
         p->nlines = 0;
         p->code = 0;

@@ -170,6 +170,14 @@ static void test_line_limit_cap(void **state) {
     assert_int_equal(tide_reply_parser_init(&p, TIDE_REPLY_FTP, 4, 0), TIDE_EINVAL);
     assert_int_equal(tide_reply_parser_init(&p, (tide_reply_dialect_t)7, 0, 0), TIDE_EINVAL);
     assert_int_equal(tide_reply_parser_feed(&p, NULL, 1, &used), TIDE_EINVAL);
+    /* Nothing fed is nothing done: the last reply stays readable. */
+    assert_int_equal(tide_reply_parser_init(&p, TIDE_REPLY_SMTP, 0, 0), 0);
+    assert_int_equal(tide_reply_parser_feed(&p, "250 ok\r\n", 8, &used), TIDE_REPLY_DONE);
+    assert_int_equal(tide_reply_parser_feed(&p, NULL, 0, &used), TIDE_REPLY_MORE);
+    assert_int_equal(used, 0);
+    assert_int_equal(p.code, 250);
+    assert_string_equal(p.text, "ok");
+    assert_true(tide_reply_parser_idle(&p));
 }
 
 /* n lines of a reply: n - 1 continuation lines and the last. */
