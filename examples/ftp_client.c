@@ -177,7 +177,8 @@ static int converse(app *a) {
         bool handshake = tide_ftp_last_reply(f)->code == 234 && rc != TIDE_ESTARTTLS_INJECTION;
         return failed(a, STEP_TLS, handshake ? "TLS handshake" : "AUTH TLS", rc);
     }
-    if ((rc = tide_ftp_login_await(f, a->user, a->password)) != 0)
+    if ((rc = tide_ftp_login_await(f, a->user, a->password != NULL ? a->password : "anonymous@")) !=
+        0)
         return failed(a, STEP_LOGIN, "login", rc);
     if (a->use_tls && (rc = tide_ftp_protect_await(f)) != 0)
         return failed(a, STEP_TLS, NULL, rc);
