@@ -20,5 +20,8 @@
 #include "tide/tls.h"
 #include "tide/framing.h"
 #include "tide/http.h"
+#include "tide/reply.h"
+#include "tide/smtp.h"
+#include "tide/ftp.h"
 
 #endif

@@ -11,7 +11,7 @@
 TIDE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TIDE_BUILD_DIR=${TIDE_BUILD_DIR:-$TIDE_ROOT/build}
 TIDE_PACKAGES=(cmake make gcc libc6-dev pkg-config python3 libev-dev libmbedtls-dev libcmocka-dev
-    openssl ca-certificates python3-aiosmtpd python3-pyftpdlib python3-openssl nginx)
+    openssl ca-certificates python3-aiosmtpd python3-pyftpdlib python3-openssl nginx vsftpd)
 
 tide_say() { printf '%s\n' "==> $*"; }
 tide_die() { printf '%s\n' "error: $*" >&2; exit 1; }

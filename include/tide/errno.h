@@ -117,7 +117,25 @@ extern "C" {
     X(EHTTP_AMBIGUOUS, -4539,                                                      \
       "HTTP message framed both by Content-Length and Transfer-Encoding (refused)") \
     X(EHTTP_CHUNK, -4540, "malformed HTTP chunk size or chunk framing")            \
-    X(EFRAME_TOO_LARGE, -4541, "line or frame longer than the framing protocol's maximum")
+    X(EFRAME_TOO_LARGE, -4541, "line or frame longer than the framing protocol's maximum") \
+    X(EREPLY_SYNTAX, -4501, "protocol error: malformed reply line")                                \
+    X(EREPLY_LINE, -4502, "protocol error: reply line over the length limit")                      \
+    X(EREPLY_LINES, -4503, "protocol error: reply with more lines than the limit")                 \
+    X(EREPLY_CODE, -4504, "protocol error: reply code changed inside a reply")                     \
+    X(ECOMMAND_CHARS, -4505, "CR, LF or NUL in a command argument")                                \
+    X(EREPLY_PASV, -4506, "protocol error: malformed PASV or EPSV reply")                          \
+    X(EREPLY, -4507, "the server refused the command (see its reply)")                             \
+    X(ENO_STARTTLS, -4508, "the server does not offer STARTTLS (or AUTH TLS)")                     \
+    X(ESTARTTLS_REFUSED, -4509, "the server refused STARTTLS (or AUTH TLS)")                       \
+    X(ESTARTTLS_INJECTION, -4510,                                                                  \
+      "protocol error: data after the TLS upgrade reply, before the handshake (response "          \
+      "injection)")                                                                                \
+    X(EAUTH_CLEARTEXT, -4511, "authentication without TLS refused")                                \
+    X(EAUTH_MECH, -4512, "the server offers no authentication mechanism tide knows")               \
+    X(EMESSAGE_SIZE, -4513, "the message is larger than the server accepts (SIZE)")                \
+    X(EMESSAGE_8BIT, -4514, "8-bit message, and the server does not offer 8BITMIME")               \
+    X(ESOURCE, -4515, "the message or file source failed")                                         \
+    X(ESINK, -4516, "the download sink failed")
 
 typedef enum tide_errno {
 #define TIDE__ERRNO_ENUM(name, value, msg) TIDE_##name = (value),
