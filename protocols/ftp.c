@@ -1,4 +1,4 @@
-/* The FTP client module (tide/ftp.h): the control connection (protocols/mail_int.h,
+/* The FTP client module (tide/ftp.h): the control connection (protocols/protocols_int.h,
  * shared with SMTP), passive data connections, FTPS with session reuse, transfers to
  * and from callbacks and files.
  *
@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "protocols/mail_int.h"
+#include "protocols/protocols_int.h"
 #include "tide/ftp.h"
 
 #define DATA_CHUNK (64 * 1024)

@@ -1,11 +1,11 @@
-/* The control connection the SMTP and FTP client modules share (private to
- * protocols/): a stream, the reply parser reading from it, a deadline per step and
- * the dialogue hook. Implemented in protocols/smtp.c; protocols/ftp.c uses it too.
+/* The private header of protocols/. It declares the control connection that the
+ * SMTP and FTP client modules share: a stream, the reply parser reading from it, a
+ * deadline per step and the dialogue hook (protocols/control.c).
  *
  * Where it sits: on streams and tasks (every call here is an _await call, run inside
  * a task), and on the reply parser (tide/reply.h). */
-#ifndef TIDE_MAIL_INT_H
-#define TIDE_MAIL_INT_H
+#ifndef TIDE_PROTOCOLS_INT_H
+#define TIDE_PROTOCOLS_INT_H
 
 #include <stdbool.h>
 #include <stddef.h>
