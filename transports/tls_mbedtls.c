@@ -88,7 +88,6 @@
 #define ERR_BAD_CLIENT_HELLO MBEDTLS_ERR_SSL_DECODE_ERROR
 #endif
 
-
 /* ---- configuration --------------------------------------------------------------- */
 
 typedef struct sni_entry {
