@@ -15,7 +15,8 @@ cell repeated:
   workers   echo_server --workers 2 vs 1 (SO_REUSEPORT), unpinned, two load generators
   tls       TLS handshakes/s, 1 KiB x 100 round trips, bulk MB/s vs asyncio/uvloop + ssl
   tls_handshake  server CPU per TLS handshake (full, resumed) vs nginx, and mbedTLS's
-            floor per operation vs openssl speed (bench/tls_handshake.py)
+            floor per operation vs openssl speed (bench/tls_handshake.py; only with
+            --only: it needs nginx, and takes about 5 minutes)
 Every figure is also given as a ratio to the epoll limit measured in the same run.
 
 --quick runs a smoke version of every part (one cell each, one repetition, short
@@ -709,6 +710,12 @@ def report(res, path_md, docs):
                          f"{fr(d['ratio_mb'] if key_ == 'bulk' else d['ratio_rt'])} | "
                          f"{d['server_cpu_us_per_rt']:.1f} | {fr(d['ratio_cpu'])} |")
             L.append("")
+    hs = res.get("tls_handshake")
+    if hs:
+        L.append("## TLS handshakes against nginx\n")
+        L.append(f"Server CPU per handshake (bench/tls_handshake.py: median of {hs['reps']} "
+                 f"runs of {hs['seconds']:g} s), and mbedTLS's floor per operation.\n")
+        L.append(hs["report"] + "\n")
     analysis = os.path.join(HERE, "analysis.md")
     if os.path.exists(analysis):
         with open(analysis) as f:

@@ -88,8 +88,6 @@
 #define ERR_BAD_CLIENT_HELLO MBEDTLS_ERR_SSL_DECODE_ERROR
 #endif
 
-#define TLS_ALERT_DECODE_ERROR MBEDTLS_SSL_ALERT_MSG_DECODE_ERROR
-
 /* ---- configuration --------------------------------------------------------------- */
 
 typedef struct sni_entry {
@@ -1149,15 +1147,15 @@ static int first_flight_alert(int err, size_t hello_len, const char **why) {
     if (hello_len + 4 > MBEDTLS_SSL_IN_CONTENT_LEN) {
         *why = "the ClientHello is longer than mbedTLS takes (MBEDTLS_SSL_IN_CONTENT_LEN, "
                "16 KiB by default, in one record on 2.28)";
-        return TLS_ALERT_DECODE_ERROR;
+        return TIDE__TLS_ALERT_DECODE_ERROR;
     }
     if (err != tls_code(ERR_BAD_CLIENT_HELLO))
-        return MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE;
+        return TIDE__TLS_ALERT_HANDSHAKE_FAILURE;
 #if MBEDTLS_VERSION_NUMBER < 0x03000000
     *why = "the ClientHello is malformed or split over several records, which mbedTLS 2.28 "
            "cannot take";
 #endif
-    return TLS_ALERT_DECODE_ERROR;
+    return TIDE__TLS_ALERT_DECODE_ERROR;
 }
 
 static void conn_state(struct tide__tls_econn *c, tide__tls_state *st) {
