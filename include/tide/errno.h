@@ -107,6 +107,8 @@ extern "C" {
     X(ETLS_CERT_USAGE, -4216,                                                      \
       "TLS peer certificate is not for this use (key usage or extended key usage)")
 
+/* Every code as an enum constant TIDE_<NAME> (from TIDE_ERRNO_MAP); functions return
+ * them as int. */
 typedef enum tide_errno {
 #define TIDE__ERRNO_ENUM(name, value, msg) TIDE_##name = (value),
     TIDE_ERRNO_MAP(TIDE__ERRNO_ENUM)
