@@ -1,7 +1,7 @@
 # Example smoke tests (label "examples"): the echo demo (server, protocol client,
-# SIGTERM shutdown), simple_echo_protocol with one client, and the stream examples
-# against each echo_server style. The scripts bound every
-# wait themselves; CTest's timeout is the backstop.
+# SIGTERM shutdown), the asyncio-true examples against their Python originals, and the
+# stream examples against each echo_server style. The scripts bound every wait
+# themselves; CTest's timeout is the backstop.
 #
 # Also builds the C code of README.md, so that the front page stays in step with the
 # API: each ```c block with a main() is built as a program; a block defining cmocka
@@ -15,11 +15,7 @@ find_program(TIDE_BASH bash)
 if(TIDE_BASH)
   add_test(NAME examples.demo
     COMMAND ${TIDE_BASH} "${PROJECT_SOURCE_DIR}/examples/demo.sh" "$<TARGET_FILE_DIR:echo_server>")
-  add_test(NAME examples.simple_echo_protocol
-    COMMAND ${TIDE_BASH} "${CMAKE_CURRENT_SOURCE_DIR}/examples/simple_echo.sh"
-            "$<TARGET_FILE:simple_echo_protocol>")
-  set_tests_properties(examples.demo examples.simple_echo_protocol PROPERTIES
-    LABELS examples TIMEOUT ${TIDE_TEST_TIMEOUT})
+  set_tests_properties(examples.demo PROPERTIES LABELS examples TIMEOUT ${TIDE_TEST_TIMEOUT})
   # The stream examples (echo_client, line_client, wait_for_data) against echo_server
   # in each of its styles.
   foreach(_style protocol streams callbacks)
@@ -50,6 +46,30 @@ macro(tide_next_c_block rest_var code_var before_var)
     string(SUBSTRING "${${rest_var}}" ${_fence} -1 ${rest_var})
   endif()
 endmacro()
+
+# The examples that reproduce an asyncio program, each against its Python original
+# (tests/examples/asyncio/): same peer, same output line for line, same exit status.
+find_package(Python3 QUIET COMPONENTS Interpreter)
+if(Python3_EXECUTABLE)
+  foreach(_pair
+      echo_server_protocol:asyncio_echo_server_protocol
+      echo_client_protocol:asyncio_echo_client_protocol
+      tcp_echo_server:asyncio_tcp_echo_server
+      tcp_echo_client:asyncio_tcp_echo_client
+      simple_echo_protocol:simple_echo_protocol
+      line_client:line_client
+      wait_for_data:wait_for_data)
+    string(REPLACE ":" ";" _pair "${_pair}")
+    list(GET _pair 0 _original)
+    list(GET _pair 1 _program)
+    add_test(NAME examples.asyncio_${_original}
+      COMMAND "${Python3_EXECUTABLE}" "${CMAKE_CURRENT_SOURCE_DIR}/examples/asyncio_compare.py"
+              ${_original} "$<TARGET_FILE:${_program}>"
+              "${CMAKE_CURRENT_SOURCE_DIR}/examples/asyncio/${_original}.py")
+    set_tests_properties(examples.asyncio_${_original} PROPERTIES
+      LABELS examples TIMEOUT ${TIDE_TEST_TIMEOUT})
+  endforeach()
+endif()
 
 set(_tide_readme "${PROJECT_SOURCE_DIR}/README.md")
 if(EXISTS "${_tide_readme}")
