@@ -10,6 +10,7 @@ exported (check_reference.py). Used by the `docs` target and by the docs.* tests
       undocumented macro and one undocumented typedef, and fails unless the check
       fails naming exactly those three (so the check itself cannot rot into a no-op).
 """
+import glob
 import os
 import re
 import shutil
@@ -18,20 +19,48 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_reference  # noqa: E402
+import doxygen_filter  # noqa: E402
 
 
-def run_doxygen(doxygen, doxyfile, out, overrides=""):
+def filter_headers(src, out):
+    """Writes every header under src/include, read through doxygen_filter.py, to
+    out/filtered/include (one process for all: Doxygen would start the filter, and
+    Python with it, twice per header). Returns the filtered tree's root."""
+    root = os.path.join(out, "filtered")
+    shutil.rmtree(root, ignore_errors=True)
+    base = os.path.join(src, "include")
+    for path in glob.glob(os.path.join(base, "**", "*.h"), recursive=True):
+        rel = os.path.relpath(path, src)
+        target = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(path, encoding="utf-8") as f:
+            text = "".join(doxygen_filter.filter_header(f.readlines()))
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
+    return root
+
+
+def run_doxygen(doxygen, doxyfile, src, out, guide=True):
     os.makedirs(out, exist_ok=True)
+    filtered = filter_headers(src, out)
     config = open(doxyfile, encoding="utf-8").read()
-    # Later assignments win: the output place (and, for the self-test, the input).
-    config += f'\nOUTPUT_DIRECTORY = "{out}"\nWARN_LOGFILE = "{out}/warnings.log"\n'
-    config += overrides
+    # Later assignments win: the output place, and the headers already filtered.
+    inputs = f'"{filtered}/include"'
+    if guide and os.path.isdir(os.path.join(src, "docs", "guide")):
+        inputs += f' "{src}/docs/guide"'
+    else:
+        config += "\nUSE_MDFILE_AS_MAINPAGE =\n"
+    config += (f'\nOUTPUT_DIRECTORY = "{out}"\nWARN_LOGFILE = "{out}/warnings.log"\n'
+               f"INPUT = {inputs}\nFILTER_PATTERNS =\n"
+               f'STRIP_FROM_PATH = "{filtered}/include" "{filtered}" "{src}"\n'
+               f'STRIP_FROM_INC_PATH = "{filtered}/include"\n'
+               f'INCLUDE_PATH = "{filtered}/include"\n')
     shutil.rmtree(os.path.join(out, "html"), ignore_errors=True)
     subprocess.run([doxygen, "-"], input=config, text=True, check=True, cwd=out)
 
 
 def build(doxygen, doxyfile, src, out):
-    run_doxygen(doxygen, doxyfile, out)
+    run_doxygen(doxygen, doxyfile, src, out)
     return check_reference.check(src, out)
 
 
@@ -74,9 +103,7 @@ def self_test(doxygen, doxyfile, work):
         f.write(FIXTURE_UMBRELLA)
     with open(os.path.join(src, "include", "tide", "fix.h"), "w") as f:
         f.write(FIXTURE_HEADER)
-    run_doxygen(doxygen, doxyfile, out,
-                f'INPUT = "{src}/include"\nUSE_MDFILE_AS_MAINPAGE =\n'
-                f'STRIP_FROM_PATH = "{src}"\n')
+    run_doxygen(doxygen, doxyfile, src, out, guide=False)
     status, problems = check_reference.check(src, out, quiet=True)
     named = set()
     for p in problems:

@@ -100,7 +100,8 @@ def check(src, out, quiet=False):
     log = os.path.join(out, "warnings.log")
     if os.path.exists(log):
         for line in open(log, encoding="utf-8"):
-            line = line.rstrip("\n").replace(src.rstrip("/") + "/", "")
+            line = line.rstrip("\n").replace(os.path.join(out, "filtered") + "/", "")
+            line = line.replace(src.rstrip("/") + "/", "")
             if "is not documented" not in line:
                 if "warning" in line:
                     notes.append(line)
