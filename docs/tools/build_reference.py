@@ -84,6 +84,8 @@ TIDE_EXTERN int fix_forgotten(int x);
 
 #define FIX_FORGOTTEN_MACRO 1
 
+#define FIX_TRAILING 2 /* Documented by a comment after it. */
+
 typedef struct fix_thing fix_thing_t;
 
 /* Documented, and so is its pair below (one comment for a block). */

@@ -68,7 +68,9 @@ def filter_header(lines):
             seen_code = True
             # A trailing comment documents the code before it on the same line.
             m = re.search(r"(;|,|\{|[A-Za-z0-9_)\]])(\s*)/\*(?![*!])", line)
-            if m and not stripped.startswith(("/*", "#")):
+            # Not after other preprocessor lines (#endif /* GUARD */), but after a
+            # macro's definition, which it documents.
+            if m and (stripped.startswith("#define") or not stripped.startswith(("/*", "#"))):
                 out[i] = line[: m.end(2)] + "/**<" + line[m.end():]
         i += 1
     return [closers.get(k, "") + openers.get(k, "") + out[k] for k in range(n)]
