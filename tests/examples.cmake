@@ -146,12 +146,15 @@ foreach(_page IN LISTS _tide_guide_pages)
     string(FIND "${_code}" "int main(" _main_at)
     if(_main_at EQUAL -1)
       add_library(${_target} OBJECT "${_src}")
-      # A fragment's helpers are used by code the page leaves to the reader.
-      target_compile_options(${_target} PRIVATE -Wno-unused-function)
     else()
       add_executable(${_target} "${_src}")
     endif()
     target_compile_options(${_target} PRIVATE ${TIDE_WARNINGS})
+    if(_main_at EQUAL -1)
+      # A fragment's helpers are used by code the page leaves to the reader (after
+      # -Wall, which clang lets re-enable it).
+      target_compile_options(${_target} PRIVATE -Wno-unused-function)
+    endif()
     target_compile_definitions(${_target} PRIVATE _GNU_SOURCE)
     target_link_libraries(${_target} PRIVATE tide::tide)
     if(_run AND NOT _main_at EQUAL -1)
