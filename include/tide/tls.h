@@ -241,8 +241,8 @@ TIDE_EXTERN int tide_tls_get_info(const tide_transport_t *transport, tide_tls_in
 typedef struct tide_tls_cert {
     char subject[256]; /* "CN=example.test, O=..." as mbedTLS prints it (truncated) */
     char issuer[256];  /* the issuer's name, printed as subject is */
-    int64_t not_before; /* start of validity */
-    int64_t not_after;  /* end of validity */
+    int64_t not_before;       /* start of validity */
+    int64_t not_after;        /* end of validity */
     const unsigned char *der; /* the certificate as DER */
     size_t der_len;           /* its length in bytes */
 } tide_tls_cert_t;
