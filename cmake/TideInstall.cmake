@@ -132,5 +132,16 @@ endif()
 tide_pc_path("${CMAKE_INSTALL_LIBDIR}" TIDE_PC_LIBDIR)
 tide_pc_path("${CMAKE_INSTALL_INCLUDEDIR}" TIDE_PC_INCLUDEDIR)
 
-configure_file("${PROJECT_SOURCE_DIR}/cmake/tide.pc.in" "${PROJECT_BINARY_DIR}/tide.pc" @ONLY)
-install(FILES "${PROJECT_BINARY_DIR}/tide.pc" DESTINATION "${TIDE_INSTALL_PKGCONFIGDIR}")
+# tide.pc is the shared library (`pkg-config --static --libs tide` adds its
+# dependencies, for a fully static link with -static); tide-static.pc names libtide.a
+# itself, for a program that links tide statically and the rest as usual.
+foreach(_pc tide tide-static)
+  configure_file("${PROJECT_SOURCE_DIR}/cmake/${_pc}.pc.in" "${PROJECT_BINARY_DIR}/${_pc}.pc" @ONLY)
+  install(FILES "${PROJECT_BINARY_DIR}/${_pc}.pc" DESTINATION "${TIDE_INSTALL_PKGCONFIGDIR}")
+endforeach()
+
+# After the libraries: tell the user when the dynamic linker will not find libtide.so
+# where it was installed, and how to fix it (cmake/TideLinkerCheck.cmake).
+install(CODE "set(TIDE_INSTALL_LIBDIR_FOR_CHECK \"${CMAKE_INSTALL_LIBDIR}\")
+set(TIDE_SONAME_FOR_CHECK \"libtide.so.${PROJECT_VERSION_MAJOR}\")")
+install(SCRIPT "${PROJECT_SOURCE_DIR}/cmake/TideLinkerCheck.cmake")

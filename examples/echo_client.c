@@ -1,7 +1,7 @@
-/* echo_client: asyncio's coroutine echo client in C, written as a task with the
- * streams' _await calls. It connects, sends its message in parts, half-closes, reads
- * until EOF and closes, logging each step as the Python original does; it exits 0
- * once exactly what it sent came back.
+/* echo_client: tide's own streams echo client, a task with the _await calls, richer
+ * than asyncio's documented tcp_echo_client (which is asyncio_tcp_echo_client). It
+ * connects, sends its message in parts, half-closes, reads until EOF and closes,
+ * logging each step; it exits 0 once exactly what it sent came back.
  *
  *   echo_client [--host HOST] [--port PORT | --unix PATH]
  *               [--tls [--cafile FILE] [--server-name NAME]] [MESSAGE]

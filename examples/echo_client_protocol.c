@@ -1,6 +1,7 @@
-/* echo_client_protocol: asyncio's "TCP echo client protocol" example in C. It connects,
- * sends its message, half-closes, prints what comes back and exits 0 once the whole
- * message came back unchanged.
+/* echo_client_protocol: tide's own echo client protocol, for echo_server (asyncio's
+ * documented EchoClientProtocol, which waits for the server to close, is
+ * asyncio_echo_client_protocol). It connects, sends its message, half-closes, prints
+ * what comes back and exits 0 once the whole message came back unchanged.
  *
  *   echo_client_protocol [--host HOST] (--port PORT | --unix PATH) [--timeout S] [MESSAGE]
  *

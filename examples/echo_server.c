@@ -1,4 +1,7 @@
-/* echo_server: a TCP or Unix echo server, written in one of four styles:
+/* echo_server: tide's own echo server (not an asyncio example: asyncio's documented
+ * echo servers, which answer once and close, are asyncio_echo_server_protocol and
+ * asyncio_tcp_echo_server). It echoes until the client leaves, with flow control, and
+ * is written in one of four styles:
  * - protocol (default): asyncio's loop.create_server(EchoProtocol, host, port);
  * - buffered: the same with a buffered protocol (asyncio's BufferedProtocol): the
  *   transport reads straight into memory the protocol lends (get_buffer), and

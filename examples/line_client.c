@@ -1,16 +1,34 @@
-/* line_client: sends four lines and reads them back with readline until the last one,
- * as a task over the streams' _await calls (an asyncio line client in C). Run it
- * against echo_server.
+/* line_client: an asyncio line client in C, a task over the streams' _await calls,
+ * doing and printing what its Python original does
+ * (tests/examples/asyncio/line_client.py, compared by examples.asyncio_line_client):
+ *
+ *   reader, writer = await asyncio.open_connection('127.0.0.1', 8888, limit=1024)
+ *   for line in ['First line.', 'Second line.', 'Third line.', 'Last line.']:
+ *       print(f'Send: {line!r}')
+ *       writer.write(line.encode() + b'\n')
+ *   await writer.drain()
+ *   while True:
+ *       data = await reader.readline()
+ *       line = data.decode().removesuffix('\n')
+ *       print(f'Received: {line!r}')
+ *       if not data or line == 'Last line.':
+ *           break
+ *   print('Close the connection')
+ *   writer.close()
+ *   await writer.wait_closed()
  *
  *   line_client [--host HOST] [--port PORT | --unix PATH]
  *
- * Exits 0 once "Last line." came back; 1 on any failure (with tide's message).
+ * Run it against echo_server. Exits 0 once "Last line." or the end of the stream came
+ * back; 1 on any failure (with tide's message).
  * Single-threaded: the task runs on the loop's thread. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <tide.h>
+
+#include "pyrepr.h"
 
 /* Lines are short: a small limit keeps the line buffer small too. */
 #define LINE_LIMIT 1024
@@ -42,7 +60,9 @@ static int line_client(void *arg) {
         return fail("connect", rc);
 
     for (size_t i = 0; i < sizeof lines / sizeof lines[0] && rc == 0; i++) {
-        printf("Send: '%s'\n", lines[i]);
+        printf("Send: ");
+        py_print_repr(stdout, lines[i], strlen(lines[i]), false);
+        printf("\n");
         rc = tide_writer_write(writer, lines[i], strlen(lines[i]));
         if (rc == 0)
             rc = tide_writer_write(writer, "\n", 1);
@@ -54,11 +74,21 @@ static int line_client(void *arg) {
     char line[LINE_LIMIT + 1];
     size_t n;
     bool last = false;
-    while (rc == 0 && !last && (rc = tide_reader_readline_await(reader, line, sizeof line, &n)) == 0) {
+    while (rc == 0 && !last) {
+        rc = tide_reader_readline_await(reader, line, sizeof line, &n);
+        if (rc == TIDE_EOF) { /* readline() at the end of the stream: b'' */
+            rc = 0;
+            n = 0;
+            last = true;
+        }
+        if (rc != 0)
+            break;
         if (n > 0 && line[n - 1] == '\n')
             n--;
-        printf("Received: '%.*s'\n", (int)n, line);
-        last = n == strlen("Last line.") && memcmp(line, "Last line.", n) == 0;
+        printf("Received: ");
+        py_print_repr(stdout, line, n, false);
+        printf("\n");
+        last = last || (n == strlen("Last line.") && memcmp(line, "Last line.", n) == 0);
     }
     printf("Close the connection\n");
     tide_writer_close(writer);

@@ -14,8 +14,16 @@
  *
  *   simple_echo_protocol [--host HOST] [--port PORT]     (default localhost 2222)
  *
- * It prints "Serving on ADDRESS" for each listening socket, serves until its first
- * client disconnects, then closes the server, waits until it is closed and exits 0.
+ *   loop = asyncio.get_event_loop()
+ *   server = loop.run_until_complete(
+ *       loop.create_server(SimpleEchoProtocol, 'localhost', 2222))
+ *   loop.run_until_complete(server.wait_closed())
+ *
+ * Like the original it prints nothing until a client comes, prints each chunk it
+ * receives as Python prints bytes (b'hello\n'), serves until its first client
+ * disconnects, then closes the server, waits until it is closed and exits 0.
+ * tests/examples/asyncio/simple_echo_protocol.py is the original, which the
+ * examples.asyncio_simple_echo_protocol test runs beside this program and compares.
  * Try it with:  nc localhost 2222
  * Single-threaded: everything runs on the loop's thread. */
 #include <stdio.h>
@@ -23,6 +31,8 @@
 #include <string.h>
 
 #include <tide.h>
+
+#include "pyrepr.h"
 
 typedef struct simple_echo {
     tide_protocol_t base;
@@ -41,11 +51,11 @@ static void connection_made(tide_protocol_t *self, tide_transport_t *transport) 
 
 static void data_received(tide_protocol_t *self, const void *data, size_t len) {
     simple_echo *e = echo_of(self);
-    const char *text = data;
-    printf("%.*s%s", (int)len, text, text[len - 1] == '\n' ? "" : "\n");
-    /* One writev for both pieces; the same bytes as two writes. */
-    const tide_iovec_t reply[] = {{"echo:", 5}, {data, len}};
-    int rc = tide_transport_writelines(e->transport, reply, 2);
+    py_print_repr(stdout, data, len, true); /* print(data) */
+    printf("\n");
+    int rc = tide_transport_write(e->transport, "echo:", 5);
+    if (rc == 0)
+        rc = tide_transport_write(e->transport, data, len);
     if (rc != 0)
         fprintf(stderr, "simple_echo_protocol: write: %s\n", tide_strerror(rc));
 }
@@ -122,15 +132,6 @@ int main(int argc, char **argv) {
         tide_loop_close(loop);
         return 1;
     }
-    for (size_t i = 0; i < tide_server_socket_count(server); i++) {
-        struct sockaddr_storage addr;
-        socklen_t len = sizeof addr;
-        char text[128] = "?";
-        if (tide_server_get_sockname(server, i, (struct sockaddr *)&addr, &len) == 0)
-            tide_format_address((struct sockaddr *)&addr, len, text, sizeof text);
-        printf("Serving on %s\n", text);
-    }
-
     int status = 0;
     rc = tide_server_wait_closed(server, 0, on_closed, NULL);
     if (rc != 0) {

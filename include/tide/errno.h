@@ -137,6 +137,8 @@ extern "C" {
     X(ESOURCE, -4515, "the message or file source failed")                                         \
     X(ESINK, -4516, "the download sink failed")
 
+/* Every code as an enum constant TIDE_<NAME> (from TIDE_ERRNO_MAP); functions return
+ * them as int. */
 typedef enum tide_errno {
 #define TIDE__ERRNO_ENUM(name, value, msg) TIDE_##name = (value),
     TIDE_ERRNO_MAP(TIDE__ERRNO_ENUM)

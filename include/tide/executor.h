@@ -15,6 +15,8 @@
 extern "C" {
 #endif
 
+/* A pool of worker threads running blocking functions for one loop (opaque; made by
+ * tide_executor_new, freed by tide_executor_free). */
 typedef struct tide_executor tide_executor_t;
 
 /* A blocking function for a worker thread; its return value is handed back. */

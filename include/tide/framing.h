@@ -74,6 +74,7 @@ typedef struct tide_framing_ops {
     void (*resume_writing)(tide_framing_t *self);
 } tide_framing_ops_t;
 
+/* The value for tide_framing_ops_t's size field (the table's version). */
 #define TIDE_FRAMING_OPS_SIZE sizeof(tide_framing_ops_t)
 
 /* The object. `base` is what transports see; the rest is private to tide. */

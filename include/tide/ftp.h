@@ -33,8 +33,11 @@
 extern "C" {
 #endif
 
+/* One FTP session: its control connection and its settings (tide_ftp_connect_await
+ * makes it, tide_ftp_close_await frees it). */
 typedef struct tide_ftp tide_ftp_t;
 
+/* Options of a session; a zeroed struct (or NULL) means the defaults. */
 typedef struct tide_ftp_options {
     /* A client TLS configuration (referenced while the session lives), for
      * tide_ftp_auth_tls_await; NULL: no FTPS. */

@@ -18,6 +18,8 @@
 extern "C" {
 #endif
 
+/* A result that will be set later (opaque; made by tide_future_new, freed by
+ * tide_future_free). */
 typedef struct tide_future tide_future_t;
 
 /* A done callback: status is 0 (set_result), the error given to set_error, or

@@ -43,6 +43,8 @@ extern "C" {
 
 /* ---- the parser ---------------------------------------------------------------------- */
 
+/* An HTTP/1.x parser: no I/O, fed bytes with tide_http_parser_next (tide_http_parser_new
+ * makes it, tide_http_parser_free frees it). */
 typedef struct tide_http_parser tide_http_parser_t;
 
 /* Which messages a parser reads. */
@@ -142,6 +144,8 @@ TIDE_EXTERN bool tide_http_name_is(const char *name, size_t name_len, const char
  * (tide_task_deadline_push): a call cut short that way leaves the connection unusable.
  * Not a browser: no redirects, cookies, proxies, compression or request bodies. */
 
+/* One client connection (tide_http_client_connect_await makes it,
+ * tide_http_client_close_await frees it). */
 typedef struct tide_http_client tide_http_client_t;
 
 /* One header (or trailer) field of a response: NUL-terminated copies. */

@@ -13,7 +13,9 @@
 extern "C" {
 #endif
 
+/* The event loop (opaque; tide_loop_new / tide_loop_close). */
 typedef struct tide_loop tide_loop_t;
+/* A scheduled callback (opaque; owned by the loop, see tide_loop_call_soon). */
 typedef struct tide_handle tide_handle_t;
 
 /* A callback scheduled with call_soon, call_later, call_at or call_soon_threadsafe. */
@@ -22,6 +24,7 @@ typedef void (*tide_call_cb)(tide_loop_t *loop, void *arg);
 /* A signal handler; runs on the loop's thread, never inside the signal context. */
 typedef void (*tide_signal_cb)(tide_loop_t *loop, int signum, void *arg);
 
+/* The severity of a logged message (the values of Python's logging levels). */
 typedef enum tide_log_level {
     TIDE_LOG_DEBUG = 10,
     TIDE_LOG_INFO = 20,
@@ -34,6 +37,7 @@ typedef enum tide_log_level {
 typedef void (*tide_log_cb)(tide_loop_t *loop, tide_log_level_t level, const char *msg,
                             void *arg);
 
+/* How long tide_loop_run() runs. */
 typedef enum tide_run_mode {
     /* Run until tide_loop_stop() or until nothing is pending (no open transport,
      * server, connect, timer or scheduled callback). */

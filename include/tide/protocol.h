@@ -17,6 +17,7 @@
 extern "C" {
 #endif
 
+/* A transport (opaque; made and freed by tide, see tide/transport.h). */
 typedef struct tide_transport tide_transport_t;
 typedef struct tide_protocol tide_protocol_t;
 
@@ -50,6 +51,7 @@ typedef struct tide_protocol_ops {
     void (*buffer_updated)(tide_protocol_t *self, size_t nbytes);
 } tide_protocol_ops_t;
 
+/* The value for tide_protocol_ops_t.size. */
 #define TIDE_PROTOCOL_OPS_SIZE sizeof(tide_protocol_ops_t)
 
 /* The op `name` of protocol p, or NULL when it is unset or lies beyond the ops size
@@ -61,7 +63,7 @@ typedef struct tide_protocol_ops {
 
 /* The base the user's protocol struct embeds (usually as its first member). */
 struct tide_protocol {
-    const tide_protocol_ops_t *ops;
+    const tide_protocol_ops_t *ops; /* the protocol's callbacks (a static const table) */
 };
 
 /* Makes a new protocol instance for each connection; returning NULL refuses the

@@ -29,8 +29,10 @@
 extern "C" {
 #endif
 
+/* A queue of pointers between tasks (opaque; tide_queue_new / tide_queue_free). */
 typedef struct tide_queue tide_queue_t;
 
+/* Which item a get takes. */
 typedef enum tide_queue_kind {
     TIDE_QUEUE_FIFO = 0, /* asyncio.Queue */
     TIDE_QUEUE_LIFO,     /* asyncio.LifoQueue */
@@ -48,6 +50,8 @@ typedef struct tide_queue_options {
     void (*free_item)(void *item);
 } tide_queue_options_t;
 
+/* Completions of the callback forms of put, get (item is the item taken, now the
+ * caller's) and join: status 0, TIDE_ECANCELLED or TIDE_EQUEUE_SHUTDOWN. */
 typedef void (*tide_queue_put_cb)(tide_queue_t *queue, int status, void *arg);
 typedef void (*tide_queue_get_cb)(tide_queue_t *queue, int status, void *item, void *arg);
 typedef void (*tide_queue_join_cb)(tide_queue_t *queue, int status, void *arg);
@@ -101,6 +105,8 @@ TIDE_EXTERN int tide_queue_join_await(tide_queue_t *queue);
  * at once. Idempotent. */
 TIDE_EXTERN void tide_queue_shutdown(tide_queue_t *queue, bool immediate);
 
+/* The number of items queued, the bound given at creation (0: unbounded), and
+ * whether the queue holds no item. */
 TIDE_EXTERN size_t tide_queue_size(const tide_queue_t *queue);
 TIDE_EXTERN size_t tide_queue_maxsize(const tide_queue_t *queue);
 TIDE_EXTERN bool tide_queue_empty(const tide_queue_t *queue);

@@ -148,6 +148,7 @@ TIDE_EXTERN void tide_dialogue_print(char who, const char *line, void *file);
 #define TIDE_EHLO_PIPELINING 0x10u /* RFC 2920 */
 #define TIDE_EHLO_SMTPUTF8 0x20u   /* RFC 6531 */
 
+/* AUTH mechanisms a server offers (tide_ehlo_t's auth bits) and tide knows. */
 #define TIDE_AUTH_PLAIN 0x01u
 #define TIDE_AUTH_LOGIN 0x02u
 #define TIDE_AUTH_CRAM_MD5 0x04u

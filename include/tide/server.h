@@ -15,7 +15,11 @@
 extern "C" {
 #endif
 
+/* A listening server (opaque; made by create_server, freed by tide after
+ * tide_server_close once its last client is gone). */
 typedef struct tide_server tide_server_t;
+/* A connect in progress (opaque; freed by tide after its callback), for
+ * tide_connect_cancel. */
 typedef struct tide_connect tide_connect_t;
 
 /* Completion of a connect: on success status is 0, connection_made has already run,

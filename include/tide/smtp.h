@@ -30,14 +30,18 @@
 extern "C" {
 #endif
 
+/* One SMTP session: its connection, the server's EHLO keywords and its settings
+ * (tide_smtp_connect_await makes it, tide_smtp_close_await frees it). */
 typedef struct tide_smtp tide_smtp_t;
 
+/* How the connection is protected. */
 typedef enum tide_smtp_security {
     TIDE_SMTP_PLAIN = 0,    /* no TLS (usually port 25) */
     TIDE_SMTP_TLS = 1,      /* TLS from the first byte (port 465) */
     TIDE_SMTP_STARTTLS = 2, /* plain, upgraded by tide_smtp_starttls_await (port 587) */
 } tide_smtp_security_t;
 
+/* Options of a session; a zeroed struct (or NULL) means the defaults. */
 typedef struct tide_smtp_options {
     tide_smtp_security_t security;
     /* A client TLS configuration (referenced while the session needs it); required for

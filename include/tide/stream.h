@@ -52,6 +52,8 @@
 extern "C" {
 #endif
 
+/* A stream's two ends, asyncio's StreamReader and StreamWriter (opaque; made by
+ * open_connection, start_server or open_socket, freed by tide once closed). */
 typedef struct tide_reader tide_reader_t;
 typedef struct tide_writer tide_writer_t;
 

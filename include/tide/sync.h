@@ -47,6 +47,8 @@ TIDE_EXTERN int tide_wait_cancel(tide_wait_t *wait);
 
 /* ---- Event (asyncio.Event) --------------------------------------------------------- */
 
+/* asyncio.Event (opaque; tide_event_new / tide_event_free) and the completion of
+ * its callback-form wait: status 0 or TIDE_ECANCELLED. */
 typedef struct tide_event tide_event_t;
 typedef void (*tide_event_cb)(tide_event_t *event, int status, void *arg);
 
@@ -68,6 +70,8 @@ TIDE_EXTERN int tide_event_wait_await(tide_event_t *event);
 
 /* ---- Lock (asyncio.Lock) ----------------------------------------------------------- */
 
+/* asyncio.Lock (opaque; tide_lock_new / tide_lock_free) and the completion of its
+ * callback-form acquire: status 0 (the lock is held) or TIDE_ECANCELLED. */
 typedef struct tide_lock tide_lock_t;
 typedef void (*tide_lock_cb)(tide_lock_t *lock, int status, void *arg);
 
@@ -89,6 +93,8 @@ TIDE_EXTERN bool tide_lock_locked(const tide_lock_t *lock);
 
 /* ---- Semaphore and BoundedSemaphore ------------------------------------------------ */
 
+/* asyncio.Semaphore and BoundedSemaphore (opaque; tide_semaphore_free) and the
+ * completion of the callback-form acquire: status 0 or TIDE_ECANCELLED. */
 typedef struct tide_semaphore tide_semaphore_t;
 typedef void (*tide_semaphore_cb)(tide_semaphore_t *sem, int status, void *arg);
 
@@ -118,6 +124,8 @@ TIDE_EXTERN unsigned tide_semaphore_value(const tide_semaphore_t *sem);
 
 /* ---- Condition (asyncio.Condition) ------------------------------------------------- */
 
+/* asyncio.Condition (opaque; tide_condition_free) and the completion of its
+ * callback-form wait: status 0 or TIDE_ECANCELLED, the lock held again either way. */
 typedef struct tide_condition tide_condition_t;
 typedef void (*tide_condition_cb)(tide_condition_t *cond, int status, void *arg);
 

@@ -46,6 +46,8 @@
 extern "C" {
 #endif
 
+/* A task: a coroutine on its own stack, run by the loop (opaque; see
+ * tide_task_spawn for who frees it). */
 typedef struct tide_task tide_task_t;
 
 /* A task's body. Its return value becomes the task's result. */

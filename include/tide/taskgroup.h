@@ -22,6 +22,8 @@ extern "C" {
 
 /* ---- task groups (asyncio.TaskGroup) ------------------------------------------------- */
 
+/* asyncio.TaskGroup (opaque; tide_task_group_new / tide_task_group_free) and the
+ * completion of tide_task_group_wait. */
 typedef struct tide_task_group tide_task_group_t;
 typedef void (*tide_task_group_cb)(tide_task_group_t *group, int status, void *arg);
 
@@ -63,6 +65,8 @@ TIDE_EXTERN void tide_task_group_free(tide_task_group_t *group);
 
 /* ---- gather ---------------------------------------------------------------------------- */
 
+/* Completion of tide_task_gather: status is the first negative result in argument
+ * order, or 0. */
 typedef void (*tide_gather_cb)(tide_loop_t *loop, int status, void *arg);
 
 /* asyncio.gather(..., return_exceptions=True): spawns fns[i](args[i]) for i < n and,
@@ -83,6 +87,7 @@ TIDE_EXTERN int tide_task_gather_await(size_t n, const tide_task_fn *fns, void *
 
 /* ---- waiting for the first of several ------------------------------------------------- */
 
+/* Completion of tide_task_wait_first: index and result are the finished task's. */
 typedef void (*tide_wait_first_cb)(tide_loop_t *loop, int status, size_t index, int result,
                                    void *arg);
 

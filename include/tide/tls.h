@@ -77,6 +77,8 @@
 extern "C" {
 #endif
 
+/* A TLS configuration shared by many connections (opaque, reference-counted) and a
+ * saved session for resumption (opaque; tide_tls_session_free). */
 typedef struct tide_tls_config tide_tls_config_t;
 typedef struct tide_tls_session tide_tls_session_t;
 
@@ -248,7 +250,7 @@ typedef struct tide_tls_info {
                               * off); server: the client's SNI; or NULL */
     bool resumed;            /* the session was resumed (TLS 1.2 session ID or ticket,
                               * TLS 1.3 ticket) */
-    bool server_side;
+    bool server_side;        /* this end is the server */
     bool peer_verified;      /* the peer's certificate was verified (chain and name) */
 } tide_tls_info_t;
 
@@ -260,11 +262,11 @@ TIDE_EXTERN int tide_tls_get_info(const tide_transport_t *transport, tide_tls_in
  * the transport. */
 typedef struct tide_tls_cert {
     char subject[256]; /* "CN=example.test, O=..." as mbedTLS prints it (truncated) */
-    char issuer[256];
-    int64_t not_before;
-    int64_t not_after;
-    const unsigned char *der;
-    size_t der_len;
+    char issuer[256];  /* the issuer's name, printed as subject is */
+    int64_t not_before;       /* start of validity */
+    int64_t not_after;        /* end of validity */
+    const unsigned char *der; /* the certificate as DER */
+    size_t der_len;           /* its length in bytes */
 } tide_tls_cert_t;
 
 /* Fills *cert with the peer's leaf certificate. Returns 0, TIDE_EINVAL (not TLS),

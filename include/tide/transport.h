@@ -17,8 +17,8 @@ extern "C" {
 
 /* One piece of a scatter/gather write. */
 typedef struct tide_iovec {
-    const void *base;
-    size_t len;
+    const void *base; /* the bytes (may be NULL when len is 0) */
+    size_t len;       /* how many */
 } tide_iovec_t;
 
 /* Writes len bytes: straight to the socket when nothing is queued; what the kernel

@@ -4,11 +4,13 @@
 #ifndef TIDE_VERSION_H
 #define TIDE_VERSION_H
 
+/* The version of these headers: major, minor, patch, and as a string. */
 #define TIDE_VERSION_MAJOR 0
 #define TIDE_VERSION_MINOR 1
 #define TIDE_VERSION_PATCH 0
 #define TIDE_VERSION_STRING "0.1.0"
 
+/* The version as one number, 0xMMmmpp, for comparisons. */
 #define TIDE_VERSION_HEX \
     ((TIDE_VERSION_MAJOR << 16) | (TIDE_VERSION_MINOR << 8) | TIDE_VERSION_PATCH)
 
@@ -16,6 +18,8 @@
 #define TIDE_VERSION_AT_LEAST(major, minor, patch) \
     (TIDE_VERSION_HEX >= (((major) << 16) | ((minor) << 8) | (patch)))
 
+/* Marks every public declaration: exported from the shared library; plain extern
+ * when TIDE_STATIC is defined (set by the static library's CMake target). */
 #if defined(TIDE_STATIC)
 #define TIDE_EXTERN extern
 #elif defined(__GNUC__) || defined(__clang__)

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs a tide build into a temporary prefix and builds a consumer against it.
 # Usage: run.sh STEP BUILD_DIR WORK_DIR VERSION C_COMPILER [C_FLAGS]
-#   STEP install:    cmake --install BUILD_DIR into WORK_DIR/prefix
+#   STEP install:    cmake --install BUILD_DIR into WORK_DIR/prefix, which must print
+#                    how to make the dynamic linker find libtide.so there
 #   STEP cmake:      consumer through find_package(tide) (shared and static), plus a
 #                    check that a different major version is refused
-#   STEP pkgconfig:  consumer through pkg-config (shared, and static with Libs.private)
+#   STEP pkgconfig:  consumer through pkg-config: tide.pc (shared), tide-static.pc
+#                    (libtide.a; checked with ldd not to need libtide.so), and
+#                    tide.pc --static with -static (fully static)
 # C_FLAGS go to every consumer compile and link (the sanitizer build passes its flags,
 # since a sanitized libtide needs the sanitizer runtime in the program).
 # Exit status 77 means skipped (CTest's SKIP_RETURN_CODE).
@@ -21,12 +24,16 @@ case $step in
 install)
     rm -rf "$work"
     mkdir -p "$work"
-    cmake --install "$build" --prefix "$prefix" >"$work/install.log" ||
+    cmake --install "$build" --prefix "$prefix" >"$work/install.log" 2>&1 ||
         { cat "$work/install.log"; fail "cmake --install"; }
     for f in include/tide.h include/tide/version.h; do
         [[ -f $prefix/$f ]] || fail "$f was not installed"
     done
-    say "installed into $prefix"
+    # The prefix is one the dynamic linker never searches: the install must say so.
+    grep -q "is not searched by the dynamic linker" "$work/install.log" ||
+        { cat "$work/install.log"; fail "no message about the dynamic linker not finding $prefix"; }
+    grep -q "Wl,-rpath,$prefix/" "$work/install.log" || fail "the message gives no -rpath fix"
+    say "installed into $prefix (and the install said how to make libtide.so found)"
     ;;
 cmake)
     [[ -d $prefix ]] || fail "nothing installed in $prefix (the install step failed?)"
@@ -66,14 +73,34 @@ pkgconfig)
     # pkg-config's output and C_FLAGS are lists of words.
     read -ra flags <<<"$cflags"
     read -ra shared <<<"$(pkg-config --cflags --libs tide)"
-    # Static: libtide.a itself, plus what Libs.private lists (libev, pthread, ...).
-    read -ra static <<<"$(pkg-config --cflags --static --libs tide)"
-    static=("${static[@]/#-ltide/-l:libtide.a}")
+    # tide-static.pc: libtide.a itself and what it links (libev, mbedTLS, pthread).
+    read -ra static <<<"$(pkg-config --cflags --libs tide-static)"
     "$cc" "${flags[@]}" "$here/consumer.c" -o "$out/consumer_shared" "${shared[@]}" \
         -Wl,-rpath,"$libdir"
     "$cc" "${flags[@]}" "$here/consumer.c" -o "$out/consumer_static" "${static[@]}"
     "$out/consumer_shared"
     "$out/consumer_static"
+    # The static program must not need libtide.so (ldd lists it, found or not).
+    deps=$(ldd "$out/consumer_static")
+    if grep -q libtide <<<"$deps"; then
+        echo "$deps"
+        fail "consumer_static (tide-static.pc) still needs libtide.so"
+    fi
+    deps=$(ldd "$out/consumer_shared")
+    grep -q "libtide.so.* => $libdir/" <<<"$deps" ||
+        fail "consumer_shared does not load libtide.so from $libdir"
+    # pkg-config --static with -static: a fully static program (glibc warns about
+    # getaddrinfo needing its shared NSS modules at run time; loopback needs none).
+    # Sanitizers cannot link statically, and libc.a must be there.
+    if [[ -z $cflags ]] && "$cc" -print-file-name=libc.a | grep -q /; then
+        read -ra full <<<"$(pkg-config --cflags --static --libs tide)"
+        "$cc" -static "$here/consumer.c" -o "$out/consumer_full_static" "${full[@]}" \
+            2>"$out/static.log" || { cat "$out/static.log"; fail "pkg-config --static with -static"; }
+        "$out/consumer_full_static"
+        deps=$(ldd "$out/consumer_full_static" 2>&1 || true) # ldd fails on static programs
+        grep -q "not a dynamic executable" <<<"$deps" || fail "consumer_full_static is dynamic: $deps"
+        say "pkg-config --static with -static: a fully static program"
+    fi
     ;;
 *)
     fail "unknown step '$step'"
