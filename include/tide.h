@@ -18,5 +18,6 @@
 #include "tide/taskgroup.h"
 #include "tide/executor.h"
 #include "tide/tls.h"
+#include "tide/process.h"
 
 #endif

@@ -5,12 +5,13 @@
  * The table is process-global and not synchronised: tests replace entries while no
  * loop is running, and the library only reads them. The wrappers exist because
  * glibc declares several of these calls with transparent-union address arguments
- * under _GNU_SOURCE, which do not convert to plain function-pointer types. recv, send
- * and sendmsg have none, so their entries are the libc functions themselves: one call
- * less on every read and write. */
+ * under _GNU_SOURCE, which do not convert to plain function-pointer types. recv, send,
+ * sendmsg and the pipes' read and writev have none, so their entries are the libc functions
+ * themselves: one call less on every read and write. */
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "transports/transport_int.h"
@@ -63,6 +64,8 @@ static int sys_getpeername(int fd, struct sockaddr *addr, socklen_t *len) {
         .recv = recv,                            \
         .send = send,                            \
         .sendmsg = sendmsg,                      \
+        .read = read,                            \
+        .writev = writev,                        \
         .shutdown = sys_shutdown,                    \
         .close = sys_close,                          \
         .setsockopt = sys_setsockopt,                \
