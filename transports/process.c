@@ -9,8 +9,8 @@
  * value with the child's errno (ENOENT for a missing program), not as a child that
  * exits 127. The file actions move the pipe ends onto 0, 1 and 2, keep pass_fds
  * (a dup2 onto itself clears close-on-exec) and close everything else from 3 up
- * (closefrom). Descriptors given as TIDE_STDIO_FD are first copied above 2 so that
- * moving one onto 0..2 can never clobber another.
+ * (closefrom; without it, glibc before 2.34, only close-on-exec protects). Descriptors given as
+ * TIDE_STDIO_FD are first copied above 2 so that moving one onto 0..2 can never clobber another.
  *
  * Reaping: each child is watched through its pidfd (readable once it exits) on the
  * loop that started it, then reaped with waitpid(pid, WNOHANG): no SIGCHLD handler,
@@ -104,9 +104,17 @@ static int add_actions(posix_spawn_file_actions_t *fa, const tide_subprocess_opt
         if (fd > highest)
             highest = fd;
     }
+    /* asyncio's close_fds=True: nothing the application left inheritable leaks.
+     * Below the highest pass_fd one by one (glibc ignores a close of a descriptor
+     * that is not open), above it all at once. */
+    for (int fd = 3; fd < highest && rc == 0; fd++) {
+        bool passed = false;
+        for (size_t i = 0; i < o->n_pass_fds && !passed; i++)
+            passed = o->pass_fds[i] == fd;
+        if (!passed)
+            rc = posix_spawn_file_actions_addclose(fa, fd);
+    }
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
-    /* asyncio's close_fds=True: nothing the application left inheritable leaks, apart
-     * from descriptors between 3 and the highest pass_fd. */
     if (rc == 0)
         rc = posix_spawn_file_actions_addclosefrom_np(fa, highest + 1);
 #endif

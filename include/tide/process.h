@@ -41,7 +41,8 @@ TIDE_EXTERN int tide_loop_connect_read_pipe(tide_loop_t *loop, int fd, tide_prot
 
 /* Wraps the write end of a pipe, FIFO or character device, as connect_read_pipe.
  * Writes, watermarks and pause/resume_writing are those of a socket; write_eof
- * closes the pipe once the queue is flushed (a pipe has no half-close), and
+ * closes the pipe once the queue is flushed (a pipe has no half-close: the
+ * transport is closing from then on, and later writes return TIDE_ECLOSED), and
  * connection_lost(0) follows. When the reader goes away, queued bytes are lost and
  * connection_lost gets TIDE_EPIPE (nothing queued: 0), and later writes return
  * TIDE_EPIPE; the process never receives SIGPIPE. Same returns as connect_read_pipe. */
