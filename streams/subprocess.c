@@ -157,10 +157,17 @@ static int create(tide_loop_t *loop, const char *const *argv,
             continue;
         /* On failure the caller gets NULL for this stream (the log says why). */
         tide__stream *s = tide__stream_new(loop, limit);
-        if (tide__child_pipe(&p->child, i, fds[i], s ? &s->proto : NULL) != NULL)
-            p->streams[i] = s;
-        else if (s != NULL)
-            tide__stream_discard(s);
+        tide_transport_t *t = tide__child_pipe(&p->child, i, fds[i], s ? &s->proto : NULL);
+        if (t == NULL) {
+            if (s != NULL)
+                tide__stream_discard(s);
+            continue;
+        }
+        /* Usable at once, as asyncio's Process is once created: writes queue on the
+         * pipe and reads wait, before its connection_made has run. */
+        p->streams[i] = s;
+        s->transport = t;
+        s->reader.transport = t;
     }
     tide__child_watch(&p->child, child_exited);
     *out = p;

@@ -26,8 +26,6 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +33,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <time.h>
 
 #include "core/buf.h"
 #include "transports/transport_int.h"
@@ -226,27 +223,22 @@ static ssize_t send_pieces(const sock *s, struct iovec *iov, size_t cnt) {
     return tide_err_from_errno(errno);
 }
 
-/* A pipe whose reader is gone answers writev with SIGPIPE as well as EPIPE, and
- * there is no MSG_NOSIGNAL for pipes. The signal is blocked on this thread for the
- * call, and one it raised (none was pending before) is taken back with sigtimedwait
- * before the mask is restored, so the application never sees it and its own
- * SIGPIPE disposition is left alone. */
+/* A pipe whose reader is gone answers writev with SIGPIPE as well as EPIPE: there
+ * is no MSG_NOSIGNAL for pipes. */
+typedef struct writev_args {
+    int fd;
+    const struct iovec *iov;
+    size_t cnt;
+} writev_args;
+
+static ssize_t call_writev(void *arg) {
+    writev_args *a = arg;
+    return tide__sys.writev(a->fd, a->iov, (int)a->cnt);
+}
+
 static ssize_t pipe_writev(int fd, const struct iovec *iov, size_t cnt) {
-    sigset_t pipe_set, old, pending;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    bool was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
-    ssize_t r = tide__sys.writev(fd, iov, (int)cnt);
-    int saved = errno;
-    if (r < 0 && saved == EPIPE && !was_pending) {
-        struct timespec zero = {0, 0};
-        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
-        }
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    errno = saved;
-    return r;
+    writev_args a = {fd, iov, cnt};
+    return tide__sys_nosigpipe(call_writev, &a);
 }
 
 /* Sends from the cursor until everything went or the kernel took less than offered

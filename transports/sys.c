@@ -10,8 +10,12 @@
  * themselves: one call less on every read and write. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "transports/transport_int.h"
@@ -80,6 +84,27 @@ static const tide__sys_table real_calls = REAL_CALLS;
 tide__sys_table tide__sys = REAL_CALLS;
 
 void tide__sys_reset(void) { tide__sys = real_calls; }
+
+/* The signal is blocked on this thread for the call, and one the call raised (none
+ * was pending before) is taken back with sigtimedwait before the mask is restored,
+ * so the application never sees it and its own SIGPIPE disposition is left alone. */
+ssize_t tide__sys_nosigpipe(ssize_t (*call)(void *arg), void *arg) {
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    bool was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+    ssize_t r = call(arg);
+    int saved = errno;
+    if (r < 0 && saved == EPIPE && !was_pending) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return r;
+}
 
 int tide__fd_set_nonblocking(int fd) {
     int flags = fcntl(fd, F_GETFL);

@@ -221,6 +221,11 @@ typedef struct tide__sys_table {
 } tide__sys_table;
 
 extern tide__sys_table tide__sys;
+
+/* Runs call(arg), a write to a pipe or a sendfile, which have no MSG_NOSIGNAL, so
+ * that a SIGPIPE it raises never reaches the process: the call's EPIPE is all that
+ * is left of it. Returns call's result with its errno. */
+ssize_t tide__sys_nosigpipe(ssize_t (*call)(void *arg), void *arg);
 /* Restores the real system calls. */
 void tide__sys_reset(void);
 
