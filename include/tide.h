@@ -19,5 +19,6 @@
 #include "tide/executor.h"
 #include "tide/tls.h"
 #include "tide/process.h"
+#include "tide/sendfile.h"
 
 #endif
