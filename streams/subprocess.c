@@ -61,9 +61,16 @@ struct comm_op {
     void (*done)(struct comm_op *op); /* runs once, with status and the results */
     tide_process_communicate_cb cb;
     void *arg;
-    tide__waiter tw; /* the await form */
-    bool *abandoned; /* the await form: set when comm_abandon freed the op */
+    struct comm_await *waiting; /* the await form's frame */
 };
+
+/* The await form's record, in the task's frame (the task reads it after an
+ * abandon, which frees the op). */
+typedef struct comm_await {
+    tide__waiter tw;
+    comm_op *op;
+    bool abandoned; /* comm_abandon freed the op */
+} comm_await;
 
 struct tide_process {
     tide_loop_t *loop;
@@ -408,12 +415,13 @@ int tide_process_communicate(tide_process_t *p, const void *input, size_t len,
     return rc;
 }
 
-static void comm_await_done(comm_op *op) { tide__task_wake_now(&op->tw, op->status); }
+static void comm_await_done(comm_op *op) { tide__task_wake_now(&op->waiting->tw, op->status); }
 
 /* A cancelled or timed-out communicate: its reads and its wait are withdrawn, and
  * the child is left as it is. */
 static void comm_abandon(tide__waiter *tw) {
-    comm_op *op = TIDE_CONTAINER_OF(tw, comm_op, tw);
+    comm_await *ca = TIDE_CONTAINER_OF(tw, comm_await, tw);
+    comm_op *op = ca->op;
     tide_process_t *p = op->p;
     for (int i = 0; i < 2; i++) {
         tide__stream *s = p->streams[i + 1];
@@ -423,7 +431,7 @@ static void comm_abandon(tide__waiter *tw) {
     if (op->waiting_exit)
         wait_withdraw(&op->exit_wait);
     p->comm = NULL;
-    *op->abandoned = true;
+    ca->abandoned = true;
     comm_free(op);
     maybe_free(p);
 }
@@ -450,11 +458,11 @@ int tide_process_communicate_await(tide_process_t *p, const void *input, size_t 
     rc = comm_start(p, input, len, comm_await_done, &op);
     if (rc != 0)
         return rc;
-    bool abandoned = false;
-    op->abandoned = &abandoned;
-    tide__waiter_init(&op->tw, comm_abandon);
-    rc = tide__task_wait(&op->tw);
-    if (abandoned)
+    comm_await ca = {.op = op};
+    op->waiting = &ca;
+    tide__waiter_init(&ca.tw, comm_abandon);
+    rc = tide__task_wait(&ca.tw);
+    if (ca.abandoned)
         return rc; /* cancelled or timed out: comm_abandon freed op */
     if (returncode)
         *returncode = p->child.returncode;

@@ -127,10 +127,10 @@ struct tide_subprocess_protocol {
  * (NULL-terminated). options NULL means asyncio's default here: all three
  * descriptors piped. The child is started before the call returns, so a failure to
  * start it is the call's error, with the child's errno: TIDE_ENOENT (no such
- * program), TIDE_EACCES, TIDE_ENOEXEC-style -errno values, TIDE_EAGAIN / TIDE_ENOMEM
- * (no process could be made), TIDE_EMFILE (no descriptors for the pipes), TIDE_EINVAL
- * (empty argv, TIDE_STDIO_STDOUT for stdin or stdout, a bad mode). On success
- * *transport (may be NULL) is the transport, and connection_made follows on a later
+ * program), TIDE_EACCES, other exec failures as -errno (-ENOEXEC: a file the kernel
+ * cannot run), TIDE_EAGAIN / TIDE_ENOMEM (no process could be made), TIDE_EMFILE (no descriptors
+ * for the pipes), TIDE_EINVAL (empty argv, TIDE_STDIO_STDOUT for stdin or stdout, a bad mode). On
+ * success *transport (may be NULL) is the transport, and connection_made follows on a later
  * iteration. The child is the loop's until reaped: tide_loop_close refuses before. */
 TIDE_EXTERN int tide_loop_subprocess_exec(tide_loop_t *loop, tide_subprocess_protocol_t *protocol,
                                           const char *const *argv,
@@ -239,8 +239,8 @@ TIDE_EXTERN int tide_process_communicate(tide_process_t *p, const void *input, s
 /* The task form. On 0, *out / *err (either pointer may be NULL) get what the child
  * wrote, NUL-terminated for convenience, to be released with tide_free, and *out_len /
  * *err_len their lengths. TIDE_ECANCELLED / TIDE_ETIMEOUT leave the child to the
- * caller (still running, stdin closed, its output so far left in the readers);
- * TIDE_ENOTASK. */
+ * caller (still running, stdin closed; the output collected so far is dropped, and
+ * what the child writes from then on waits in the readers); TIDE_ENOTASK. */
 TIDE_EXTERN int tide_process_communicate_await(tide_process_t *p, const void *input, size_t len,
                                                int *returncode, char **out, size_t *out_len,
                                                char **err, size_t *err_len);

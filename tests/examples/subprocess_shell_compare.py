@@ -103,7 +103,7 @@ def main():
             sanitized = b"__asan_init" in f.read()
         # ASan's allocator keeps freed blocks in quarantine and realloc copies, so
         # under it only a looser bound holds.
-        limit = BIG * (3 if sanitized else 1) + 48 * 1024 * 1024
+        limit = BIG * (4 if sanitized else 1) + 48 * 1024 * 1024
         print(f"big: {size} bytes, same as asyncio: {same}, peak RSS {rss >> 20} MiB "
               f"(limit {limit >> 20} MiB{', ASan' if sanitized else ''})")
         if status != 0 or not same or size <= BIG or rss > limit:

@@ -110,8 +110,10 @@ static void on_communicated(tide_process_t *p, int status, int returncode, const
     r->calls++;
     r->status = status;
     r->returncode = returncode;
-    memcpy(r->out, out, out_len < 63 ? out_len : 63);
-    memcpy(r->err, err, err_len < 63 ? err_len : 63);
+    if (out_len > 0) /* out and err are NULL for a descriptor not piped */
+        memcpy(r->out, out, out_len < 63 ? out_len : 63);
+    if (err_len > 0)
+        memcpy(r->err, err, err_len < 63 ? err_len : 63);
     tide_process_close(p);
 }
 
