@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs examples/subprocess_shell and asyncio's original (subprocess_shell.py beside
 this file) on the same commands and compares their output byte for byte; then a
-large-output case (64 MiB) whose peak memory must stay near the output itself (the
+large-output case (32 MiB) whose peak memory must stay near the output itself (the
 output has to be held once: communicate returns it whole), far below what a copy
 per stage would cost.
 
@@ -34,7 +34,7 @@ COMMANDS = [
     "echo tab\there",
 ]
 
-BIG = 64 * 1024 * 1024
+BIG = 32 * 1024 * 1024
 
 
 def run(argv, out_path=None):
