@@ -210,6 +210,8 @@ int tide__child_spawn(tide__child *c, tide_loop_t *loop, const char *const *argv
     }
     c->pid = pid;
 #ifdef SYS_pidfd_open
+    if (!tide__child_use_pidfd)
+        return 0;
     /* A child that already exited is a zombie until reaped, so its pidfd is still
      * good (and readable at once). */
     c->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -218,6 +220,8 @@ int tide__child_spawn(tide__child *c, tide_loop_t *loop, const char *const *argv
 }
 
 /* ---- reaping ------------------------------------------------------------------------ */
+
+bool tide__child_use_pidfd = true;
 
 #define POLL_FIRST 0.001
 #define POLL_MAX 0.1

@@ -287,6 +287,10 @@ int tide__child_spawn(tide__child *c, tide_loop_t *loop, const char *const *argv
  * logged, and NULL is returned: the child still runs and is still reaped. */
 tide_transport_t *tide__child_pipe(tide__child *c, int i, int fd, tide_protocol_t *protocol);
 
+/* False makes tide__child_spawn skip pidfd_open, as on a kernel without it, so tests
+ * can run the polling fallback. Process-global, set while no loop runs. */
+extern bool tide__child_use_pidfd;
+
 /* Starts watching: on_exit(c) runs from the loop once the child is reaped. */
 void tide__child_watch(tide__child *c, void (*on_exit)(tide__child *c));
 

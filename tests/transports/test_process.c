@@ -22,7 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/core_int.h"
+#include "transports/transport_int.h"
 #include "support/proc.h"
 #include "support/support.h"
 
@@ -305,6 +305,26 @@ static void test_child_stops_reading(void **state) {
     assert_false(sigismember(&pending, SIGPIPE));
 }
 
+/* Without pidfd_open the loop polls its own children: the same results. */
+static void test_polling_fallback(void **state) {
+    pr_fx *f = *state;
+    tide__child_use_pidfd = false;
+    int rc = run_shell(f, "echo polled; exit 9", NULL);
+    tide__child_use_pidfd = true;
+    assert_int_equal(rc, 0);
+    assert_string_equal(pr_text(&f->r, 1), "polled\n");
+    assert_int_equal(f->r.returncode, 9);
+    pr_rec_free(&f->r);
+    pr_rec_init(&f->r);
+    f->r.on_made = close_at_once;
+    tide__child_use_pidfd = false;
+    const char *argv[] = {"sleep", "30", NULL};
+    rc = run_exec(f, argv, NULL);
+    tide__child_use_pidfd = true;
+    assert_int_equal(rc, 0);
+    assert_int_equal(f->r.returncode, -SIGKILL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         PR_TEST(test_cat_echo),
@@ -317,6 +337,7 @@ int main(void) {
         PR_TEST(test_pass_fds_and_nothing_else),
         PR_TEST(test_group_and_session),
         PR_TEST(test_child_stops_reading),
+        PR_TEST(test_polling_fallback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
