@@ -191,8 +191,9 @@ TIDE_EXTERN int tide_loop_create_subprocess_shell(tide_loop_t *loop, const char 
                                                   size_t limit, tide_process_t **process);
 
 /* The child's stdin writer, stdout and stderr readers: NULL for a descriptor that is
- * not a pipe. They belong to the process (do not close them yourself except with
- * tide_writer_write_eof / tide_writer_close on stdin, which closes the pipe). */
+ * not a pipe. Usable at once (writes queue until the pipe is ready). They belong to
+ * the process: never tide_writer_close / _abort them, tide_process_close releases
+ * all three; tide_writer_write_eof on stdin closes that pipe (the child sees EOF). */
 TIDE_EXTERN tide_writer_t *tide_process_stdin(const tide_process_t *p);
 TIDE_EXTERN tide_reader_t *tide_process_stdout(const tide_process_t *p);
 TIDE_EXTERN tide_reader_t *tide_process_stderr(const tide_process_t *p);
