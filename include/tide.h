@@ -23,5 +23,7 @@
 #include "tide/reply.h"
 #include "tide/smtp.h"
 #include "tide/ftp.h"
+#include "tide/process.h"
+#include "tide/sendfile.h"
 
 #endif

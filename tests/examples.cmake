@@ -164,3 +164,13 @@ foreach(_page IN LISTS _tide_guide_pages)
     endif()
   endwhile()
 endforeach()
+# examples/subprocess_shell against asyncio's original on the same commands, byte for
+# byte, with a large-output case whose peak memory is checked.
+find_package(Python3 COMPONENTS Interpreter QUIET)
+if(Python3_Interpreter_FOUND)
+  add_test(NAME examples.subprocess_shell
+    COMMAND ${Python3_EXECUTABLE} "${CMAKE_CURRENT_SOURCE_DIR}/examples/subprocess_shell_compare.py"
+            "$<TARGET_FILE:subprocess_shell>")
+  set_tests_properties(examples.subprocess_shell PROPERTIES
+    LABELS examples TIMEOUT ${TIDE_TEST_TIMEOUT})
+endif()

@@ -16,7 +16,12 @@
  * The transport itself is never freed inside such a callback (release runs only
  * after the deferred connection_lost), so after each callback this file re-reads the
  * state it depends on instead of trusting what it saw before. All on the loop's
- * thread; the only global touched is the tide__sys table. */
+ * thread; the only global touched is the tide__sys table.
+ *
+ * Pipes (tide_loop_connect_read_pipe / _write_pipe) are this same transport with read
+ * and writev in place of recv and sendmsg: a read pipe refuses writes, a write pipe
+ * watches its descriptor for the reader's hang-up (a FIFO reports it as an error
+ * event) and its write_eof closes the pipe, since a pipe has no half-close. */
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -26,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 
 #include "core/buf.h"
@@ -54,6 +60,8 @@ typedef struct ring {
 typedef struct sock {
     struct tide_transport base; /* first: the base hands us back this pointer */
     int fd;
+    unsigned char pipe; /* 0 for a socket, else PIPE_READ or PIPE_WRITE */
+    bool watch_hangup;  /* a write FIFO: "readable" means its reader is gone */
     bool shut_pending; /* write_eof asked for while bytes were still queued */
     bool shut_done;
     tide__io io; /* read while the base wants input, write while bytes are queued */
@@ -69,6 +77,8 @@ typedef struct sock {
     } peer;
     socklen_t peer_len; /* 0: not cached */
 } sock;
+
+enum { PIPE_READ = 1, PIPE_WRITE = 2 };
 
 static sock *as_sock(tide_transport_t *t) { return TIDE_CONTAINER_OF(t, sock, base); }
 static const sock *as_csock(const tide_transport_t *t) {
@@ -182,12 +192,19 @@ static void cursor_skip(cursor *c, size_t bytes) {
 }
 
 /* One send (one piece) or sendmsg (several), always with MSG_NOSIGNAL so a dead peer
- * gives EPIPE instead of killing the process. EINTR is retried. Returns the bytes the
- * kernel took (0 when it would block) or a negative code. */
-static ssize_t send_pieces(int fd, struct iovec *iov, size_t cnt) {
+ * gives EPIPE instead of killing the process; a pipe has writev, and EPIPE without a
+ * signal because tide blocks SIGPIPE on the writing thread around it (pipe_writev).
+ * EINTR is retried. Returns the bytes the kernel took (0 when it would block) or a
+ * negative code. */
+static ssize_t pipe_writev(int fd, const struct iovec *iov, size_t cnt);
+
+static ssize_t send_pieces(const sock *s, struct iovec *iov, size_t cnt) {
+    int fd = s->fd;
     ssize_t r;
     do {
-        if (cnt == 1) {
+        if (s->pipe) {
+            r = pipe_writev(fd, iov, cnt);
+        } else if (cnt == 1) {
             r = tide__sys.send(fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
         } else {
             struct msghdr msg;
@@ -204,10 +221,28 @@ static ssize_t send_pieces(int fd, struct iovec *iov, size_t cnt) {
     return tide_err_from_errno(errno);
 }
 
+/* A pipe whose reader is gone answers writev with SIGPIPE as well as EPIPE: there
+ * is no MSG_NOSIGNAL for pipes. */
+typedef struct writev_args {
+    int fd;
+    const struct iovec *iov;
+    size_t cnt;
+} writev_args;
+
+static ssize_t call_writev(void *arg) {
+    writev_args *a = arg;
+    return tide__sys.writev(a->fd, a->iov, (int)a->cnt);
+}
+
+static ssize_t pipe_writev(int fd, const struct iovec *iov, size_t cnt) {
+    writev_args a = {fd, iov, cnt};
+    return tide__sys_nosigpipe(call_writev, &a);
+}
+
 /* Sends from the cursor until everything went or the kernel took less than offered
  * (its buffer is full: asking again now would only return EAGAIN). Advances the
  * cursor and adds to *sent. Returns 0 or a negative code for a dead connection. */
-static int send_cursor(int fd, cursor *c, size_t *sent) {
+static int send_cursor(const sock *s, cursor *c, size_t *sent) {
     struct iovec iov[IOV_BATCH];
     while (c->i < c->n) {
         size_t cnt = 0, offered = 0;
@@ -220,7 +255,7 @@ static int send_cursor(int fd, cursor *c, size_t *sent) {
             offered += iov[cnt].iov_len;
             cnt++;
         }
-        ssize_t r = send_pieces(fd, iov, cnt);
+        ssize_t r = send_pieces(s, iov, cnt);
         if (r < 0)
             return (int)r;
         cursor_skip(c, (size_t)r);
@@ -239,7 +274,7 @@ static int flush_queue(sock *s, size_t *sent) {
     if (s->wq.len == 0)
         return 0;
     cursor_init(&c, piece, ring_pieces(&s->wq, piece));
-    int rc = send_cursor(s->fd, &c, sent);
+    int rc = send_cursor(s, &c, sent);
     ring_consume(&s->wq, *sent);
     return rc;
 }
@@ -310,7 +345,7 @@ static void on_readable(sock *s) {
             return;
         }
     }
-    ssize_t n = tide__sys.recv(s->fd, buf, len, 0);
+    ssize_t n = s->pipe ? tide__sys.read(s->fd, buf, len) : tide__sys.recv(s->fd, buf, len, 0);
     if (n > 0) {
         if (buffered)
             tide__transport_buffer_updated(t, (size_t)n);
@@ -327,10 +362,16 @@ static void on_readable(sock *s) {
 
 /* Both directions may be ready at once: the read first, then the write if the read's
  * callbacks left it wanted (they may have flushed, closed or aborted). */
+static void on_pipe_hangup(sock *s);
+
 static void on_io(tide__io *io, unsigned events) {
     sock *s = TIDE_CONTAINER_OF(io, sock, io);
-    if (events & TIDE__IO_READ)
-        on_readable(s);
+    if (events & TIDE__IO_READ) {
+        if (TIDE__UNLIKELY(s->pipe == PIPE_WRITE))
+            on_pipe_hangup(s);
+        else
+            on_readable(s);
+    }
     if ((events & TIDE__IO_WRITE) && (s->io.events & TIDE__IO_WRITE))
         on_writable(s);
 }
@@ -358,12 +399,12 @@ static int write_rest(sock *s, const tide_iovec_t *bufs, size_t n, size_t total,
     if (s->wq.len == 0) {
         int rc = 0;
         if (tried == NO_SEND) {
-            rc = send_cursor(s->fd, &c, &sent);
+            rc = send_cursor(s, &c, &sent);
         } else {
             ssize_t r = tried;
             if (r < 0 && errno == EINTR) {
                 struct iovec iov = {(void *)bufs[0].base, total};
-                r = send_pieces(s->fd, &iov, 1);
+                r = send_pieces(s, &iov, 1);
             } else if (r < 0) {
                 r = (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : tide_err_from_errno(errno);
             }
@@ -520,6 +561,111 @@ static void sock_release(tide_transport_t *t) {
 
 static const tide__transport_ops tcp_ops = SOCK_OPS("tcp");
 static const tide__transport_ops unix_ops = SOCK_OPS("unix");
+
+/* ---- pipes ------------------------------------------------------------------------ */
+
+/* The read end of a pipe has nothing to write to. */
+static int pipe_write_refused(tide_transport_t *t, const tide_iovec_t *bufs, size_t n,
+                              size_t total) {
+    (void)t;
+    (void)bufs;
+    (void)n;
+    (void)total;
+    return TIDE_ENOTSUP;
+}
+
+static int pipe_write(tide_transport_t *t, const tide_iovec_t *bufs, size_t n, size_t total) {
+    return write_rest(as_sock(t), bufs, n, total, NO_SEND);
+}
+
+/* A pipe cannot be half-closed: its EOF is the close of the writing end, after the
+ * queue is flushed (asyncio's write pipe does the same). */
+static int pipe_write_eof(tide_transport_t *t) {
+    tide_transport_close(t);
+    return 0;
+}
+
+/* The write end of a FIFO became "readable": the kernel reports the last reader's
+ * close as an error event. Bytes still queued are lost (EPIPE); with nothing queued
+ * it is a clean end, as in asyncio, and a later write is refused. */
+static void on_pipe_hangup(sock *s) {
+    tide__io_stop(&s->io, TIDE__IO_READ);
+    if (s->wq.len > 0) {
+        tide__transport_fatal(&s->base, TIDE_EPIPE);
+        return;
+    }
+    s->base.state |= TIDE__T_CLOSING | TIDE__T_READ_STOPPED;
+    s->base.error = TIDE_EPIPE; /* what later writes report */
+    tide__io_stop(&s->io, TIDE__IO_WRITE);
+    tide__transport_lost(&s->base, 0);
+}
+
+/* A write pipe "reads" only to learn of the hang-up, which is no input: the base's
+ * pause_reading must not hide it, but close and abort stop it with the rest. */
+static void pipe_pause_watch(tide_transport_t *t) {
+    sock *s = as_sock(t);
+    if (tide__transport_closing(t))
+        tide__io_stop(&s->io, TIDE__IO_READ);
+}
+
+static void pipe_resume_watch(tide_transport_t *t) {
+    if (as_sock(t)->watch_hangup)
+        sock_resume_reading(t);
+}
+
+static void pipe_describe(const tide_transport_t *t, char *buf, size_t size) {
+    snprintf(buf, size, "%s transport fd %d", t->ops->kind, as_csock(t)->fd);
+}
+
+static const tide__transport_ops read_pipe_ops = {
+    .kind = "read pipe",
+    .write = pipe_write_refused,
+    .close = sock_close,
+    .abort = sock_abort,
+    .pause_reading = sock_pause_reading,
+    .resume_reading = sock_resume_reading,
+    .get_write_buffer_size = sock_write_buffer_size,
+    .get_fd = sock_fd,
+    .describe = pipe_describe,
+    .release = sock_release,
+};
+
+static const tide__transport_ops write_pipe_ops = {
+    .kind = "write pipe",
+    .write = pipe_write,
+    .write_eof = pipe_write_eof,
+    .close = sock_close,
+    .abort = sock_abort,
+    .pause_reading = pipe_pause_watch,
+    .resume_reading = pipe_resume_watch,
+    .get_write_buffer_size = sock_write_buffer_size,
+    .get_fd = sock_fd,
+    .describe = pipe_describe,
+    .release = sock_release,
+};
+
+int tide__pipe_transport_new(tide_loop_t *loop, int fd, bool writing, tide_protocol_t *protocol,
+                             tide_transport_t **out) {
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return tide_err_from_errno(errno);
+    if (!S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode) && !S_ISSOCK(st.st_mode))
+        return TIDE_EINVAL;
+    int rc = tide__fd_set_nonblocking(fd);
+    if (rc < 0)
+        return rc;
+    sock *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return TIDE_ENOMEM;
+    s->fd = fd;
+    s->pipe = writing ? PIPE_WRITE : PIPE_READ;
+    /* A write end of another kind (a character device) has no hang-up to watch. */
+    s->watch_hangup = writing && S_ISFIFO(st.st_mode);
+    tide__io_init(loop, &s->io, fd, on_io);
+    tide__transport_init(&s->base, loop, writing ? &write_pipe_ops : &read_pipe_ops, protocol);
+    *out = &s->base;
+    return 0;
+}
 
 int tide__socket_transport_new(tide_loop_t *loop, int fd, tide_protocol_t *protocol,
                                tide_transport_t **out) {

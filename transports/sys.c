@@ -5,12 +5,17 @@
  * The table is process-global and not synchronised: tests replace entries while no
  * loop is running, and the library only reads them. The wrappers exist because
  * glibc declares several of these calls with transparent-union address arguments
- * under _GNU_SOURCE, which do not convert to plain function-pointer types. recv, send
- * and sendmsg have none, so their entries are the libc functions themselves: one call
- * less on every read and write. */
+ * under _GNU_SOURCE, which do not convert to plain function-pointer types. recv, send,
+ * sendmsg and the pipes' read and writev have none, so their entries are the libc functions
+ * themselves: one call less on every read and write. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "transports/transport_int.h"
@@ -63,6 +68,8 @@ static int sys_getpeername(int fd, struct sockaddr *addr, socklen_t *len) {
         .recv = recv,                            \
         .send = send,                            \
         .sendmsg = sendmsg,                      \
+        .read = read,                            \
+        .writev = writev,                        \
         .shutdown = sys_shutdown,                    \
         .close = sys_close,                          \
         .setsockopt = sys_setsockopt,                \
@@ -77,6 +84,27 @@ static const tide__sys_table real_calls = REAL_CALLS;
 tide__sys_table tide__sys = REAL_CALLS;
 
 void tide__sys_reset(void) { tide__sys = real_calls; }
+
+/* The signal is blocked on this thread for the call, and one the call raised (none
+ * was pending before) is taken back with sigtimedwait before the mask is restored,
+ * so the application never sees it and its own SIGPIPE disposition is left alone. */
+ssize_t tide__sys_nosigpipe(ssize_t (*call)(void *arg), void *arg) {
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    bool was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+    ssize_t r = call(arg);
+    int saved = errno;
+    if (r < 0 && saved == EPIPE && !was_pending) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return r;
+}
 
 int tide__fd_set_nonblocking(int fd) {
     int flags = fcntl(fd, F_GETFL);

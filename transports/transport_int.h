@@ -209,6 +209,9 @@ typedef struct tide__sys_table {
     ssize_t (*recv)(int fd, void *buf, size_t len, int flags);
     ssize_t (*send)(int fd, const void *buf, size_t len, int flags);
     ssize_t (*sendmsg)(int fd, const struct msghdr *msg, int flags);
+    /* Pipe transports (socket.c with TIDE__SOCK_PIPE_*): a pipe has no recv or send. */
+    ssize_t (*read)(int fd, void *buf, size_t len);
+    ssize_t (*writev)(int fd, const struct iovec *iov, int cnt);
     int (*shutdown)(int fd, int how);
     int (*close)(int fd);
     int (*setsockopt)(int fd, int level, int name, const void *val, socklen_t len);
@@ -218,6 +221,11 @@ typedef struct tide__sys_table {
 } tide__sys_table;
 
 extern tide__sys_table tide__sys;
+
+/* Runs call(arg), a write to a pipe or a sendfile, which have no MSG_NOSIGNAL, so
+ * that a SIGPIPE it raises never reaches the process: the call's EPIPE is all that
+ * is left of it. Returns call's result with its errno. */
+ssize_t tide__sys_nosigpipe(ssize_t (*call)(void *arg), void *arg);
 /* Restores the real system calls. */
 void tide__sys_reset(void);
 
@@ -230,6 +238,14 @@ void tide__sys_reset(void);
 int tide__socket_transport_new(tide_loop_t *loop, int fd, tide_protocol_t *protocol,
                                tide_transport_t **out);
 
+/* Wraps one end of a pipe, a FIFO, a character device or a socket used as a pipe
+ * (socket.c, with read/writev): made non-blocking and close-on-exec, owned by the
+ * transport on success. Not started, as tide__socket_transport_new. Returns 0,
+ * TIDE_EINVAL for any other kind of descriptor, TIDE_ENOMEM, or fstat/fcntl's
+ * error (TIDE_EBADF). */
+int tide__pipe_transport_new(tide_loop_t *loop, int fd, bool writing, tide_protocol_t *protocol,
+                             tide_transport_t **out);
+
 /* Fills *sun and *len for a Unix socket path ('@' prefix: abstract namespace).
  * Returns 0, TIDE_EINVAL (empty path) or TIDE_ENAMETOOLONG. */
 struct sockaddr_un;
@@ -237,6 +253,49 @@ int tide__unix_address(const char *path, struct sockaddr_un *sun, socklen_t *len
 
 /* Makes fd non-blocking and close-on-exec. Returns 0 or a tide code. */
 int tide__fd_set_nonblocking(int fd);
+
+/* ---- child processes (process.c) --------------------------------------------------- */
+
+/* One child: started by tide__child_spawn, watched on its loop through a pidfd (or a
+ * waitpid poll where pidfd_open is missing), reaped exactly once. Shared by the
+ * subprocess transport and the stream form (streams/subprocess.c). */
+typedef struct tide__child tide__child;
+struct tide__child {
+    tide_loop_t *loop;
+    int pid;
+    int pidfd; /* -1: the polling fallback */
+    tide__io io;
+    tide__timer poll;
+    double delay;
+    bool watching;
+    bool exited;
+    int returncode; /* exit status, or minus the signal */
+    void (*on_exit)(tide__child *c);
+};
+
+/* Starts argv with options (NULL: every descriptor piped when pipe_default, else
+ * inherited). fds[i] receives the parent's end of each piped descriptor, -1 for the
+ * others; they are close-on-exec, blocking, and the caller's. Returns 0 or the
+ * child's / the system's error; nothing is left open on failure. */
+struct tide_subprocess_options;
+int tide__child_spawn(tide__child *c, tide_loop_t *loop, const char *const *argv,
+                      const struct tide_subprocess_options *options, bool pipe_default, int fds[3]);
+
+/* Makes and starts the pipe transport of the child's descriptor i over fd (the
+ * parent's end from tide__child_spawn) for protocol. On failure (or a NULL protocol:
+ * out of memory) fd is closed, so the child sees EOF or EPIPE there, the loss is
+ * logged, and NULL is returned: the child still runs and is still reaped. */
+tide_transport_t *tide__child_pipe(tide__child *c, int i, int fd, tide_protocol_t *protocol);
+
+/* False makes tide__child_spawn skip pidfd_open, as on a kernel without it, so tests
+ * can run the polling fallback. Process-global, set while no loop runs. */
+extern bool tide__child_use_pidfd;
+
+/* Starts watching: on_exit(c) runs from the loop once the child is reaped. */
+void tide__child_watch(tide__child *c, void (*on_exit)(tide__child *c));
+
+/* kill(pid, sig) while the child is not reaped, else TIDE_EPROCESS_EXITED. */
+int tide__child_signal(tide__child *c, int sig);
 
 /* Server bookkeeping, called by the transport base: a client leaves after its
  * connection_lost returned. */

@@ -135,7 +135,8 @@ extern "C" {
     X(EMESSAGE_SIZE, -4513, "the message is larger than the server accepts (SIZE)")                \
     X(EMESSAGE_8BIT, -4514, "8-bit message, and the server does not offer 8BITMIME")               \
     X(ESOURCE, -4515, "the message or file source failed")                                         \
-    X(ESINK, -4516, "the download sink failed")
+    X(ESINK, -4516, "the download sink failed") \
+    X(EPROCESS_EXITED, -4401, "the process has exited already")
 
 /* Every code as an enum constant TIDE_<NAME> (from TIDE_ERRNO_MAP); functions return
  * them as int. */
