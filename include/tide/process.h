@@ -60,6 +60,7 @@ typedef enum tide_stdio_mode {
     TIDE_STDIO_STDOUT       /* stderr only: wherever stdout goes (asyncio's STDOUT) */
 } tide_stdio_mode_t;
 
+/* One standard descriptor of a child: its mode, and the descriptor for TIDE_STDIO_FD. */
 typedef struct tide_stdio {
     tide_stdio_mode_t mode;
     int fd; /* TIDE_STDIO_FD only */
@@ -89,7 +90,11 @@ TIDE_EXTERN void tide_subprocess_options_init(tide_subprocess_options_t *o, tide
 
 /* ---- the subprocess protocol and transport ----------------------------------------- */
 
+/* A child process and its pipes, as asyncio's SubprocessTransport (made by
+ * tide_loop_subprocess_exec/_shell, freed by tide after process_exited and every
+ * pipe's pipe_connection_lost, once closed). */
 typedef struct tide_subprocess tide_subprocess_t;
+/* The base of a subprocess protocol: embed it first in your own struct. */
 typedef struct tide_subprocess_protocol tide_subprocess_protocol_t;
 
 /* asyncio's SubprocessProtocol. Any op may be NULL. Order: connection_made first;
@@ -116,6 +121,7 @@ typedef struct tide_subprocess_protocol_ops {
     void (*resume_writing)(tide_subprocess_protocol_t *self);
 } tide_subprocess_protocol_ops_t;
 
+/* The value for tide_subprocess_protocol_ops_t's size field (the table's version). */
 #define TIDE_SUBPROCESS_PROTOCOL_OPS_SIZE sizeof(tide_subprocess_protocol_ops_t)
 
 /* The base the user's subprocess protocol embeds. */
