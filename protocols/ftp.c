@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "protocols/protocols_int.h"
+#include "tide/sendfile.h"
 #include "tide/ftp.h"
 
 #define DATA_CHUNK (64 * 1024)
@@ -254,6 +255,76 @@ static int send_all(tide_ftp_t *f, tide_writer_t *data, const tide_ftp_io_t *io,
     }
 }
 
+/* ---- uploads from a file: the kernel's sendfile ------------------------------------- */
+
+/* How much one sendfile sends before the progress callback hears of it. */
+#define SENDFILE_STEP ((size_t)1 << 20)
+
+static int file_source(void *buf, size_t cap, size_t *len, void *arg);
+
+/* One sendfile in flight. On the heap: when the wait for it is cut short (deadline,
+ * cancellation), the transfer aborts the connection, and the completion, which
+ * still comes, frees it. */
+typedef struct file_step {
+    tide_future_t *done;
+    int status;
+    size_t sent;
+    bool abandoned;
+} file_step;
+
+static void file_step_done(tide_transport_t *t, int status, size_t sent, void *arg) {
+    (void)t;
+    file_step *st = arg;
+    if (st->abandoned) {
+        tide_future_free(st->done);
+        free(st);
+        return;
+    }
+    st->status = status;
+    st->sent = sent;
+    tide_future_set_result(st->done, NULL);
+}
+
+/* Sends the file behind io (tide_ftp_store_file_await's) with tide_transport_sendfile:
+ * without a copy through user space on a plain data connection, in pieces through
+ * the TLS layer under PROT P. Progress is reported after every step. */
+static int send_file(tide_ftp_t *f, tide_writer_t *data, const tide_ftp_io_t *io) {
+    int fd = fileno((FILE *)io->arg);
+    tide_transport_t *t = tide_writer_get_transport(data);
+    uint64_t done = 0;
+    for (;;) {
+        file_step *st = calloc(1, sizeof(*st));
+        if (st == NULL)
+            return TIDE_ENOMEM;
+        int rc = tide_future_new(f->ctl.loop, &st->done);
+        if (rc == 0)
+            rc = tide_transport_sendfile(t, fd, (off_t)done, SENDFILE_STEP, file_step_done, st);
+        if (rc != 0) {
+            tide_future_free(st->done);
+            free(st);
+            return rc;
+        }
+        tide_task_deadline_push(f->ctl.timeout);
+        rc = tide_future_await(st->done, NULL);
+        tide_task_deadline_pop();
+        if (rc != 0) {
+            st->abandoned = true;
+            return rc;
+        }
+        rc = st->status;
+        size_t sent = st->sent;
+        tide_future_free(st->done);
+        free(st);
+        if (rc != 0)
+            return rc;
+        done += sent;
+        if (io->progress != NULL && sent > 0)
+            io->progress(done, io->total, io->progress_arg);
+        if (sent < SENDFILE_STEP)
+            return 0; /* the end of the file */
+    }
+}
+
 /* One transfer in RFC 959's order: the data connection, the command, its preliminary
  * 1xx reply, (with PROT P the TLS handshake,) the data, our end of the data
  * connection closed, then the final 2xx reply. upload: from io->source, else into
@@ -288,7 +359,9 @@ static int transfer(tide_ftp_t *f, const char *verb, const char *arg, uint64_t o
     if (rc == 0 && f->protect)
         rc = secure_data(f, dw);
     if (rc == 0)
-        rc = upload ? send_all(f, dw, io, buf) : receive(f, dr, io, buf);
+        rc = !upload                         ? receive(f, dr, io, buf)
+             : io->source == file_source ? send_file(f, dw, io)
+                                         : send_all(f, dw, io, buf);
     free(buf);
     /* Our close is the end of an upload (EOF, and close_notify over TLS); an upload
      * is complete only when that close went through. */
