@@ -59,6 +59,7 @@ typedef struct conn {
     size_t woff, roff; /* rr: progress in the current message */
     uint64_t sent, recvd; /* stream: bytes */
     uint64_t t0;       /* rr: send time of the current message (ns) */
+    bool ran;          /* has reached ST_RUNNING once (handshake mode reconnects) */
 } conn;
 
 static struct {
@@ -223,6 +224,7 @@ static void pump(conn *c);
 
 static void running(conn *c) {
     c->state = ST_RUNNING;
+    c->ran = true;
     switch (opt.mode) {
     case MODE_IDLE:
         set_events(c, EPOLLIN);
@@ -570,9 +572,11 @@ int main(int argc, char **argv) {
         }
         struct epoll_event evs[256];
         for (;;) {
+            /* Counted once: in handshake mode a connection that finished reconnects at
+             * once, so all of them are rarely running at the same moment. */
             int pending = 0;
             for (int j = i; j < end; j++)
-                pending += conns[j].state == ST_CONNECTING || conns[j].state == ST_HANDSHAKE;
+                pending += !conns[j].ran;
             if (pending == 0 || stop_flag)
                 break;
             int n = epoll_wait(epfd, evs, 256, 100);
