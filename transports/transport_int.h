@@ -193,6 +193,11 @@ static inline bool tide__transport_closing(const tide_transport_t *t) {
     return (t->state & TIDE__T_CLOSING) != 0;
 }
 
+/* asyncio's set_write_buffer_limits rules (-1: a mark not given; the other derives
+ * from it; both missing: the defaults). Sets both marks, or returns TIDE_EINVAL unless
+ * high >= low >= 0 and leaves them. Shared by stream and datagram transports. */
+int tide__watermarks(long high, long low, size_t *high_out, size_t *low_out);
+
 /* Sums an iovec array; returns false on overflow or a piece with no base but a length. */
 bool tide__iov_total(const tide_iovec_t *bufs, size_t n, size_t *total);
 
@@ -215,6 +220,12 @@ typedef struct tide__sys_table {
     int (*getsockopt)(int fd, int level, int name, void *val, socklen_t *len);
     int (*getsockname)(int fd, struct sockaddr *addr, socklen_t *len);
     int (*getpeername)(int fd, struct sockaddr *addr, socklen_t *len);
+    /* Datagram endpoints (datagram.c). */
+    ssize_t (*sendto)(int fd, const void *buf, size_t len, int flags, const struct sockaddr *addr,
+                      socklen_t addrlen);
+    ssize_t (*recvmsg)(int fd, struct msghdr *msg, int flags);
+    int (*recvmmsg)(int fd, struct mmsghdr *msgs, unsigned int n, int flags);
+    int (*sendmmsg)(int fd, struct mmsghdr *msgs, unsigned int n, int flags);
 } tide__sys_table;
 
 extern tide__sys_table tide__sys;

@@ -105,7 +105,8 @@ extern "C" {
       "TLS peer certificate has a weak key (RSA under 2048 bits, or a curve not allowed)") \
     X(ETLS_CERT_WEAK_HASH, -4215, "TLS peer certificate is signed with a weak hash (SHA-1, MD5)") \
     X(ETLS_CERT_USAGE, -4216,                                                      \
-      "TLS peer certificate is not for this use (key usage or extended key usage)")
+      "TLS peer certificate is not for this use (key usage or extended key usage)") \
+    X(EDGRAM_TRUNCATED, -4301, "datagram truncated: larger than the receive buffer, not delivered")
 
 typedef enum tide_errno {
 #define TIDE__ERRNO_ENUM(name, value, msg) TIDE_##name = (value),
