@@ -284,6 +284,15 @@ static void drain_batch(tide_datagram_t *ep) {
     }
 }
 
+/* A sender without a name (an unnamed Unix socket; the kernel then reports length
+ * 0) is passed on as a bare family, as getpeername reports it. */
+static void name_or_family(const tide_datagram_t *ep, struct sockaddr_storage *ss, socklen_t *len) {
+    if (*len == 0) {
+        ss->ss_family = (sa_family_t)ep->family;
+        *len = sizeof(sa_family_t);
+    }
+}
+
 static int batch_alloc(tide_datagram_t *ep) {
     rx_batch *rx = calloc(1, sizeof(*rx));
     if (rx == NULL)
@@ -316,6 +325,8 @@ static int read_batch(tide_datagram_t *ep, unsigned want) {
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return -errno;
+    for (int i = 0; i < n; i++)
+        name_or_family(ep, &rx->names[i], &rx->msgs[i].msg_hdr.msg_namelen);
     rx->next = 0;
     rx->count = (unsigned)n;
     return n;
@@ -339,6 +350,7 @@ static ssize_t read_one(tide_datagram_t *ep, void *buf, size_t size, struct sock
     if (n < 0)
         return -errno;
     *fromlen = msg.msg_namelen;
+    name_or_family(ep, from, fromlen);
     *trunc = (msg.msg_flags & MSG_TRUNC) != 0;
     return n;
 }
