@@ -270,6 +270,14 @@ static void ping(fix *f, const char *msg) {
     assert_memory_equal(f->a.last, msg, strlen(msg));
 }
 
+/* b bound on 127.0.0.1, a connected to it. */
+static void loopback_pair(fix *f) {
+    tide_datagram_options_t so = {.local_host = "127.0.0.1"};
+    make(f, &f->b, &so);
+    tide_datagram_options_t co = {.remote_host = "127.0.0.1", .remote_port = port_of(f->b.ep)};
+    make(f, &f->a, &co);
+}
+
 /* ---- families ------------------------------------------------------------------- */
 
 static void echo_over(fix *f, const char *host) {
@@ -440,10 +448,7 @@ static void test_from_fd(void **state) {
 
 static void test_refusals(void **state) {
     fix *f = *state;
-    tide_datagram_options_t so = {.local_host = "127.0.0.1"};
-    make(f, &f->b, &so);
-    tide_datagram_options_t co = {.remote_host = "127.0.0.1", .remote_port = port_of(f->b.ep)};
-    make(f, &f->a, &co);
+    loopback_pair(f);
     static unsigned char big[65508];
     assert_int_equal(tide_datagram_sendto(f->a.ep, big, sizeof(big), NULL, 0), TIDE_EMSGSIZE);
     assert_int_equal(tide_datagram_sendto(f->a.ep, big, 65507, NULL, 0), 0);
@@ -516,10 +521,7 @@ static void test_truncation(void **state) {
     f->b.base.ops = &buffered_ops;
     f->b.buf = small;
     f->b.bufsize = sizeof(small);
-    tide_datagram_options_t so = {.local_host = "127.0.0.1"};
-    make(f, &f->b, &so);
-    tide_datagram_options_t co = {.remote_host = "127.0.0.1", .remote_port = port_of(f->b.ep)};
-    make(f, &f->a, &co);
+    loopback_pair(f);
     char msg[100];
     memset(msg, 'm', sizeof(msg));
     assert_int_equal(tide_datagram_sendto(f->a.ep, msg, sizeof(msg), NULL, 0), 0);
@@ -644,10 +646,7 @@ static void send_ten(fix *f) {
 static void test_pause_mid_batch(void **state) {
     fix *f = *state;
     f->b.on_dgram = pause_at_3;
-    tide_datagram_options_t so = {.local_host = "127.0.0.1"};
-    make(f, &f->b, &so);
-    tide_datagram_options_t co = {.remote_host = "127.0.0.1", .remote_port = port_of(f->b.ep)};
-    make(f, &f->a, &co);
+    loopback_pair(f);
     send_ten(f); /* all ten wait in the kernel: one recvmmsg takes them */
     ts_run_until(f->loop, pred_b3, f, 5);
     ts_spin(f->loop, 5);
@@ -665,10 +664,7 @@ static void test_pause_mid_batch(void **state) {
 static void test_abort_mid_batch(void **state) {
     fix *f = *state;
     f->b.on_dgram = abort_at_2;
-    tide_datagram_options_t so = {.local_host = "127.0.0.1"};
-    make(f, &f->b, &so);
-    tide_datagram_options_t co = {.remote_host = "127.0.0.1", .remote_port = port_of(f->b.ep)};
-    make(f, &f->a, &co);
+    loopback_pair(f);
     send_ten(f);
     ts_run_until(f->loop, pred_lost, &f->b, 5);
     assert_int_equal(f->b.received, 2);
@@ -891,10 +887,7 @@ static void fault_case(fix *f, int err, int times, bool queued) {
 
 static void test_faults(void **state) {
     fix *f = *state;
-    tide_datagram_options_t so = {.local_host = "127.0.0.1"};
-    make(f, &f->b, &so);
-    tide_datagram_options_t co = {.remote_host = "127.0.0.1", .remote_port = port_of(f->b.ep)};
-    make(f, &f->a, &co);
+    loopback_pair(f);
     fault_case(f, EINTR, 1, false); /* retried at once */
     assert_int_equal(inj.sendto_calls, 2);
     fault_case(f, EAGAIN, 1, true);  /* queued, sent when writable */
