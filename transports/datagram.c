@@ -97,6 +97,7 @@ struct tide_datagram {
     dev_t unix_dev;
     ino_t unix_ino;
     tide_datagram_stats_t stats;
+    tide__queue drains; /* tide__dgram_drain: tasks in sendto_await */
     void (*made_cb)(tide_datagram_t *ep, void *arg);
     void *made_arg;
 };
@@ -181,9 +182,26 @@ static void run_deferred(tide__call *call) {
     release(ep);
 }
 
+static void wake_drains(tide_datagram_t *ep, int status) {
+    while (!tide__queue_empty(&ep->drains)) {
+        tide__queue *n = tide__queue_head(&ep->drains);
+        tide__queue_remove(n);
+        tide__task_wake(&TIDE__QUEUE_DATA(n, tide__dgram_drain, node)->w, status);
+    }
+}
+
+bool tide__datagram_write_paused(const tide_datagram_t *ep) {
+    return (ep->state & D_WRITE_PAUSED) != 0;
+}
+
+void tide__datagram_drain_add(tide_datagram_t *ep, tide__dgram_drain *d) {
+    tide__queue_insert_tail(&ep->drains, &d->node);
+}
+
 static void schedule_lost(tide_datagram_t *ep, int status) {
     if (ep->state & D_LOST)
         return;
+    wake_drains(ep, TIDE_ECLOSED);
     ep->state |= D_LOST | D_CLOSING;
     ep->lost_status = status;
     tide__loop_defer(ep->loop, &ep->deferred);
@@ -457,6 +475,7 @@ static void check_resume(tide_datagram_t *ep) {
         ep->queued_bytes > ep->low_water)
         return;
     ep->state &= ~(unsigned)D_WRITE_PAUSED;
+    wake_drains(ep, 0);
     void (*resume)(tide_datagram_protocol_t *) = OP(ep->protocol, resume_writing);
     if (resume)
         resume(ep->protocol);
@@ -803,6 +822,7 @@ static int endpoint_new(tide_loop_t *loop, int fd, const addr_buf *peer, bool co
     tide__call_init(&ep->rx_call, run_rx_call);
     tide__timer_init(loop, &ep->retry, retry_fired);
     tide__queue_init(&ep->resource.node);
+    tide__queue_init(&ep->drains);
     tide__loop_register(loop, &ep->resource, describe);
     *out = ep;
     return 0;

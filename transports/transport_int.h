@@ -249,6 +249,21 @@ int tide__unix_address(const char *path, struct sockaddr_un *sun, socklen_t *len
 /* Makes fd non-blocking and close-on-exec. Returns 0 or a tide code. */
 int tide__fd_set_nonblocking(int fd);
 
+/* ---- datagram endpoints (datagram.c; their task forms in datagram_await.c) -------- */
+
+/* A task waiting in sendto_await for the queue to drain. */
+typedef struct tide__dgram_drain {
+    tide__waiter w; /* first: on_abandon gets it, and unlinks node */
+    tide__queue node;
+} tide__dgram_drain;
+
+/* True while pause_writing is in force. */
+bool tide__datagram_write_paused(const tide_datagram_t *ep);
+
+/* Queues d until the endpoint resumes writing (woken with 0) or is lost (woken with
+ * TIDE_ECLOSED). */
+void tide__datagram_drain_add(tide_datagram_t *ep, tide__dgram_drain *d);
+
 /* Server bookkeeping, called by the transport base: a client leaves after its
  * connection_lost returned. */
 void tide__server_detach(tide_transport_t *t);

@@ -202,6 +202,38 @@ typedef struct tide_datagram_stats {
 } tide_datagram_stats_t;
 TIDE_EXTERN void tide_datagram_get_stats(const tide_datagram_t *ep, tide_datagram_stats_t *stats);
 
+/* ---- tasks (tide/task.h) ----------------------------------------------------------- */
+
+/* Inside a task: create_datagram_endpoint, returning once connection_made has run.
+ * With factory NULL the endpoint's protocol is tide's own receive queue, which
+ * tide_datagram_recv_await reads (up to 256 datagrams wait there; beyond that reading
+ * pauses and the kernel's buffer holds the rest). Returns 0 and *ep, the create's
+ * error, TIDE_ECANCELLED / TIDE_ETIMEOUT (an endpoint made later is aborted),
+ * TIDE_ENOTASK outside a task. */
+TIDE_EXTERN int tide_loop_create_datagram_endpoint_await(tide_loop_t *loop,
+                                                         tide_datagram_protocol_factory_cb factory,
+                                                         void *factory_arg,
+                                                         const tide_datagram_options_t *options,
+                                                         tide_datagram_t **ep);
+
+/* Inside a task, on an endpoint made by the above with no factory: waits for the next
+ * datagram, copies it into buf (size bytes at most) and sets *len to its length and,
+ * when addr is not NULL, the sender into addr / *addrlen (in: its size). Returns 0;
+ * TIDE_EMSGSIZE when it was longer than size (the first size bytes are in buf, it is
+ * consumed); an error_received code in order with the datagrams (non-fatal: receive
+ * again); TIDE_ECLOSED once the endpoint is closing and nothing is queued (do not call
+ * again after connection_lost); TIDE_EBUSY while another task receives; TIDE_EINVAL
+ * for another kind of endpoint; TIDE_ECANCELLED / TIDE_ETIMEOUT; TIDE_ENOTASK. */
+TIDE_EXTERN int tide_datagram_recv_await(tide_datagram_t *ep, void *buf, size_t size, size_t *len,
+                                         struct sockaddr *addr, socklen_t *addrlen);
+
+/* Inside a task: tide_datagram_sendto, then, when that paused writing, waits until the
+ * queue drained to the low-water mark. Returns sendto's error (nothing accepted), or 0,
+ * TIDE_ECLOSED when the endpoint closed while waiting, TIDE_ECANCELLED / TIDE_ETIMEOUT
+ * (the datagram was accepted all the same), TIDE_ENOTASK. Works on any endpoint. */
+TIDE_EXTERN int tide_datagram_sendto_await(tide_datagram_t *ep, const void *data, size_t len,
+                                           const struct sockaddr *addr, socklen_t addrlen);
+
 #ifdef __cplusplus
 }
 #endif

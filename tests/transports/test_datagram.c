@@ -921,6 +921,128 @@ static void test_faults(void **state) {
     close_both(f);
 }
 
+/* ---- task forms --------------------------------------------------------------------- */
+
+/* Inside tasks, failures are returned as the line number (cmocka cannot jump out of a
+ * task's stack); the test asserts the task returned 0. */
+#define TCHECK(c)                                                                                  \
+    do {                                                                                           \
+        if (!(c))                                                                                  \
+            return __LINE__;                                                                       \
+    } while (0)
+
+static int task_receive(void *arg) {
+    fix *f = arg;
+    tide_datagram_t *ep, *a;
+    tide_datagram_options_t so = {.local_host = "127.0.0.1"};
+    TCHECK(tide_loop_create_datagram_endpoint_await(f->loop, NULL, NULL, &so, &ep) == 0);
+    tide_datagram_options_t co = {.remote_host = "127.0.0.1", .remote_port = port_of(ep)};
+    TCHECK(tide_loop_create_datagram_endpoint_await(f->loop, rec_factory, &f->a, &co, &a) == 0);
+    TCHECK(a == f->a.ep && f->a.made == 1);
+    TCHECK(tide_datagram_sendto(a, "one", 3, NULL, 0) == 0);
+    TCHECK(tide_datagram_sendto(a, "two", 3, NULL, 0) == 0);
+    TCHECK(tide_datagram_sendto(a, "three-long", 10, NULL, 0) == 0);
+    char buf[8];
+    size_t len = 0;
+    struct sockaddr_storage from;
+    socklen_t flen = sizeof(from);
+    TCHECK(tide_datagram_recv_await(ep, buf, sizeof(buf), &len, (struct sockaddr *)&from, &flen) ==
+           0);
+    TCHECK(len == 3 && memcmp(buf, "one", 3) == 0 &&
+           nt_addr_port((struct sockaddr *)&from) == port_of(a));
+    TCHECK(tide_datagram_recv_await(ep, buf, sizeof(buf), &len, NULL, NULL) == 0);
+    TCHECK(len == 3 && memcmp(buf, "two", 3) == 0);
+    TCHECK(tide_datagram_recv_await(ep, buf, sizeof(buf), &len, NULL, NULL) == TIDE_EMSGSIZE);
+    TCHECK(len == 10 && memcmp(buf, "three-lo", 8) == 0);
+    /* The answer goes back with back-pressure (none here: it is sent at once). */
+    TCHECK(tide_datagram_sendto_await(ep, "back", 4, (struct sockaddr *)&from, flen) == 0);
+    /* A deadline interrupts a receive, and the next one still works. */
+    TCHECK(tide_task_deadline_push(0.05) == 0);
+    TCHECK(tide_datagram_recv_await(ep, buf, sizeof(buf), &len, NULL, NULL) == TIDE_ETIMEOUT);
+    tide_task_deadline_pop();
+    TCHECK(tide_datagram_sendto(a, "four", 4, NULL, 0) == 0);
+    TCHECK(tide_datagram_recv_await(ep, buf, sizeof(buf), &len, NULL, NULL) == 0 && len == 4);
+    /* Only tide's receive queue can be awaited. */
+    TCHECK(tide_datagram_recv_await(a, buf, sizeof(buf), &len, NULL, NULL) == TIDE_EINVAL);
+    tide_datagram_close(ep);
+    TCHECK(tide_datagram_recv_await(ep, buf, sizeof(buf), &len, NULL, NULL) == TIDE_ECLOSED);
+    tide_datagram_close(a);
+    return 0;
+}
+
+static void test_task_receive(void **state) {
+    fix *f = *state;
+    char buf[4];
+    size_t len;
+    assert_int_equal(tide_datagram_recv_await(NULL, buf, 4, &len, NULL, NULL), TIDE_ENOTASK);
+    int result = -1;
+    assert_int_equal(tide_loop_run_until_complete(f->loop, task_receive, f, NULL, &result), 0);
+    assert_int_equal(result, 0);
+    ts_run_until(f->loop, pred_lost, &f->a, 5);
+    assert_int_equal(f->a.received, 1);
+    assert_memory_equal(f->a.last, "back", 4);
+    ts_spin(f->loop, 3); /* the task's endpoint goes too */
+}
+
+typedef struct pressure {
+    fix *f;
+    const char *path;
+    long consumed; /* datagrams the raw receiver read so far */
+    int waits, result, done;
+} pressure;
+
+static int task_pressure(void *arg) {
+    pressure *p = arg;
+    tide_datagram_t *ep;
+    tide_datagram_options_t o = {.family = AF_UNIX, .remote_host = p->path};
+    TCHECK(tide_loop_create_datagram_endpoint_await(p->f->loop, NULL, NULL, &o, &ep) == 0);
+    TCHECK(tide_datagram_set_write_buffer_limits(ep, 2000, 500) == 0);
+    unsigned char msg[1000];
+    for (int i = 0; i < 100; i++) {
+        memset(msg, i, sizeof(msg));
+        long before = p->consumed;
+        TCHECK(tide_datagram_sendto_await(ep, msg, sizeof(msg), NULL, 0) == 0);
+        TCHECK(tide_datagram_get_write_buffer_size(ep) <= 2000);
+        if (p->consumed != before)
+            p->waits++;
+    }
+    tide_datagram_close(ep);
+    return 0;
+}
+
+static void pressure_done(tide_task_t *task, int result, void *arg) {
+    (void)task;
+    pressure *p = arg;
+    p->result = result;
+    p->done = 1;
+}
+
+static void test_task_sendto_pressure(void **state) {
+    fix *f = *state;
+    char path[128];
+    snprintf(path, sizeof(path), "%s/raw", f->dir);
+    int raw = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    strcpy(sun.sun_path, path);
+    assert_int_equal(bind(raw, (struct sockaddr *)&sun, sizeof(sun)), 0);
+    pressure p = {.f = f, .path = path};
+    tide_task_t *task;
+    assert_int_equal(tide_task_spawn(f->loop, task_pressure, &p, NULL, &task), 0);
+    assert_int_equal(tide_task_join(task, pressure_done, &p), 0);
+    for (int i = 0; i < 100; i++) {
+        unsigned char got[2000];
+        assert_int_equal(raw_recv(f->loop, raw, got, sizeof(got)), 1000);
+        assert_int_equal(got[999], i);
+        p.consumed++;
+    }
+    ts_run_until_flag(f->loop, &p.done, 5);
+    assert_int_equal(p.result, 0);
+    assert_true(p.waits > 0); /* the task did wait for the receiver */
+    ts_spin(f->loop, 3);
+    close(raw);
+    unlink(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         DG_TEST(test_ipv4),
@@ -940,6 +1062,8 @@ int main(void) {
         DG_TEST(test_volume_keeps_up),
         DG_TEST(test_volume_overrun),
         DG_TEST(test_faults),
+        DG_TEST(test_task_receive),
+        DG_TEST(test_task_sendto_pressure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
