@@ -14,7 +14,11 @@
  * cannot take now is copied and queued whole, and the queue is flushed with sendmmsg
  * when the socket is writable (or, after ENOBUFS, when a short timer fires: the socket
  * may stay writable while the device queue is full). Errors of the user's own sendto
- * are returned by it; errors of queued datagrams go to error_received.
+ * are returned by it; errors of queued datagrams go to error_received. While a read
+ * event delivers datagrams the endpoint is corked: what the protocol sends meanwhile
+ * (a server's answers) is queued, up to the low-water mark, and leaves with one
+ * sendmmsg after the batch, which is what makes a busy echo cost what a hand-written
+ * recvmmsg/sendmmsg server costs.
  *
  * Reentrancy: every protocol callback may close, abort, pause or swap the protocol, so
  * the state is re-read after each one. The endpoint is freed only from its deferred
@@ -98,6 +102,7 @@ struct tide_datagram {
     ino_t unix_ino;
     tide_datagram_stats_t stats;
     tide__queue drains; /* tide__dgram_drain: tasks in sendto_await */
+    bool corked;        /* delivering a batch: answers wait for one sendmmsg */
     void (*made_cb)(tide_datagram_t *ep, void *arg);
     void *made_arg;
 };
@@ -442,6 +447,18 @@ static void read_events(tide_datagram_t *ep) {
     }
 }
 
+static bool flush(tide_datagram_t *ep);
+static void after_flush(tide_datagram_t *ep);
+
+/* The end of a delivery: what the protocol sent meanwhile (a server's answers) goes
+ * out with one sendmmsg instead of one sendto each. */
+static void uncork(tide_datagram_t *ep) {
+    ep->corked = false;
+    if (ep->head != NULL && !(ep->state & (D_ABORTED | D_LOST)) && !ev_is_active(&ep->ww) &&
+        !tide__timer_active(&ep->retry) && flush(ep))
+        after_flush(ep);
+}
+
 static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
     (void)revents;
     tide_datagram_t *ep = TIDE_CONTAINER_OF(w, tide_datagram_t, rw);
@@ -449,14 +466,19 @@ static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
         ev_io_stop(ev, w);
         return;
     }
+    ep->corked = true;
     read_events(ep);
+    uncork(ep);
 }
 
 /* resume_reading with datagrams left in the batch: deliver them from the loop. */
 static void run_rx_call(tide__call *call) {
     tide_datagram_t *ep = TIDE__QUEUE_DATA(call, tide_datagram_t, rx_call);
-    if (ep->rx)
+    if (ep->rx) {
+        ep->corked = true;
         drain_batch(ep);
+        uncork(ep);
+    }
 }
 
 /* ---- sending ---------------------------------------------------------------------- */
@@ -639,6 +661,11 @@ int tide_datagram_sendto(tide_datagram_t *ep, const void *data, size_t len,
     } else if (addr == NULL) {
         return TIDE_ENOTCONN;
     }
+    /* Sent from datagram_received: queued for the batch's sendmmsg, as long as the
+     * queue stays under the low-water mark (so that corking never pauses writing). */
+    if (ep->corked && ep->queued_bytes + len <= ep->low_water &&
+        (ep->max_buffer == 0 || ep->queued_bytes + len <= ep->max_buffer))
+        return enqueue(ep, data, len, addr, addrlen);
     if (ep->head == NULL) {
         ssize_t r;
         do

@@ -143,7 +143,9 @@ TIDE_EXTERN int tide_loop_create_datagram_endpoint_from_fd(
  * what the kernel said at once: TIDE_EACCES (broadcast without allow_broadcast),
  * TIDE_ECONNREFUSED (an ICMP error still pending on a connected endpoint),
  * TIDE_ENETUNREACH, ... Unlike asyncio, errors of this very call are returned, not
- * passed to error_received. */
+ * passed to error_received; except that datagrams sent from inside datagram_received
+ * (up to the low-water mark's worth) are sent together with one sendmmsg once the
+ * received batch is delivered, so the kernel's errors for those reach error_received. */
 TIDE_EXTERN int tide_datagram_sendto(tide_datagram_t *ep, const void *data, size_t len,
                                      const struct sockaddr *addr, socklen_t addrlen);
 

@@ -921,6 +921,25 @@ static void test_faults(void **state) {
     close_both(f);
 }
 
+static bool pred_a10(void *arg) { return ((fix *)arg)->a.received >= 10; }
+
+/* Answers sent from datagram_received leave together: one sendmmsg for the batch. */
+static void test_cork(void **state) {
+    fix *f = *state;
+    loopback_pair(f);
+    f->b.echo = true;
+    send_ten(f); /* they wait in b's socket: one read event takes them all */
+    inject(f, 0, 0);
+    ts_run_until(f->loop, pred_a10, f, 5);
+    assert_int_equal(inj.sendto_calls, 0);
+    assert_int_equal(inj.sendmmsg_calls, 1);
+    int last;
+    memcpy(&last, f->a.last, sizeof(last));
+    assert_int_equal(last, 9); /* in order */
+    tide__sys_reset();
+    close_both(f);
+}
+
 /* ---- task forms --------------------------------------------------------------------- */
 
 /* Inside tasks, failures are returned as the line number (cmocka cannot jump out of a
@@ -1062,6 +1081,7 @@ int main(void) {
         DG_TEST(test_volume_keeps_up),
         DG_TEST(test_volume_overrun),
         DG_TEST(test_faults),
+        DG_TEST(test_cork),
         DG_TEST(test_task_receive),
         DG_TEST(test_task_sendto_pressure),
     };
