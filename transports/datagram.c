@@ -77,6 +77,15 @@ typedef struct rx_batch {
     struct iovec iov[RX_SLOTS];
     struct sockaddr_storage names[RX_SLOTS];
     unsigned next, count;
+    /* Answers whose payload lies in this batch's memory (an echo), borrowed until the
+     * batch's sendmmsg: no copy, no allocation. */
+    struct cork {
+        const void *data;
+        size_t len;
+        socklen_t alen; /* 0: the connected peer */
+        struct sockaddr_storage addr;
+    } cork[RX_SLOTS];
+    unsigned ncork;
 } rx_batch;
 
 struct tide_datagram {
@@ -141,8 +150,10 @@ static void stop_io(tide_datagram_t *ep) {
     tide__timer_stop(&ep->retry);
     tide__loop_undefer(&ep->rx_call);
     if (ep->rx)
-        ep->rx->next = ep->rx->count = 0;
+        ep->rx->next = ep->rx->count = ep->rx->ncork = 0;
 }
+
+static bool cork_pending(const tide_datagram_t *ep) { return ep->rx && ep->rx->ncork > 0; }
 
 static void release(tide_datagram_t *ep) {
     stop_io(ep);
@@ -392,6 +403,8 @@ static bool read_failed(tide_datagram_t *ep, int neg_errno) {
     return true;
 }
 
+static void uncork(tide_datagram_t *ep);
+
 static void read_events(tide_datagram_t *ep) {
     int budget = RX_PER_EVENT;
     /* Datagrams read before a pause come first, and a new batch must not overwrite them. */
@@ -417,6 +430,8 @@ static void read_events(tide_datagram_t *ep) {
             }
             budget -= n;
             drain_batch(ep);
+            /* Before the next recvmmsg reuses the memory the answers borrow. */
+            uncork(ep);
             /* A short batch means the socket is empty: do not ask again for nothing. */
             if ((unsigned)n < want)
                 return;
@@ -450,13 +465,123 @@ static void read_events(tide_datagram_t *ep) {
 static bool flush(tide_datagram_t *ep);
 static void after_flush(tide_datagram_t *ep);
 
-/* The end of a delivery: what the protocol sent meanwhile (a server's answers) goes
- * out with one sendmmsg instead of one sendto each. */
+static void wait_writable(tide_datagram_t *ep);
+static void back_off(tide_datagram_t *ep);
+
+/* One message of a sendmmsg: len bytes at data, to addr (alen 0: the connected peer). */
+static void fill_msg(struct mmsghdr *m, struct iovec *iov, const void *data, size_t len,
+                     struct sockaddr_storage *addr, socklen_t alen) {
+    iov->iov_base = (void *)data;
+    iov->iov_len = len;
+    memset(&m->msg_hdr, 0, sizeof(m->msg_hdr));
+    m->msg_hdr.msg_iov = iov;
+    m->msg_hdr.msg_iovlen = 1;
+    if (alen) {
+        m->msg_hdr.msg_name = addr;
+        m->msg_hdr.msg_namelen = alen;
+    }
+}
+
+/* What send_batch says when nothing went (besides 0: interrupted, try again). */
+#define TX_WAIT (-1)    /* the kernel is full: wait until writable */
+#define TX_BACKOFF (-2) /* ENOBUFS or ENOMEM: retry after a pause */
+#define TX_DEAD (-3)    /* the socket failed: the endpoint is ending */
+#define TX_DROP (-4)    /* the first datagram can never go: *err says why */
+
+/* One sendmmsg of n prepared datagrams: how many went (counted as sent), or 0 or a
+ * TX_ verdict. The caller drops the first datagram after TX_DROP and reports *err. */
+static int send_batch(tide_datagram_t *ep, struct mmsghdr *msgs, unsigned n, int *err) {
+    int r = tide__sys.sendmmsg(ep->fd, msgs, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (r > 0) {
+        ep->stats.sent += (uint64_t)r;
+        return r;
+    }
+    int e = r < 0 ? errno : EAGAIN;
+    if (e == EINTR)
+        return 0;
+    if (e == EAGAIN || e == EWOULDBLOCK)
+        return TX_WAIT;
+    if (e == ENOBUFS || e == ENOMEM)
+        return TX_BACKOFF;
+    if (e == EBADF || e == ENOTSOCK || e == EFAULT) {
+        fatal(ep, tide_err_from_errno(e));
+        return TX_DEAD;
+    }
+    ep->stats.send_failed++;
+    *err = tide_err_from_errno(e);
+    return TX_DROP;
+}
+
+static int enqueue_at(tide_datagram_t *ep, const void *data, size_t len,
+                      const struct sockaddr *addr, socklen_t addrlen, bool front);
+
+/* Sends the borrowed answers with sendmmsg. What the kernel cannot take now is copied
+ * to the front of the queue (the batch's memory is about to be reused). Returns false
+ * when a callback ended the endpoint. */
+static bool send_cork(tide_datagram_t *ep) {
+    rx_batch *rx = ep->rx;
+    struct mmsghdr msgs[RX_SLOTS];
+    struct iovec iov[RX_SLOTS];
+    unsigned i = 0, n = rx->ncork;
+    int stop = 0;
+    while (i < n) {
+        unsigned k = 0;
+        for (unsigned j = i; j < n; j++, k++) {
+            struct cork *c = &rx->cork[j];
+            fill_msg(&msgs[k], &iov[k], c->data, c->len, &c->addr, c->alen);
+        }
+        int err = 0, r = send_batch(ep, msgs, k, &err);
+        if (r >= 0) {
+            i += (unsigned)r;
+            continue;
+        }
+        if (r == TX_DEAD)
+            return false;
+        if (r != TX_DROP) {
+            stop = r;
+            break;
+        }
+        /* As flush: this one can never go; say why and go on. The protocol's answers
+         * from error_received are queued behind the rest of the cork. */
+        i++;
+        report(ep, err);
+        if (ep->state & (D_ABORTED | D_LOST))
+            return false;
+    }
+    /* Backwards, each to the front: the queue then starts with them in order. */
+    for (unsigned j = n; j > i; j--) {
+        struct cork *c = &rx->cork[j - 1];
+        if (enqueue_at(ep, c->data, c->len, c->alen ? (struct sockaddr *)&c->addr : NULL, c->alen,
+                       true) < 0) {
+            fatal(ep, TIDE_ENOMEM); /* accepted datagrams cannot be dropped silently */
+            return false;
+        }
+    }
+    rx->ncork = 0;
+    if (stop == TX_WAIT)
+        wait_writable(ep);
+    else if (stop == TX_BACKOFF)
+        back_off(ep);
+    return true;
+}
+
+/* After each delivered batch: what the protocol sent meanwhile (a server's answers)
+ * goes out with one sendmmsg instead of one sendto each. */
 static void uncork(tide_datagram_t *ep) {
-    ep->corked = false;
-    if (ep->head != NULL && !(ep->state & (D_ABORTED | D_LOST)) && !ev_is_active(&ep->ww) &&
-        !tide__timer_active(&ep->retry) && flush(ep))
-        after_flush(ep);
+    if (ep->state & (D_ABORTED | D_LOST))
+        return;
+    bool corked = ep->corked;
+    ep->corked = false; /* sends from error_received take the ordinary way */
+    bool alive = !cork_pending(ep) || send_cork(ep);
+    ep->corked = corked;
+    if (!alive)
+        return;
+    if (ep->head != NULL) {
+        if (!ev_is_active(&ep->ww) && !tide__timer_active(&ep->retry) && flush(ep))
+            after_flush(ep);
+    } else if (ep->state & D_CLOSING) {
+        schedule_lost(ep, 0); /* a close that waited for the cork */
+    }
 }
 
 static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
@@ -469,6 +594,7 @@ static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
     ep->corked = true;
     read_events(ep);
     uncork(ep);
+    ep->corked = false;
 }
 
 /* resume_reading with datagrams left in the batch: deliver them from the loop. */
@@ -478,6 +604,7 @@ static void run_rx_call(tide__call *call) {
         ep->corked = true;
         drain_batch(ep);
         uncork(ep);
+        ep->corked = false;
     }
 }
 
@@ -539,44 +666,27 @@ static bool flush(tide_datagram_t *ep) {
     struct iovec iov[TX_BATCH];
     while (ep->head) {
         unsigned n = 0;
-        for (txq *q = ep->head; q && n < TX_BATCH; q = q->next, n++) {
-            iov[n].iov_base = q->data;
-            iov[n].iov_len = q->len;
-            memset(&msgs[n], 0, sizeof(msgs[n]));
-            msgs[n].msg_hdr.msg_iov = &iov[n];
-            msgs[n].msg_hdr.msg_iovlen = 1;
-            if (q->addrlen) {
-                msgs[n].msg_hdr.msg_name = &q->addr;
-                msgs[n].msg_hdr.msg_namelen = q->addrlen;
-            }
-        }
-        int r = tide__sys.sendmmsg(ep->fd, msgs, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (r > 0) {
-            for (int i = 0; i < r; i++)
-                free(pop(ep));
-            ep->stats.sent += (uint64_t)r;
+        for (txq *q = ep->head; q && n < TX_BATCH; q = q->next, n++)
+            fill_msg(&msgs[n], &iov[n], q->data, q->len, &q->addr, q->addrlen);
+        int err = 0, r = send_batch(ep, msgs, n, &err);
+        for (int i = 0; i < r; i++)
+            free(pop(ep));
+        if (r >= 0)
             continue;
-        }
-        int e = r < 0 ? errno : EAGAIN;
-        if (e == EINTR)
-            continue;
-        if (e == EAGAIN || e == EWOULDBLOCK) {
+        if (r == TX_WAIT) {
             wait_writable(ep);
             return true;
         }
-        if (e == ENOBUFS || e == ENOMEM) {
+        if (r == TX_BACKOFF) {
             back_off(ep);
             return true;
         }
-        if (e == EBADF || e == ENOTSOCK || e == EFAULT) {
-            fatal(ep, tide_err_from_errno(e));
+        if (r == TX_DEAD)
             return false;
-        }
         /* This datagram can never go (EMSGSIZE, EACCES, an ICMP error pending): drop
          * it, say why, and go on with the rest. */
         free(pop(ep));
-        ep->stats.send_failed++;
-        report(ep, tide_err_from_errno(e));
+        report(ep, err);
         if (ep->state & (D_ABORTED | D_LOST))
             return false;
     }
@@ -610,8 +720,8 @@ static void retry_fired(tide__timer *timer) {
         after_flush(ep);
 }
 
-static int enqueue(tide_datagram_t *ep, const void *data, size_t len, const struct sockaddr *addr,
-                   socklen_t addrlen) {
+static int enqueue_at(tide_datagram_t *ep, const void *data, size_t len,
+                      const struct sockaddr *addr, socklen_t addrlen, bool front) {
     txq *q = malloc(sizeof(*q) + len);
     if (q == NULL)
         return TIDE_ENOMEM;
@@ -622,14 +732,34 @@ static int enqueue(tide_datagram_t *ep, const void *data, size_t len, const stru
         memcpy(&q->addr, addr, addrlen);
     if (len)
         memcpy(q->data, data, len);
-    if (ep->tail)
-        ep->tail->next = q;
-    else
+    if (front) {
+        q->next = ep->head;
         ep->head = q;
-    ep->tail = q;
+        if (ep->tail == NULL)
+            ep->tail = q;
+    } else {
+        if (ep->tail)
+            ep->tail->next = q;
+        else
+            ep->head = q;
+        ep->tail = q;
+    }
     ep->queued_bytes += len;
     ep->queued_count++;
     return 0;
+}
+
+static int enqueue(tide_datagram_t *ep, const void *data, size_t len, const struct sockaddr *addr,
+                   socklen_t addrlen) {
+    return enqueue_at(ep, data, len, addr, addrlen, false);
+}
+
+/* True when [data, data + len) lies in the receive batch's memory. */
+static bool in_batch(const tide_datagram_t *ep, const void *data, size_t len) {
+    if (ep->rx == NULL || len == 0)
+        return false;
+    uintptr_t p = (uintptr_t)data, lo = (uintptr_t)ep->rx->mem;
+    return p >= lo && p - lo <= RX_SLOTS * RX_SLOT_SIZE - len;
 }
 
 static bool same_addr(const addr_buf *a, const struct sockaddr *addr, socklen_t len) {
@@ -661,12 +791,26 @@ int tide_datagram_sendto(tide_datagram_t *ep, const void *data, size_t len,
     } else if (addr == NULL) {
         return TIDE_ENOTCONN;
     }
-    /* Sent from datagram_received: queued for the batch's sendmmsg, as long as the
-     * queue stays under the low-water mark (so that corking never pauses writing). */
-    if (ep->corked && ep->queued_bytes + len <= ep->low_water &&
-        (ep->max_buffer == 0 || ep->queued_bytes + len <= ep->max_buffer))
-        return enqueue(ep, data, len, addr, addrlen);
-    if (ep->head == NULL) {
+    /* Sent from datagram_received: an answer in the batch's own memory is borrowed
+     * for the batch's sendmmsg; another is copied into the queue, which that sendmmsg
+     * flushes too, as long as it stays under the low-water mark (so that corking never
+     * pauses writing). Order is kept: borrowed answers only while nothing is queued. */
+    if (ep->corked) {
+        rx_batch *rx = ep->rx;
+        if (ep->head == NULL && rx && rx->ncork < RX_SLOTS && in_batch(ep, data, len)) {
+            struct cork *c = &rx->cork[rx->ncork++];
+            c->data = data;
+            c->len = len;
+            c->alen = addr ? addrlen : 0;
+            if (addr)
+                memcpy(&c->addr, addr, addrlen);
+            return 0;
+        }
+        if (ep->queued_bytes + len <= ep->low_water &&
+            (ep->max_buffer == 0 || ep->queued_bytes + len <= ep->max_buffer))
+            return enqueue(ep, data, len, addr, addrlen);
+    }
+    if (ep->head == NULL && !cork_pending(ep)) {
         ssize_t r;
         do
             r = tide__sys.sendto(ep->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT, addr, addrlen);
@@ -706,7 +850,8 @@ void tide_datagram_close(tide_datagram_t *ep) {
     ep->state |= D_CLOSING;
     ev_io_stop(ev_of(ep), &ep->rw);
     tide__loop_undefer(&ep->rx_call);
-    if (ep->head == NULL)
+    /* Answers corked in a batch still go out: uncork ends the close then. */
+    if (ep->head == NULL && !cork_pending(ep))
         schedule_lost(ep, 0);
 }
 

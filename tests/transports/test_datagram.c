@@ -940,6 +940,52 @@ static void test_cork(void **state) {
     close_both(f);
 }
 
+/* a's hook: the ints it receives count up from 0. */
+static void in_order(drec *r, const unsigned char *data, size_t len) {
+    int v;
+    assert_int_equal(len, sizeof(v));
+    memcpy(&v, data, sizeof(v));
+    assert_int_equal(v, r->received - 1);
+}
+
+/* The batch's sendmmsg hears EAGAIN: the borrowed answers are copied into the queue,
+ * in order, and go out when the socket is writable. */
+static void test_cork_eagain(void **state) {
+    fix *f = *state;
+    loopback_pair(f);
+    f->b.echo = true;
+    f->a.on_dgram = in_order;
+    send_ten(f);
+    inject(f, EAGAIN, 1);
+    ts_run_until(f->loop, pred_a10, f, 5);
+    assert_int_equal(inj.sendmmsg_calls, 2);
+    assert_int_equal(tide_datagram_get_write_buffer_size(f->b.ep), 0);
+    tide__sys_reset();
+    close_both(f);
+}
+
+static void close_at_10(drec *r, const unsigned char *data, size_t len) {
+    (void)data;
+    (void)len;
+    if (r->received == 10)
+        tide_datagram_close(r->ep);
+}
+
+/* close() from the last datagram of a batch: the answers corked so far still go out. */
+static void test_close_in_batch(void **state) {
+    fix *f = *state;
+    loopback_pair(f);
+    f->b.echo = true;
+    f->b.on_dgram = close_at_10;
+    f->a.on_dgram = in_order;
+    send_ten(f);
+    ts_run_until(f->loop, pred_lost, &f->b, 5);
+    assert_int_equal(f->b.lost_status, 0);
+    ts_run_until(f->loop, pred_a10, f, 5);
+    tide_datagram_close(f->a.ep);
+    ts_run_until(f->loop, pred_lost, &f->a, 5);
+}
+
 /* ---- task forms --------------------------------------------------------------------- */
 
 /* Inside tasks, failures are returned as the line number (cmocka cannot jump out of a
@@ -1082,6 +1128,8 @@ int main(void) {
         DG_TEST(test_volume_overrun),
         DG_TEST(test_faults),
         DG_TEST(test_cork),
+        DG_TEST(test_cork_eagain),
+        DG_TEST(test_close_in_batch),
         DG_TEST(test_task_receive),
         DG_TEST(test_task_sendto_pressure),
     };
