@@ -490,6 +490,22 @@ static void test_refusals(void **state) {
 
 static bool pred_error(void *arg) { return ((drec *)arg)->errors > 0; }
 
+static void time_up(tide_loop_t *loop, void *arg) {
+    (void)loop;
+    *(int *)arg = 1;
+}
+
+/* Runs until r saw an error or `seconds` passed, whichever comes first. */
+static void run_until_error(tide_loop_t *loop, drec *r, double seconds) {
+    int done = 0;
+    tide_handle_t *h = tide_loop_call_later(loop, seconds, time_up, &done);
+    assert_non_null(h);
+    while (!done && r->errors == 0)
+        tide_loop_run(loop, TIDE_RUN_ONCE);
+    if (!done)
+        tide_handle_cancel(h);
+}
+
 static void test_icmp_refused(void **state) {
     fix *f = *state;
     /* A port nobody listens on: bind one, note it, close it. */
@@ -502,8 +518,12 @@ static void test_icmp_refused(void **state) {
     close(s);
     tide_datagram_options_t co = {.remote_host = "127.0.0.1", .remote_port = ntohs(a.sin_port)};
     make(f, &f->a, &co);
-    assert_int_equal(tide_datagram_sendto(f->a.ep, "knock", 5, NULL, 0), 0);
-    ts_run_until(f->loop, pred_error, &f->a, 5);
+    /* The kernel rate-limits ICMP errors machine-wide, so a knock may go unanswered
+     * while other programs spend the budget: knock again, a bounded number of times. */
+    for (int i = 0; i < 10 && f->a.errors == 0; i++) {
+        assert_int_equal(tide_datagram_sendto(f->a.ep, "knock", 5, NULL, 0), 0);
+        run_until_error(f->loop, &f->a, 1.0);
+    }
     assert_int_equal(f->a.last_error, TIDE_ECONNREFUSED);
     /* Not fatal: the endpoint goes on. */
     assert_false(tide_datagram_is_closing(f->a.ep));
