@@ -112,6 +112,10 @@ struct tide_datagram {
     tide_datagram_stats_t stats;
     tide__queue drains; /* tide__dgram_drain: tasks in sendto_await */
     bool corked;        /* delivering a batch: answers wait for one sendmmsg */
+    /* Another kind than a socket (the memory pair): its ops, its data, its name. */
+    const tide__dgram_kind *kind;
+    void *kind_data;
+    addr_buf local;
     void (*made_cb)(tide_datagram_t *ep, void *arg);
     void *made_arg;
 };
@@ -158,7 +162,10 @@ static bool cork_pending(const tide_datagram_t *ep) { return ep->rx && ep->rx->n
 static void release(tide_datagram_t *ep) {
     stop_io(ep);
     queue_free(ep);
-    tide__sys.close(ep->fd);
+    if (ep->kind)
+        ep->kind->release(ep);
+    else
+        tide__sys.close(ep->fd);
     struct stat st;
     if (ep->unix_path && stat(ep->unix_path, &st) == 0 && S_ISSOCK(st.st_mode) &&
         st.st_dev == ep->unix_dev && st.st_ino == ep->unix_ino)
@@ -168,6 +175,14 @@ static void release(tide_datagram_t *ep) {
         free(ep->rx->mem);
     free(ep->rx);
     free(ep);
+}
+
+/* Watching for input starts (connection_made returned, or resume_reading). */
+static void start_reading(tide_datagram_t *ep) {
+    if (ep->kind)
+        ep->kind->start_reading(ep);
+    else
+        ev_io_start(ev_of(ep), &ep->rw);
 }
 
 static void run_deferred(tide__call *call) {
@@ -180,7 +195,7 @@ static void run_deferred(tide__call *call) {
             made(ep->protocol, ep);
         /* Reading starts only now, and not at all if the protocol paused it. */
         if (wants_read(ep))
-            ev_io_start(ev_of(ep), &ep->rw);
+            start_reading(ep);
         void (*cb)(tide_datagram_t *, void *) = ep->made_cb;
         ep->made_cb = NULL;
         if (cb)
@@ -653,6 +668,8 @@ static void back_off(tide_datagram_t *ep) {
 /* EAGAIN: wait until the kernel can take more. An unconnected Unix socket polls
  * writable even when its receiver's queue is full, so it backs off instead. */
 static void wait_writable(tide_datagram_t *ep) {
+    if (ep->kind)
+        return; /* the kind calls tide__datagram_writable when there is room */
     if (ep->family == AF_UNIX && !(ep->state & D_CONNECTED))
         back_off(ep);
     else
@@ -664,6 +681,20 @@ static void wait_writable(tide_datagram_t *ep) {
 static bool flush(tide_datagram_t *ep) {
     struct mmsghdr msgs[TX_BATCH];
     struct iovec iov[TX_BATCH];
+    while (ep->head && ep->kind) {
+        int r = ep->kind->send(ep, ep->head->data, ep->head->len);
+        if (r == TIDE_EAGAIN)
+            return true; /* the kind calls tide__datagram_writable when there is room */
+        free(pop(ep));
+        if (r == 0) {
+            ep->stats.sent++;
+            continue;
+        }
+        ep->stats.send_failed++;
+        report(ep, r);
+        if (ep->state & (D_ABORTED | D_LOST))
+            return false;
+    }
     while (ep->head) {
         unsigned n = 0;
         for (txq *q = ep->head; q && n < TX_BATCH; q = q->next, n++)
@@ -812,14 +843,20 @@ int tide_datagram_sendto(tide_datagram_t *ep, const void *data, size_t len,
     }
     if (ep->head == NULL && !cork_pending(ep)) {
         ssize_t r;
-        do
-            r = tide__sys.sendto(ep->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT, addr, addrlen);
-        while (r < 0 && errno == EINTR);
+        int e;
+        if (ep->kind) {
+            r = ep->kind->send(ep, data, len);
+            e = r == TIDE_EAGAIN ? EAGAIN : (int)-r;
+        } else {
+            do
+                r = tide__sys.sendto(ep->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT, addr, addrlen);
+            while (r < 0 && errno == EINTR);
+            e = errno;
+        }
         if (TIDE__LIKELY(r >= 0)) {
             ep->stats.sent++;
             return 0;
         }
-        int e = errno;
         if (e != EAGAIN && e != EWOULDBLOCK && e != ENOBUFS)
             return tide_err_from_errno(e);
         if (ep->max_buffer != 0 && len > ep->max_buffer)
@@ -882,7 +919,7 @@ void tide_datagram_resume_reading(tide_datagram_t *ep) {
     ep->state &= ~(unsigned)D_READ_PAUSED;
     if (!(ep->state & D_MADE))
         return;
-    ev_io_start(ev_of(ep), &ep->rw);
+    start_reading(ep);
     if (ep->rx && ep->rx->next < ep->rx->count)
         tide__loop_defer(ep->loop, &ep->rx_call);
 }
@@ -916,6 +953,11 @@ void tide_datagram_set_max_write_buffer_size(tide_datagram_t *ep, size_t cap) {
 int tide_datagram_get_sockname(const tide_datagram_t *ep, struct sockaddr *addr, socklen_t *len) {
     if (ep == NULL || addr == NULL || len == NULL)
         return TIDE_EINVAL;
+    if (ep->kind) {
+        memcpy(addr, &ep->local.ss, *len < ep->local.len ? *len : ep->local.len);
+        *len = ep->local.len;
+        return 0;
+    }
     return tide__sys.getsockname(ep->fd, addr, len) < 0 ? tide_err_from_errno(errno) : 0;
 }
 
@@ -929,7 +971,11 @@ int tide_datagram_get_peername(const tide_datagram_t *ep, struct sockaddr *addr,
     return 0;
 }
 
-int tide_datagram_get_fd(const tide_datagram_t *ep) { return ep ? ep->fd : TIDE_EINVAL; }
+int tide_datagram_get_fd(const tide_datagram_t *ep) {
+    if (ep == NULL)
+        return TIDE_EINVAL;
+    return ep->kind ? TIDE_ENOTSOCK : ep->fd;
+}
 
 tide_loop_t *tide_datagram_get_loop(const tide_datagram_t *ep) { return ep ? ep->loop : NULL; }
 
@@ -945,6 +991,61 @@ void tide_datagram_set_protocol(tide_datagram_t *ep, tide_datagram_protocol_t *p
 void tide_datagram_get_stats(const tide_datagram_t *ep, tide_datagram_stats_t *stats) {
     if (ep && stats)
         *stats = ep->stats;
+}
+
+/* ---- other kinds (datagram_memory.c) ------------------------------------------------ */
+
+void *tide__datagram_kind_data(const tide_datagram_t *ep) { return ep->kind_data; }
+
+bool tide__datagram_reading(const tide_datagram_t *ep) { return wants_read(ep); }
+
+void tide__datagram_receive(tide_datagram_t *ep, const void *data, size_t len,
+                            const struct sockaddr *from, socklen_t fromlen) {
+    if (wants_read(ep))
+        deliver(ep, data, len, false, from, fromlen);
+}
+
+void tide__datagram_writable(tide_datagram_t *ep) {
+    if (!(ep->state & (D_ABORTED | D_LOST)) && flush(ep))
+        after_flush(ep);
+}
+
+static void endpoint_init(tide_datagram_t *ep);
+
+int tide__datagram_new_kind(tide_loop_t *loop, const tide__dgram_kind *kind, void *data,
+                            const struct sockaddr *self, const struct sockaddr *peer, socklen_t len,
+                            size_t max_dgram, tide_datagram_t **out) {
+    /* endpoint_new asks the socket for its name: a kind has none, so it is made here. */
+    tide_datagram_t *ep = calloc(1, sizeof(*ep));
+    if (ep == NULL || len > sizeof(ep->local.ss)) {
+        free(ep);
+        return TIDE_ENOMEM;
+    }
+    ep->loop = loop;
+    ep->fd = -1;
+    ep->family = self->sa_family;
+    ep->kind = kind;
+    ep->kind_data = data;
+    ep->max_dgram = max_dgram;
+    ep->high_water = TIDE__DEFAULT_HIGH_WATER;
+    ep->low_water = TIDE__DEFAULT_HIGH_WATER / 4;
+    memcpy(&ep->local.ss, self, len);
+    ep->local.len = len;
+    memcpy(&ep->peer.ss, peer, len);
+    ep->peer.len = len;
+    ep->state |= D_FIXED_PEER | D_CONNECTED;
+    endpoint_init(ep);
+    *out = ep;
+    return 0;
+}
+
+static void endpoint_discard(tide_datagram_t *ep);
+
+void tide__datagram_discard(tide_datagram_t *ep) { endpoint_discard(ep); }
+
+void tide__datagram_start(tide_datagram_t *ep, tide_datagram_protocol_t *protocol) {
+    ep->protocol = protocol;
+    tide__loop_defer(ep->loop, &ep->deferred);
 }
 
 /* ---- making endpoints -------------------------------------------------------------- */
@@ -988,6 +1089,15 @@ static int endpoint_new(tide_loop_t *loop, int fd, const addr_buf *peer, bool co
         ep->peer = *peer;
         ep->state |= D_FIXED_PEER | (connected ? D_CONNECTED : 0);
     }
+    endpoint_init(ep);
+    *out = ep;
+    return 0;
+}
+
+/* The watchers, calls and registration every kind of endpoint has. */
+static void endpoint_init(tide_datagram_t *ep) {
+    tide_loop_t *loop = ep->loop;
+    int fd = ep->fd;
     ev_io_init(&ep->rw, on_readable, fd, EV_READ);
     ev_io_init(&ep->ww, on_writable, fd, EV_WRITE);
     tide__call_init(&ep->deferred, run_deferred);
@@ -996,8 +1106,6 @@ static int endpoint_new(tide_loop_t *loop, int fd, const addr_buf *peer, bool co
     tide__queue_init(&ep->resource.node);
     tide__queue_init(&ep->drains);
     tide__loop_register(loop, &ep->resource, describe);
-    *out = ep;
-    return 0;
 }
 
 /* Frees an endpoint whose protocol was never called (closes its descriptor). */

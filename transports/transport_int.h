@@ -264,6 +264,37 @@ bool tide__datagram_write_paused(const tide_datagram_t *ep);
  * TIDE_ECLOSED). */
 void tide__datagram_drain_add(tide_datagram_t *ep, tide__dgram_drain *d);
 
+/* An endpoint of another kind than a socket (the memory pair, datagram_memory.c). The
+ * endpoint does everything else: the protocol contract, the queue, watermarks. */
+typedef struct tide__dgram_kind {
+    /* Sends one datagram to the kind's peer: 0, TIDE_EAGAIN (no room now: the endpoint
+     * queues it, and the kind calls tide__datagram_writable once there is room), or a
+     * negative errno code for this datagram. */
+    int (*send)(tide_datagram_t *ep, const void *data, size_t len);
+    /* Reading may start (connection_made returned, or resume_reading). */
+    void (*start_reading)(tide_datagram_t *ep);
+    /* The endpoint is being freed: free the kind's data. */
+    void (*release)(tide_datagram_t *ep);
+} tide__dgram_kind;
+
+/* Makes an endpoint of a kind, connected to peer, named self (len bytes each); it is
+ * started, with its protocol, by tide__datagram_start. Returns 0 or TIDE_ENOMEM. */
+int tide__datagram_new_kind(tide_loop_t *loop, const tide__dgram_kind *kind, void *data,
+                            const struct sockaddr *self, const struct sockaddr *peer, socklen_t len,
+                            size_t max_dgram, tide_datagram_t **out);
+/* Frees an endpoint that was never started (its kind's release runs). */
+void tide__datagram_discard(tide_datagram_t *ep);
+/* Defers connection_made on protocol. */
+void tide__datagram_start(tide_datagram_t *ep, tide_datagram_protocol_t *protocol);
+void *tide__datagram_kind_data(const tide_datagram_t *ep);
+/* True while the protocol takes datagrams (made, not paused, not closing). */
+bool tide__datagram_reading(const tide_datagram_t *ep);
+/* Delivers one datagram from the kind (lent for the call), if reading. */
+void tide__datagram_receive(tide_datagram_t *ep, const void *data, size_t len,
+                            const struct sockaddr *from, socklen_t fromlen);
+/* The kind has room again: the endpoint sends what it queued. */
+void tide__datagram_writable(tide_datagram_t *ep);
+
 /* Server bookkeeping, called by the transport base: a client leaves after its
  * connection_lost returned. */
 void tide__server_detach(tide_transport_t *t);

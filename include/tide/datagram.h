@@ -204,6 +204,25 @@ typedef struct tide_datagram_stats {
 } tide_datagram_stats_t;
 TIDE_EXTERN void tide_datagram_get_stats(const tide_datagram_t *ep, tide_datagram_stats_t *stats);
 
+/* ---- testing without a network ----------------------------------------------------- */
+
+/* Connects datagram protocols a and b through two in-memory endpoints: a datagram one
+ * side sends, the other receives whole, on a later loop iteration, in order, from the
+ * sender's abstract name ("@tide-memory-1a"). Both connection_made calls are
+ * deferred, as for sockets; each side is a connected endpoint with everything above
+ * (queue, watermarks, pause_reading, close, abort, the task forms); get_fd returns
+ * TIDE_ENOTSOCK. *ea / *eb (either may be NULL) receive the endpoints, valid until
+ * their connection_lost. A datagram to a side that is closing or gone is refused with
+ * TIDE_ECONNREFUSED. Returns 0, TIDE_EINVAL or TIDE_ENOMEM. */
+TIDE_EXTERN int tide_datagram_pair_new(tide_loop_t *loop, tide_datagram_protocol_t *a,
+                                       tide_datagram_protocol_t *b, tide_datagram_t **ea,
+                                       tide_datagram_t **eb);
+
+/* How many bytes of datagrams the receiving side of ep holds, not yet delivered,
+ * before ep's sends queue (its "receive buffer"; default 256 KiB; at least one
+ * datagram always fits). Returns 0, or TIDE_EINVAL for an endpoint not of a pair. */
+TIDE_EXTERN int tide_datagram_pair_set_window(tide_datagram_t *ep, size_t bytes);
+
 /* ---- tasks (tide/task.h) ----------------------------------------------------------- */
 
 /* Inside a task: create_datagram_endpoint, returning once connection_made has run.
