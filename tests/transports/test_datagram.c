@@ -1088,6 +1088,77 @@ static void test_pair_window(void **state) {
     close_both(f);
 }
 
+/* ---- one contract over every kind ------------------------------------------------- */
+
+typedef enum { KIND_UDP, KIND_UNIX_PAIR, KIND_MEMORY } kind;
+
+/* a and b connected to each other, made, over the kind. */
+static void connect_kind(fix *f, kind k) {
+    if (k == KIND_UDP) {
+        loopback_pair(f);
+        return;
+    }
+    if (k == KIND_MEMORY) {
+        assert_int_equal(tide_datagram_pair_new(f->loop, &f->a.base, &f->b.base, NULL, NULL), 0);
+    } else {
+        int sv[2];
+        created c1 = {0}, c2 = {0};
+        assert_int_equal(socketpair(AF_UNIX, SOCK_DGRAM, 0, sv), 0);
+        assert_int_equal(tide_loop_create_datagram_endpoint_from_fd(f->loop, sv[0], rec_factory,
+                                                                    &f->a, created_cb, &c1),
+                         0);
+        assert_int_equal(tide_loop_create_datagram_endpoint_from_fd(f->loop, sv[1], rec_factory,
+                                                                    &f->b, created_cb, &c2),
+                         0);
+    }
+    ts_run_until(f->loop, pred_created_pair, f, 5);
+}
+
+static void pause_in_made(tide_datagram_protocol_t *p, tide_datagram_t *ep) {
+    r_made(p, ep);
+    tide_datagram_pause_reading(ep);
+}
+
+static const tide_datagram_protocol_ops_t pausing_ops = {
+    .size = TIDE_DATAGRAM_PROTOCOL_OPS_SIZE,
+    .connection_made = pause_in_made,
+    .datagram_received = r_received,
+    .error_received = r_error,
+    .connection_lost = r_lost,
+};
+
+/* asyncio's order on every kind: made first (reading paused from inside it holds
+ * every datagram back), datagrams whole and in order, abort from inside a callback
+ * ends the deliveries at once, lost last and once, and nothing is accepted after
+ * close. */
+static void contract(fix *f, kind k) {
+    f->b.base.ops = &pausing_ops;
+    connect_kind(f, k);
+    f->b.on_dgram = abort_at_2;
+    send_ten(f);
+    ts_spin(f->loop, 5);
+    assert_int_equal(f->b.received, 0); /* paused in connection_made */
+    tide_datagram_resume_reading(f->b.ep);
+    ts_run_until(f->loop, pred_lost, &f->b, 5);
+    assert_int_equal(f->b.received, 2);
+    int v;
+    memcpy(&v, f->b.last, sizeof(v));
+    assert_int_equal(v, 1);
+    assert_int_equal(f->b.lost, 1);
+    assert_int_equal(f->b.lost_status, 0);
+    tide_datagram_close(f->a.ep);
+    tide_datagram_close(f->a.ep); /* idempotent */
+    assert_true(tide_datagram_is_closing(f->a.ep));
+    assert_int_equal(tide_datagram_sendto(f->a.ep, "x", 1, NULL, 0), TIDE_ECLOSED);
+    assert_int_equal(f->a.lost, 0); /* never from inside the call */
+    ts_run_until(f->loop, pred_lost, &f->a, 5);
+    assert_int_equal(f->a.lost_status, 0);
+}
+
+static void test_contract_udp(void **state) { contract(*state, KIND_UDP); }
+static void test_contract_unix(void **state) { contract(*state, KIND_UNIX_PAIR); }
+static void test_contract_memory(void **state) { contract(*state, KIND_MEMORY); }
+
 /* ---- task forms --------------------------------------------------------------------- */
 
 /* Inside tasks, failures are returned as the line number (cmocka cannot jump out of a
@@ -1234,6 +1305,9 @@ int main(void) {
         DG_TEST(test_close_in_batch),
         DG_TEST(test_pair),
         DG_TEST(test_pair_window),
+        DG_TEST(test_contract_udp),
+        DG_TEST(test_contract_unix),
+        DG_TEST(test_contract_memory),
         DG_TEST(test_task_receive),
         DG_TEST(test_task_sendto_pressure),
     };
