@@ -550,6 +550,7 @@ def targets(res):
     elif "tls" in res:
         rows.append(("TLS: CPU/rt at 1 KiB × 100 ≤ asyncio+OpenSSL's",
                      "not measured: tide's TLS engine had not landed", None))
+    rows += udp_part.targets(res)
     return rows
 
 
@@ -727,6 +728,7 @@ def report(res, path_md, docs):
                          f"{fr(d['ratio_mb'] if key_ == 'bulk' else d['ratio_rt'])} | "
                          f"{d['server_cpu_us_per_rt']:.1f} | {fr(d['ratio_cpu'])} |")
             L.append("")
+    L += udp_part.report_lines(res, SERVERS)
     analysis = os.path.join(HERE, "analysis.md")
     if os.path.exists(analysis):
         with open(analysis) as f:

@@ -65,3 +65,40 @@ def part_udp(bdir, cfg, res, server_cls, interleaved, summarize, log, client_cpu
                     f"cpu/dgram {d['server_cpu_us_per_dgram']:.3f} us "
                     f"x{d['ratio_cpu'] or 0:.2f} of epoll")
     res["udp"] = cells
+
+
+def targets(res):
+    """The UDP target rows for run.targets: tide's CPU per datagram <= 1.10 x the
+    recvmmsg/sendmmsg epoll server's in every UDP cell."""
+    vals = [(c["summary"].get("udp-tide", {}).get("ratio_cpu"), c) for c in res.get("udp", [])]
+    vals = [(v, c) for v, c in vals if v is not None]
+    if not vals:
+        return []
+    v, c = max(vals, key=lambda x: x[0])
+    return [("UDP echo: tide CPU/datagram ≤ 1.10 × the recvmmsg/sendmmsg epoll server",
+             f"worst {v:.3f} ({c['size']} B)", v <= 1.10)]
+
+
+def report_lines(res, servers):
+    """The UDP section of docs/benchmarks.md."""
+    if not res.get("udp"):
+        return []
+    L = ["## UDP echo\n",
+         f"`bench/udp_loadgen.c`: {FLOWS} connected UDP flows, each keeping {WINDOW} "
+         "datagrams in flight (every echo checked, answered with the next datagram; "
+         "recvmmsg/sendmmsg on the generator's side). Server CPU per datagram is the "
+         "server's on-CPU time over the window divided by the datagrams echoed; ratios "
+         "are to the hand-written recvmmsg/sendmmsg epoll server in the same repetition.\n"]
+    for c in res["udp"]:
+        L.append(f"### {c['size']} B datagrams\n")
+        L.append("| server | datagrams/s | CPU/datagram (µs) | CPU × limit |")
+        L.append("| --- | ---: | ---: | ---: |")
+        for s, d in c["summary"].items():
+            if d.get("failed"):
+                L.append(f"| {servers[s][0]} | failed | | |")
+                continue
+            ratio = f"{d['ratio_cpu']:.2f}" if d.get("ratio_cpu") else ""
+            L.append(f"| {servers[s][0]} | {d['dgram_per_s']:.0f} | "
+                     f"{d['server_cpu_us_per_dgram']:.2f} | {ratio} |")
+        L.append("")
+    return L
