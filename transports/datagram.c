@@ -293,43 +293,50 @@ static void updated(tide_datagram_t *ep, size_t nbytes, const struct sockaddr *a
         cb(ep->protocol, nbytes, addr, alen);
 }
 
-/* Gives one datagram read into tide's memory (the batch or the scratch) to the
- * protocol; a protocol swapped to a buffered one meanwhile gets a copy in its own. */
-static void deliver(tide_datagram_t *ep, const unsigned char *data, size_t len, bool trunc,
+/* Gives one datagram read into tide's memory (the batch, the scratch, a memory pair's
+ * inbox) to the protocol; a protocol swapped to a buffered one meanwhile gets a copy
+ * in its own. Returns false when the datagram was not taken: get_buffer paused or
+ * ended reading first (the caller keeps it for later, or drops it when closing). */
+static bool deliver(tide_datagram_t *ep, const unsigned char *data, size_t len, bool trunc,
                     const struct sockaddr *addr, socklen_t alen) {
     if (trunc) {
         truncated(ep);
-        return;
+        return true;
     }
     if (is_buffered(ep)) {
         size_t room;
         void *buf = protocol_buffer(ep, &room);
         if (buf == NULL)
-            return;
+            return false; /* get_buffer paused or ended reading: keep the datagram */
         if (room < len) {
             truncated(ep);
-            return;
+            return true;
         }
         memcpy(buf, data, len);
         updated(ep, len, addr, alen);
-        return;
+        return true;
     }
     ep->stats.received++;
     void (*received)(tide_datagram_protocol_t *, const void *, size_t, const struct sockaddr *,
                      socklen_t) = OP(ep->protocol, datagram_received);
     if (received)
         received(ep->protocol, data, len, addr, alen);
+    return true;
 }
 
 /* Delivers what the batch still holds while the protocol wants it. */
 static void drain_batch(tide_datagram_t *ep) {
     rx_batch *rx = ep->rx;
     while (rx->next < rx->count && wants_read(ep)) {
-        unsigned i = rx->next++;
+        unsigned i = rx->next;
         struct mmsghdr *m = &rx->msgs[i];
-        deliver(ep, rx->mem + (size_t)i * RX_SLOT_SIZE, m->msg_len,
-                (m->msg_hdr.msg_flags & MSG_TRUNC) != 0, (struct sockaddr *)&rx->names[i],
-                m->msg_hdr.msg_namelen);
+        if (!deliver(ep, rx->mem + (size_t)i * RX_SLOT_SIZE, m->msg_len,
+                     (m->msg_hdr.msg_flags & MSG_TRUNC) != 0, (struct sockaddr *)&rx->names[i],
+                     m->msg_hdr.msg_namelen))
+            break;
+        /* Only now: a callback that paused reading leaves the rest for resume. */
+        if (rx->count > 0)
+            rx->next = i + 1;
     }
 }
 
@@ -999,10 +1006,9 @@ void *tide__datagram_kind_data(const tide_datagram_t *ep) { return ep->kind_data
 
 bool tide__datagram_reading(const tide_datagram_t *ep) { return wants_read(ep); }
 
-void tide__datagram_receive(tide_datagram_t *ep, const void *data, size_t len,
+bool tide__datagram_receive(tide_datagram_t *ep, const void *data, size_t len,
                             const struct sockaddr *from, socklen_t fromlen) {
-    if (wants_read(ep))
-        deliver(ep, data, len, false, from, fromlen);
+    return wants_read(ep) && deliver(ep, data, len, false, from, fromlen);
 }
 
 void tide__datagram_writable(tide_datagram_t *ep) {

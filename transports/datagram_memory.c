@@ -33,10 +33,11 @@ typedef struct mem_side {
     bool blocked; /* a send found the peer's inbox full: tell us when it drains */
     tide__call deliver;
     struct sockaddr_un name;
+    struct sockaddr_un peer_name; /* the sender of everything in the inbox */
 } mem_side;
 
-static socklen_t name_len(const mem_side *s) {
-    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(s->name.sun_path + 1));
+static socklen_t name_len(const struct sockaddr_un *name) {
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name->sun_path + 1));
 }
 
 static int mem_send(tide_datagram_t *ep, const void *data, size_t len) {
@@ -73,17 +74,15 @@ static void run_deliver(tide__call *call) {
      * inside this call, so s stays valid whatever the protocol does. */
     while (s->head && tide__datagram_reading(s->ep)) {
         mem_dgram *d = s->head;
+        if (!tide__datagram_receive(s->ep, d->data, d->len, (struct sockaddr *)&s->peer_name,
+                                    name_len(&s->peer_name)))
+            break; /* get_buffer paused reading: it stays first in the inbox */
+        /* The protocol may have sent to itself meanwhile: the inbox grew at its tail. */
         s->head = d->next;
         if (s->head == NULL)
             s->tail = NULL;
         s->inbox_bytes -= d->len;
         took = true;
-        mem_side *from = s->peer;
-        if (from)
-            tide__datagram_receive(s->ep, d->data, d->len, (struct sockaddr *)&from->name,
-                                   name_len(from));
-        else
-            tide__datagram_receive(s->ep, d->data, d->len, NULL, 0);
         free(d);
     }
     if (took && s->peer && s->peer->blocked) {
@@ -146,10 +145,12 @@ int tide_datagram_pair_new(tide_loop_t *loop, tide_datagram_protocol_t *a,
                  i == 0 ? 'a' : 'b');
         tide__call_init(&s[i]->deliver, run_deliver);
     }
+    s[0]->peer_name = s[1]->name;
+    s[1]->peer_name = s[0]->name;
     for (int i = 0; i < 2; i++) {
         int rc = tide__datagram_new_kind(loop, &memory_kind, s[i], (struct sockaddr *)&s[i]->name,
-                                         (struct sockaddr *)&s[1 - i]->name, name_len(s[i]), 65507,
-                                         &s[i]->ep);
+                                         (struct sockaddr *)&s[1 - i]->name, name_len(&s[i]->name),
+                                         65507, &s[i]->ep);
         if (rc < 0) {
             /* Only the first can exist: freeing it frees its side, the other is ours. */
             if (i == 1) {

@@ -289,8 +289,9 @@ void tide__datagram_start(tide_datagram_t *ep, tide_datagram_protocol_t *protoco
 void *tide__datagram_kind_data(const tide_datagram_t *ep);
 /* True while the protocol takes datagrams (made, not paused, not closing). */
 bool tide__datagram_reading(const tide_datagram_t *ep);
-/* Delivers one datagram from the kind (lent for the call), if reading. */
-void tide__datagram_receive(tide_datagram_t *ep, const void *data, size_t len,
+/* Delivers one datagram from the kind (lent for the call), if reading. False when it
+ * was not taken (not reading, or get_buffer paused reading first): the kind keeps it. */
+bool tide__datagram_receive(tide_datagram_t *ep, const void *data, size_t len,
                             const struct sockaddr *from, socklen_t fromlen);
 /* The kind has room again: the endpoint sends what it queued. */
 void tide__datagram_writable(tide_datagram_t *ep);

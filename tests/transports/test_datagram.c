@@ -1060,6 +1060,59 @@ static void test_pair(void **state) {
     ts_run_until(f->loop, pred_lost, &f->a, 5);
 }
 
+/* get_buffer pauses reading on the second datagram: that one is kept, not lost, and
+ * comes first after resume_reading (over the batch of a UDP socket and the pair). */
+static void *pausing_get_buffer(tide_datagram_protocol_t *p, size_t *len) {
+    drec *r = rec_of(p);
+    if (r->received == 1 && r->pauses == 0) {
+        r->pauses = 1; /* used here as "paused once" */
+        tide_datagram_pause_reading(r->ep);
+    }
+    return r_get_buffer(p, len);
+}
+
+static const tide_datagram_protocol_ops_t pausing_buffered_ops = {
+    .size = TIDE_DATAGRAM_PROTOCOL_OPS_SIZE,
+    .connection_made = r_made,
+    .error_received = r_error,
+    .connection_lost = r_lost,
+    .get_buffer = pausing_get_buffer,
+    .datagram_updated = r_updated,
+};
+
+static bool pred_b1(void *arg) { return ((fix *)arg)->b.received >= 1; }
+
+/* b's hook: checks the order, and after the first datagram (read by a UDP socket into
+ * its batch with the rest) becomes the buffered protocol that pauses. */
+static void become_buffered(drec *r, const unsigned char *data, size_t len) {
+    in_order(r, data, len);
+    if (r->received == 1)
+        r->base.ops = &pausing_buffered_ops;
+}
+
+static void pause_in_get_buffer(fix *f, bool memory) {
+    unsigned char buf[64];
+    if (memory) {
+        assert_int_equal(tide_datagram_pair_new(f->loop, &f->a.base, &f->b.base, NULL, NULL), 0);
+        ts_run_until(f->loop, pred_created_pair, f, 5);
+    } else {
+        loopback_pair(f);
+    }
+    f->b.on_dgram = become_buffered;
+    f->b.buf = buf;
+    f->b.bufsize = sizeof(buf);
+    send_ten(f);
+    ts_run_until(f->loop, pred_b1, f, 5);
+    ts_spin(f->loop, 3);
+    assert_int_equal(f->b.received, 1);
+    tide_datagram_resume_reading(f->b.ep);
+    ts_run_until(f->loop, pred_b10, f, 5);
+    close_both(f);
+}
+
+static void test_pause_in_get_buffer_udp(void **state) { pause_in_get_buffer(*state, false); }
+static void test_pause_in_get_buffer_memory(void **state) { pause_in_get_buffer(*state, true); }
+
 /* A receiver that does not read: the sender's datagrams wait whole in its queue, with
  * pause_writing, and all arrive in order once it reads. */
 static void test_pair_window(void **state) {
@@ -1305,6 +1358,8 @@ int main(void) {
         DG_TEST(test_close_in_batch),
         DG_TEST(test_pair),
         DG_TEST(test_pair_window),
+        DG_TEST(test_pause_in_get_buffer_udp),
+        DG_TEST(test_pause_in_get_buffer_memory),
         DG_TEST(test_contract_udp),
         DG_TEST(test_contract_unix),
         DG_TEST(test_contract_memory),
