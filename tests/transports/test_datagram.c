@@ -1151,11 +1151,11 @@ static void connect_kind(fix *f, kind k) {
         loopback_pair(f);
         return;
     }
+    created c1 = {0}, c2 = {0}; /* the completions run in the wait below */
     if (k == KIND_MEMORY) {
         assert_int_equal(tide_datagram_pair_new(f->loop, &f->a.base, &f->b.base, NULL, NULL), 0);
     } else {
         int sv[2];
-        created c1 = {0}, c2 = {0};
         assert_int_equal(socketpair(AF_UNIX, SOCK_DGRAM, 0, sv), 0);
         assert_int_equal(tide_loop_create_datagram_endpoint_from_fd(f->loop, sv[0], rec_factory,
                                                                     &f->a, created_cb, &c1),
