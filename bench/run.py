@@ -14,6 +14,9 @@ cell repeated:
   coordination  queue and lock hand-offs between tasks, beside asyncio (bench/coordination.c)
   workers   echo_server --workers 2 vs 1 (SO_REUSEPORT), unpinned, two load generators
   tls       TLS handshakes/s, 1 KiB x 100 round trips, bulk MB/s vs asyncio/uvloop + ssl
+  tls_handshake  server CPU per TLS handshake (full, resumed) vs nginx, and mbedTLS's
+            floor per operation vs openssl speed (bench/tls_handshake.py; only with
+            --only: it needs nginx, and takes about 5 minutes)
   udp       UDP echo: datagrams/s and server CPU per datagram, 64 B and 1,200 B, vs a
             recvmmsg/sendmmsg epoll server, libuv, asyncio, uvloop (bench/udp_part.py)
 Every figure is also given as a ratio to the epoll limit measured in the same run.
@@ -25,8 +28,8 @@ run it. --report writes docs/benchmarks.md and docs/benchmarks.svg from the resu
 (with bench/analysis.md appended). Results go to BUILD_DIR/results.json.
 
 Needs: cmake, a C compiler, libev-dev, libuv1-dev, libevent-dev, libssl-dev,
-python3-uvloop (imported by /usr/bin/python3), openssl (CLI), gnuplot-nox (for the plot)
-and util-linux's taskset."""
+python3-uvloop (imported by /usr/bin/python3), openssl (CLI), gnuplot-nox (for the plot),
+nginx-light (tls_handshake) and util-linux's taskset."""
 import argparse
 import datetime
 import json
@@ -728,6 +731,12 @@ def report(res, path_md, docs):
                          f"{fr(d['ratio_mb'] if key_ == 'bulk' else d['ratio_rt'])} | "
                          f"{d['server_cpu_us_per_rt']:.1f} | {fr(d['ratio_cpu'])} |")
             L.append("")
+    hs = res.get("tls_handshake")
+    if hs:
+        L.append("## TLS handshakes against nginx\n")
+        L.append(f"Server CPU per handshake (bench/tls_handshake.py: median of {hs['reps']} "
+                 f"runs of {hs['seconds']:g} s), and mbedTLS's floor per operation.\n")
+        L.append(hs["report"] + "\n")
     L += udp_part.report_lines(res, SERVERS)
     analysis = os.path.join(HERE, "analysis.md")
     if os.path.exists(analysis):
@@ -756,7 +765,7 @@ def main():
     ap.add_argument("--tide-source", default=ROOT, help="the tide tree to build (default: this one)")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--only", help="comma-separated parts: "
-                    "rr,scale,stream,memory,switch,coordination,workers,tls,udp")
+                    "rr,scale,stream,memory,switch,coordination,workers,tls,tls_handshake,udp")
     ap.add_argument("--servers", help="comma-separated server names (default: all)")
     ap.add_argument("--sizes", help="comma-separated message sizes in bytes for rr/scale")
     ap.add_argument("--conns", help="comma-separated connection counts for rr")
@@ -822,6 +831,10 @@ def main():
             part_workers(bdir, cfg, res)
         elif p == "tls":
             part_tls(bdir, cfg, res)
+        elif p == "tls_handshake":
+            sys.path.insert(0, HERE)
+            import tls_handshake
+            res["tls_handshake"] = tls_handshake.run(bdir, cfg["reps"], quick=a.quick)
         elif p == "udp":
             udp_part.part_udp(bdir, cfg, res, Server, interleaved, summarize, log, CLIENT_CPU)
         else:

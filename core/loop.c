@@ -1,19 +1,27 @@
 /* The event loop: tide's layer over one libev loop.
  *
- * Per iteration, libev polls, then invokes pending watchers by priority: a check
- * watcher at the highest priority refreshes the loop's monotonic time first, the I/O
- * and timer callbacks run, and a check watcher at the lowest priority drains the ready
- * queue (call_soon and tide's own deferred calls), once, FIFO, over a snapshot: what a
- * callback schedules runs on the next iteration. An idle watcher is active while the
- * ready queue is non-empty so that the poll does not block.
+ * Every descriptor tide watches (sockets, listeners, connects) is a tide__io in the
+ * loop's own epoll set. When the libev loop is tide's own, tide waits on that set
+ * itself: one epoll_wait per iteration, then the I/O callbacks, the due timers, one
+ * non-blocking libev run when libev has something to deliver (thread-safe calls,
+ * pool completions and signals, which also write the loop's eventfd so that tide's
+ * wait wakes), then the ready queue. When the application runs the libev loop (or
+ * reaches it with tide_loop_get_ev, which may add watchers tide's wait would not
+ * see), libev drives: the set is one of its descriptors, a check watcher at the
+ * highest priority refreshes the loop's time, and one at the lowest drains the ready
+ * queue. Either way the ready queue (call_soon and tide's own deferred calls) runs
+ * once per iteration, FIFO, over a snapshot: what a callback schedules runs on the
+ * next iteration, and a non-empty queue keeps the wait from blocking.
  *
  * Timers live in tide's own binary heap ordered by (deadline, arming order), so timers
  * due together fire in the order they were set; one libev timer is armed for the
- * earliest. With the manual clock nothing is armed and tide_loop_advance() fires them.
+ * earliest when libev drives, and tide's wait times out at it otherwise. With the
+ * manual clock nothing is armed and tide_loop_advance() fires them.
  *
- * Everything here runs on the loop's thread except tide_loop_call_soon_threadsafe()
- * and the pool threads of tide__loop_run_in_thread(), which only touch the mutex-
- * protected thread-safe queue, the pool's job queue and the libev async watcher. */
+ * Everything here runs on the loop's thread except tide_loop_call_soon_threadsafe(),
+ * the pool threads of tide__loop_run_in_thread() and the signal handler, which only
+ * touch the mutex-protected thread-safe queue, the pool's job queue, the libev async
+ * watcher and the loop's eventfd. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -23,6 +31,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#ifdef __linux__
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#endif
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -83,8 +95,18 @@ struct tide_loop {
     size_t heap_len, heap_cap;
     uint64_t timer_seq;
 
-    void *scratch;
     tide__signal *signals;
+#ifdef __linux__
+    int epfd; /* tide__io's epoll set */
+    ev_io ep_watcher; /* the set, watched by libev when libev drives */
+    bool tide_drives; /* tide waits on the set; libev keeps only timers and signals */
+    bool ev_dirty;    /* libev has something to deliver: run it once */
+    bool break_requested;
+    size_t keep_alive; /* what keeps TIDE_RUN_DEFAULT running, while tide drives */
+    tide__io wake;     /* an eventfd: thread-safe calls and signals wake the wait */
+    atomic_bool wake_pending;
+    struct ep_batch *batches; /* the dispatches running now, innermost first */
+#endif
 
     pthread_mutex_t ts_lock;
     pthread_cond_t ts_cond;
@@ -231,25 +253,226 @@ void tide__loop_register(tide_loop_t *loop, tide__resource *res,
     tide__loop_register_passive(loop, res, describe);
     res->keeps_alive = true;
     ev_ref(loop->ev); /* keeps TIDE_RUN_DEFAULT running while registered */
+#ifdef __linux__
+    loop->keep_alive++;
+#endif
 }
 
 void tide__loop_unregister(tide_loop_t *loop, tide__resource *res) {
     if (!tide__queue_linked(&res->node))
         return;
     tide__queue_remove(&res->node);
-    if (res->keeps_alive)
+    if (res->keeps_alive) {
         ev_unref(loop->ev);
+#ifdef __linux__
+        loop->keep_alive--;
+#endif
+    }
 }
 
-struct ev_loop *tide__loop_ev(tide_loop_t *loop) { return loop->ev; }
+/* Internal callers reach libev to start watchers of their own, which tide's wait
+ * would not see: libev drives from then on. Use tide__io instead on hot paths. */
+static void hand_to_libev(tide_loop_t *loop);
 
-struct ev_loop *tide_loop_get_ev(tide_loop_t *loop) { return loop->ev; }
+struct ev_loop *tide__loop_ev(tide_loop_t *loop) {
+#ifdef __linux__
+    hand_to_libev(loop);
+#endif
+    return loop->ev;
+}
+
+struct ev_loop *tide_loop_get_ev(tide_loop_t *loop) {
+#ifdef __linux__
+    hand_to_libev(loop);
+#endif
+    return loop->ev;
+}
 
 void *tide__loop_scratch_alloc(tide_loop_t *loop, size_t *size) {
     loop->hot.scratch = tide__buf_alloc(TIDE__SCRATCH_SIZE);
     *size = loop->hot.scratch ? TIDE__SCRATCH_SIZE : 0;
     return loop->hot.scratch;
 }
+
+/* ---- descriptors: tide's own epoll set --------------------------------------------- */
+
+void tide__io_init(tide_loop_t *loop, tide__io *io, int fd, tide__io_cb cb) {
+    io->loop = loop;
+    io->cb = cb;
+    io->fd = fd;
+    io->events = 0;
+#ifdef __linux__
+    io->added = false;
+#else
+    ev_io_init(&io->w, NULL, fd, 0);
+#endif
+}
+
+#ifdef __linux__
+#define EPOLL_BATCH 64
+
+/* The ready descriptors one dispatch works through. Dispatches nest when a callback
+ * runs the loop itself (a task driving it by hand), hence a list. */
+struct ep_batch {
+    struct epoll_event evs[EPOLL_BATCH];
+    int n;
+    struct ep_batch *next;
+};
+
+/* An io leaves the set: no dispatch still running may call it (its memory may be
+ * freed as soon as this returns). */
+static void forget(tide__io *io) {
+    for (struct ep_batch *b = io->loop->batches; b != NULL; b = b->next)
+        for (int i = 0; i < b->n; i++)
+            if (b->evs[i].data.ptr == io)
+                b->evs[i].data.ptr = NULL;
+}
+
+/* Waits up to timeout_ms on the set and dispatches what is ready, one array entry per
+ * descriptor. A callback may stop or change any io of the batch: events no longer
+ * wanted are masked with what it wants now, and an io that left the set is forgotten. */
+static void dispatch(tide_loop_t *loop, int timeout_ms) {
+    struct ep_batch b;
+    b.n = epoll_wait(loop->epfd, b.evs, EPOLL_BATCH, timeout_ms);
+    if (timeout_ms != 0)
+        refresh_time(loop);
+    if (b.n <= 0)
+        return;
+    b.next = loop->batches;
+    loop->batches = &b;
+    for (int i = 0; i < b.n; i++) {
+        tide__io *io = b.evs[i].data.ptr;
+        if (io == NULL)
+            continue;
+        uint32_t e = b.evs[i].events;
+        unsigned got = ((e & (EPOLLIN | EPOLLERR | EPOLLHUP)) ? TIDE__IO_READ : 0) |
+                       ((e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) ? TIDE__IO_WRITE : 0);
+        got &= io->events;
+        if (got)
+            io->cb(io, got);
+    }
+    loop->batches = b.next;
+}
+
+/* libev drives: the set is one of its descriptors. */
+static void on_epoll(struct ev_loop *ev, ev_io *w, int revents) {
+    (void)ev;
+    (void)revents;
+    dispatch(w->data, 0);
+}
+
+/* Thread-safe calls, pool completions and signals reach libev through its async
+ * machinery, which writes libev's wake-up pipe only while libev itself is polling;
+ * this eventfd wakes tide's wait too, and makes libev run once to deliver them. */
+static void on_wake(tide__io *io, unsigned events) {
+    (void)events;
+    tide_loop_t *loop = io->loop;
+    uint64_t count;
+    atomic_store(&loop->wake_pending, false);
+    while (read(io->fd, &count, sizeof(count)) < 0 && errno == EINTR)
+        ;
+    loop->ev_dirty = true;
+}
+
+/* Async-signal-safe: called from pool threads, other threads and signal handlers. */
+static void wake_fd_write(int fd) {
+    uint64_t one = 1;
+    while (write(fd, &one, sizeof(one)) < 0 && errno == EINTR)
+        ;
+}
+
+static void wake(tide_loop_t *loop) {
+    if (!atomic_exchange(&loop->wake_pending, true))
+        wake_fd_write(loop->wake.fd);
+}
+
+static int epoll_open(tide_loop_t *loop) {
+    int fd = epoll_create1(EPOLL_CLOEXEC);
+    if (fd < 0)
+        return tide_err_from_errno(errno);
+    loop->epfd = fd;
+    int wfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wfd < 0)
+        return tide_err_from_errno(errno);
+    tide__io_init(loop, &loop->wake, wfd, on_wake);
+    int rc = tide__io_set(&loop->wake, TIDE__IO_READ);
+    if (rc != 0)
+        return rc;
+    ev_io_init(&loop->ep_watcher, on_epoll, fd, EV_READ);
+    loop->ep_watcher.data = loop;
+    /* tide waits on the set itself when the libev loop is its own: every descriptor
+     * tide watches is in the set, libev keeps timers and signals, and one epoll_wait
+     * per iteration serves all (a ready socket skips libev's per-watcher dispatch). A
+     * libev loop the application runs, or reaches with tide_loop_get_ev, is driven by
+     * libev instead, with the set as one of its descriptors. */
+    if (loop->owns_ev) {
+        loop->tide_drives = true;
+        loop->ev_dirty = true; /* libev has not run yet */
+        return 0;
+    }
+    /* Only the descriptors in it keep the loop running (as resources). */
+    ev_io_start(loop->ev, &loop->ep_watcher);
+    ev_unref(loop->ev);
+    return 0;
+}
+
+/* From now on libev drives: the application (or code that needs libev watchers of its
+ * own) reached the libev loop, whose watchers tide's wait would not see. */
+static void hand_to_libev(tide_loop_t *loop) {
+    if (!loop->tide_drives)
+        return;
+    loop->tide_drives = false;
+    ev_io_start(loop->ev, &loop->ep_watcher);
+    ev_unref(loop->ev);
+}
+
+int tide__io_set(tide__io *io, unsigned events) {
+    tide_loop_t *loop = io->loop;
+    int op;
+    struct epoll_event e = {0};
+    e.data.ptr = io;
+    e.events = ((events & TIDE__IO_READ) ? EPOLLIN : 0) | ((events & TIDE__IO_WRITE) ? EPOLLOUT : 0);
+    if (events == 0)
+        op = EPOLL_CTL_DEL;
+    else
+        op = io->added ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (op == EPOLL_CTL_DEL && !io->added) {
+        io->events = 0;
+        return 0;
+    }
+    if (epoll_ctl(loop->epfd, op, io->fd, &e) < 0 && !(op == EPOLL_CTL_DEL && errno == EBADF))
+        return tide_err_from_errno(errno);
+    io->added = events != 0;
+    io->events = events;
+    if (op == EPOLL_CTL_DEL && loop->batches != NULL)
+        forget(io);
+    return 0;
+}
+#else
+static void on_io(struct ev_loop *ev, ev_io *w, int revents) {
+    (void)ev;
+    tide__io *io = TIDE__QUEUE_DATA(w, tide__io, w);
+    unsigned got = ((revents & EV_READ) ? TIDE__IO_READ : 0) |
+                   ((revents & EV_WRITE) ? TIDE__IO_WRITE : 0);
+    got &= io->events;
+    if (got)
+        io->cb(io, got);
+}
+
+int tide__io_set(tide__io *io, unsigned events) {
+    struct ev_loop *ev = io->loop->ev;
+    ev_io_stop(ev, &io->w);
+    io->events = events;
+    if (events) {
+        ev_io_init(&io->w, on_io, io->fd,
+                   ((events & TIDE__IO_READ) ? EV_READ : 0) | ((events & TIDE__IO_WRITE) ? EV_WRITE : 0));
+        ev_io_start(ev, &io->w);
+    }
+    return 0;
+}
+
+static void wake(tide_loop_t *loop) { (void)loop; /* libev's async watcher does it all */ }
+#endif
 
 /* ---- the ready queue ------------------------------------------------------------- */
 
@@ -286,7 +509,12 @@ static void drain_ready(tide_loop_t *loop) {
 static void on_ready_check(struct ev_loop *ev, ev_check *w, int revents) {
     (void)ev;
     (void)revents;
-    drain_ready(w->data);
+    tide_loop_t *loop = w->data;
+#ifdef __linux__
+    if (loop->tide_drives)
+        return; /* drive_once drains it, once per iteration */
+#endif
+    drain_ready(loop);
 }
 
 static void on_time_check(struct ev_loop *ev, ev_check *w, int revents) {
@@ -580,6 +808,7 @@ int tide_loop_call_soon_threadsafe(tide_loop_t *loop, tide_call_cb cb, void *arg
     }
     ts_append(loop, item);
     ev_async_send(loop->ev, &loop->wakeup);
+    wake(loop);
     pthread_mutex_unlock(&loop->ts_lock);
     return 0;
 }
@@ -634,6 +863,7 @@ static void *pool_main(void *arg) {
         ts_append(loop, &w->item);
         loop->workers--;
         ev_async_send(loop->ev, &loop->wakeup);
+        wake(loop);
         pthread_cond_broadcast(&loop->ts_cond);
     }
     pthread_mutex_unlock(&loop->ts_lock);
@@ -699,6 +929,32 @@ int tide__loop_run_in_thread(tide_loop_t *loop, void (*work)(void *arg),
 static pthread_mutex_t signal_owner_lock = PTHREAD_MUTEX_INITIALIZER;
 static tide_loop_t *signal_owner[NSIG];
 
+#ifdef __linux__
+/* The owner's wake-up descriptor plus one, read by the handler (0: none). */
+static atomic_int signal_wake_fd[NSIG];
+
+/* Replaces libev's handler: libev's writes its pipe only while libev polls, and tide
+ * may be the one waiting. Feeding libev keeps the delivery libev's. */
+static void on_os_signal(int signum) {
+    int saved = errno;
+    ev_feed_signal(signum);
+    int fd = atomic_load(&signal_wake_fd[signum]) - 1;
+    if (fd >= 0)
+        wake_fd_write(fd);
+    errno = saved;
+}
+
+static void take_os_signal(tide_loop_t *loop, int signum) {
+    atomic_store(&signal_wake_fd[signum], loop->wake.fd + 1);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_os_signal;
+    sigfillset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART; /* as libev's own */
+    sigaction(signum, &sa, NULL);
+}
+#endif
+
 static void on_signal(struct ev_loop *ev, ev_signal *w, int revents) {
     (void)ev;
     (void)revents;
@@ -745,6 +1001,9 @@ int tide_loop_add_signal_handler(tide_loop_t *loop, int signum, tide_signal_cb c
     s->watcher.data = s;
     ev_signal_start(loop->ev, &s->watcher);
     ev_unref(loop->ev); /* a handler alone does not keep the loop running */
+#ifdef __linux__
+    take_os_signal(loop, signum);
+#endif
     s->next = loop->signals;
     loop->signals = s;
     return 0;
@@ -752,6 +1011,9 @@ int tide_loop_add_signal_handler(tide_loop_t *loop, int signum, tide_signal_cb c
 
 static void signal_free(tide_loop_t *loop, tide__signal *s) {
     int signum = s->watcher.signum;
+#ifdef __linux__
+    atomic_store(&signal_wake_fd[signum], 0);
+#endif
     ev_ref(loop->ev);
     ev_signal_stop(loop->ev, &s->watcher);
     pthread_mutex_lock(&signal_owner_lock);
@@ -800,6 +1062,11 @@ static int loop_init(tide_loop_t **out, struct ev_loop *ev, bool owns_ev) {
     }
     loop->ev = ev;
     loop->owns_ev = owns_ev;
+#ifdef __linux__
+    loop->epfd = -1;
+    loop->wake.fd = -1;
+    loop->batches = NULL;
+#endif
     loop->slow_callback = 0.1;
     loop->hot.debug = env_debug();
     tide__queue_init(&loop->ready);
@@ -822,6 +1089,21 @@ static int loop_init(tide_loop_t **out, struct ev_loop *ev, bool owns_ev) {
     TIDE__START_UNREF(loop, check, &loop->time_check);
     TIDE__START_UNREF(loop, check, &loop->ready_check);
     TIDE__START_UNREF(loop, async, &loop->wakeup);
+#ifdef __linux__
+    /* Made with the loop, like libev's own epoll descriptor, so that descriptor
+     * counts do not change when the first socket starts. */
+    int rc = epoll_open(loop);
+    if (rc != 0) {
+        /* Nothing was started on libev for the set yet. */
+        if (loop->wake.fd >= 0)
+            close(loop->wake.fd);
+        if (loop->epfd >= 0)
+            close(loop->epfd);
+        loop->epfd = loop->wake.fd = -1;
+        tide_loop_close(loop);
+        return rc;
+    }
+#endif
     *out = loop;
     return 0;
 }
@@ -837,6 +1119,55 @@ int tide_loop_new_from_ev(struct ev_loop *ev, tide_loop_t **loop) {
         return TIDE_EINVAL;
     return loop_init(loop, ev, false);
 }
+
+#ifdef __linux__
+/* One iteration while tide drives, in libev's order: apply libev's pending changes,
+ * poll, I/O callbacks, timers, what libev itself must deliver (thread-safe calls,
+ * signals, listeners and connects, which stay libev watchers), then the ready queue. */
+static void drive_once(tide_loop_t *loop, bool may_block) {
+    if (loop->ev_dirty) {
+        loop->ev_dirty = false;
+        ev_run(loop->ev, EVRUN_NOWAIT);
+    }
+    int timeout_ms = 0;
+    if (may_block && !loop->ev_dirty && tide__queue_empty(&loop->ready) && !loop->break_requested) {
+        timeout_ms = -1;
+        if (loop->heap_len > 0 && !loop->manual_clock) {
+            double delay = loop->heap[0]->when - loop->now;
+            /* Rounded up: waking early would only wait again. */
+            timeout_ms = delay <= 0 ? 0 : delay >= 3600 ? 3600 * 1000 : (int)(delay * 1e3) + 1;
+        }
+    }
+    dispatch(loop, timeout_ms);
+    if (timeout_ms == 0)
+        refresh_time(loop);
+    if (loop->heap_len > 0 && !loop->manual_clock && loop->heap[0]->when <= loop->now)
+        fire_due(loop, loop->now);
+    if (loop->ev_dirty) {
+        loop->ev_dirty = false;
+        ev_run(loop->ev, EVRUN_NOWAIT);
+    }
+    drain_ready(loop);
+}
+
+/* What libev's reference count says when libev drives: something keeps the loop. */
+static bool alive(const tide_loop_t *loop) {
+    return loop->keep_alive > 0 || !tide__queue_empty(&loop->ready) ||
+           (loop->heap_len > 0 && !loop->manual_clock);
+}
+
+/* tide_loop_run while tide drives; when the application reaches the libev loop from
+ * a callback (tide_loop_get_ev), libev takes over for the rest of the run. */
+static void drive(tide_loop_t *loop, int flags, bool forever) {
+    bool once = (flags & (EVRUN_ONCE | EVRUN_NOWAIT)) != 0;
+    loop->break_requested = false;
+    do
+        drive_once(loop, !(flags & EVRUN_NOWAIT) && (forever || alive(loop)));
+    while (loop->tide_drives && !once && !loop->break_requested && (forever || alive(loop)));
+    if (!loop->tide_drives && !once && !loop->break_requested)
+        ev_run(loop->ev, flags);
+}
+#endif
 
 int tide_loop_run(tide_loop_t *loop, tide_run_mode_t mode) {
     int flags;
@@ -865,7 +1196,12 @@ int tide_loop_run(tide_loop_t *loop, tide_run_mode_t mode) {
     }
     if (mode == TIDE_RUN_FOREVER)
         ev_ref(loop->ev);
-    ev_run(loop->ev, flags);
+#ifdef __linux__
+    if (loop->tide_drives)
+        drive(loop, flags, mode == TIDE_RUN_FOREVER);
+    else
+#endif
+        ev_run(loop->ev, flags);
     if (mode == TIDE_RUN_FOREVER)
         ev_unref(loop->ev);
     loop->running = false;
@@ -873,9 +1209,12 @@ int tide_loop_run(tide_loop_t *loop, tide_run_mode_t mode) {
 }
 
 void tide_loop_stop(tide_loop_t *loop) {
-    if (loop->running)
+    if (loop->running) {
+#ifdef __linux__
+        loop->break_requested = true;
+#endif
         ev_break(loop->ev, EVBREAK_ALL);
-    else
+    } else
         loop->stop_requested = true;
 }
 
@@ -983,6 +1322,17 @@ int tide_loop_close(tide_loop_t *loop) {
     ev_async_stop(loop->ev, &loop->wakeup);
     ev_idle_stop(loop->ev, &loop->ready_idle);
     ev_timer_stop(loop->ev, &loop->heap_watcher);
+#ifdef __linux__
+    if (loop->epfd >= 0) {
+        if (!loop->tide_drives) {
+            ev_ref(loop->ev);
+            ev_io_stop(loop->ev, &loop->ep_watcher);
+        }
+        close(loop->epfd);
+    }
+    if (loop->wake.fd >= 0)
+        close(loop->wake.fd);
+#endif
     if (loop->owns_ev)
         ev_loop_destroy(loop->ev);
     pthread_mutex_destroy(&loop->ts_lock);

@@ -4,10 +4,10 @@
  *
  *   fetch_many [--limit N] [--timeout S] [--cafile FILE] URL...
  *
- * URL: http[s]://HOST[:PORT][/PATH] (HOST a name or an IPv4 address). Each URL is a
- * task; a semaphore of N permits (default 10) bounds the connections open at once;
- * each fetch (connect, request, response head) must finish within S seconds
- * (default 10). Prints one line per URL, in argument order, once all are done:
+ * URL: http[s]://HOST[:PORT][/PATH] (HOST a name, an IPv4 address or [IPv6]). Each
+ * URL is a task; a semaphore of N permits (default 10) bounds the connections open at
+ * once; each fetch (connect, request, response head; tide/http.h) must finish within S
+ * seconds (default 10). Prints one line per URL, in argument order, once all are done:
  * "URL STATUS-LINE" or "URL error: MESSAGE". A failing URL does not stop the others.
  * Exits 0 when every fetch succeeded, 1 otherwise, 2 on bad usage. https verifies the
  * server against the system CAs, or the CAs of --cafile. */
@@ -17,15 +17,9 @@
 
 #include <tide.h>
 
-#define HEAD_LINE_MAX 8192
-#define HEAD_LINES_MAX 100
-
 typedef struct target {
     const char *url;
-    char host[256];
-    unsigned port;
-    const char *path;
-    bool tls;
+    tide_http_url_t parts;
     char status_line[512];
     const char *problem; /* a usage problem found while parsing, or NULL */
 } target;
@@ -44,84 +38,32 @@ static crawl cr;
 
 /* Splits a URL; returns false (with t->problem) when it is not one we can fetch. */
 static bool split_url(target *t) {
-    const char *p = t->url;
-    if (strncmp(p, "https://", 8) == 0) {
-        t->tls = true;
-        t->port = 443;
-        p += 8;
-    } else if (strncmp(p, "http://", 7) == 0) {
-        t->port = 80;
-        p += 7;
-    } else {
+    if (strncmp(t->url, "http://", 7) != 0 && strncmp(t->url, "https://", 8) != 0) {
         t->problem = "not an http:// or https:// URL";
         return false;
     }
-    if (strpbrk(p, " \t\r\n") != NULL) {
-        t->problem = "white space in the URL";
+    if (tide_http_url_parse(t->url, &t->parts) != 0) {
+        t->problem = "bad URL";
         return false;
     }
-    size_t hlen = strcspn(p, ":/");
-    if (hlen == 0 || hlen >= sizeof(t->host)) {
-        t->problem = "bad host";
-        return false;
-    }
-    memcpy(t->host, p, hlen);
-    t->host[hlen] = '\0';
-    p += hlen;
-    if (*p == ':') {
-        char *end;
-        unsigned long port = strtoul(p + 1, &end, 10);
-        if (end == p + 1 || port == 0 || port > 65535 || (*end != '\0' && *end != '/')) {
-            t->problem = "bad port";
-            return false;
-        }
-        t->port = (unsigned)port;
-        p = end;
-    }
-    t->path = *p == '/' ? p : "/";
     return true;
 }
 
 /* Connects, sends a HEAD request and reads the response head, keeping its first line. */
 static int read_head(void *arg) {
     target *t = arg;
-    tide_connect_options_t co = {.tls = t->tls ? cr.tls : NULL};
-    tide_reader_t *r;
-    tide_writer_t *w;
-    int rc = tide_loop_open_connection_await(cr.loop, t->host, (uint16_t)t->port, HEAD_LINE_MAX,
-                                             &co, &r, &w);
+    tide_http_client_options_t options = {.tls = t->parts.https ? cr.tls : NULL, .http10 = true};
+    tide_http_client_t *client;
+    int rc = tide_http_client_connect_await(cr.loop, t->parts.host, t->parts.port, &options,
+                                            &client);
     if (rc != 0)
         return rc;
-    char *buf = malloc(HEAD_LINE_MAX + 1);
-    rc = buf != NULL ? 0 : TIDE_ENOMEM;
-    if (rc == 0) {
-        snprintf(buf, HEAD_LINE_MAX + 1,
-                 "HEAD %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n", t->path, t->host);
-        rc = tide_writer_write(w, buf, strlen(buf));
-    }
-    for (int n = 0; rc == 0; n++) {
-        size_t len;
-        if (n == HEAD_LINES_MAX) {
-            rc = TIDE_ELIMIT;
-            break;
-        }
-        rc = tide_reader_readline_await(r, buf, HEAD_LINE_MAX + 1, &len);
-        if (rc == TIDE_EOF && n > 0)
-            rc = 0; /* an HTTP/1.0 server may close right after the head */
-        if (rc != 0)
-            break;
-        len = strcspn(buf, "\r\n") < len ? strcspn(buf, "\r\n") : len;
-        if (len == 0)
-            break; /* the blank line ends the head */
-        if (n == 0) {
-            if (len < 5 || memcmp(buf, "HTTP/", 5) != 0)
-                rc = TIDE_EPROTO;
-            snprintf(t->status_line, sizeof(t->status_line), "%.*s", (int)len, buf);
-        }
-    }
-    free(buf);
-    tide_writer_close(w);
-    tide_writer_wait_closed_await(w);
+    tide_http_response_t *response = NULL;
+    rc = tide_http_client_request_await(client, "HEAD", t->parts.path, NULL, 0, &response);
+    if (rc == 0)
+        snprintf(t->status_line, sizeof(t->status_line), "%s", response->status_line);
+    tide_http_response_free(response);
+    tide_http_client_close_await(client);
     return rc;
 }
 
@@ -151,8 +93,8 @@ static int fetch_all(void *arg) {
         fns[i] = fetch_one;
         args[i] = &cr.targets[i];
     }
-    /* Small stacks: each task needs little more than its frames (the line buffer is
-     * on the heap), so a thousand URLs cost little. */
+    /* Small stacks: each task needs little more than its frames (the HTTP client
+     * keeps its buffers on the heap), so a thousand URLs cost little. */
     tide_task_options_t small = {.stack_size = 64 * 1024};
     int rc = tide_task_gather_await(cr.count, fns, args, &small, cr.results);
     free(fns);
@@ -199,7 +141,7 @@ int main(int argc, char **argv) {
     bool any_tls = false;
     for (size_t i = 0; i < cr.count; i++) {
         cr.targets[i].url = argv[first_url + (int)i];
-        any_tls |= split_url(&cr.targets[i]) && cr.targets[i].tls;
+        any_tls |= split_url(&cr.targets[i]) && cr.targets[i].parts.https;
     }
     int rc = 0;
     if (any_tls) {

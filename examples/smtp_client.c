@@ -1,6 +1,5 @@
-/* smtp_client: sends one message over SMTP (RFC 5321), written as a task over the
- * streams' _await calls: the whole dialogue reads top to bottom, one command and its
- * reply at a time.
+/* smtp_client: sends one message over SMTP, a thin command line over tide's SMTP
+ * module (tide/smtp.h), run as one task: the dialogue reads top to bottom.
  *
  *   smtp_client --server HOST[:PORT] --from ADDR --to ADDR [--to ADDR ...]
  *               [--tls | --starttls] [--cafile FILE] [--insecure]
@@ -11,22 +10,15 @@
  * port defaults to 25, 465 with --tls (implicit TLS) or 587 with --starttls. The
  * password comes from --password or else the SMTP_PASSWORD environment variable.
  * --verbose prints the dialogue on standard error ("C: " and "S: " lines), with
- * credentials hidden and the message shown as its size.
+ * credentials hidden.
  *
- * What it guarantees:
- * - The message goes out with every line ending as CRLF (a bare LF or a bare CR becomes
- *   CRLF), a leading dot doubled, and the terminator CRLF.CRLF: no other end-of-data
- *   sequence can ever leave it (SMTP smuggling). A message that cannot be read to its
- *   end is never terminated: the connection is aborted, so nothing half-read is sent.
- * - With --starttls, a server that does not offer STARTTLS or refuses it, or that
- *   sends anything after its 220 reply before the handshake (response injection), ends
- *   the session before any credential or address is sent. After TLS the client says
- *   EHLO again and forgets what the plaintext server advertised (RFC 3207).
- * - A reply line over 512 octets (RFC 5321 4.5.3.1.5), a reply of more than 100 lines,
- *   or a line not starting with a 3-digit code is a protocol error; the reply buffer
- *   never grows beyond one line.
- * - CR or LF inside an address, a credential or the HELO name is refused before
- *   connecting (command injection).
+ * What the module guarantees (see tide/smtp.h): CRLF line ends, dot-stuffing and one
+ * CRLF.CRLF at the end (no SMTP smuggling), a message that cannot be read to its end
+ * never terminated; with --starttls, no credential or address sent unless TLS was
+ * obtained (STARTTLS missing, refused or followed by injected bytes ends the session);
+ * AUTH refused without TLS; reply lines over 512 octets, replies over 100 lines and
+ * malformed lines are protocol errors; CR or LF in any argument is refused before
+ * connecting.
  *
  * Exit status: the step that failed, with "smtp_client: <step>: <reason>" on stderr.
  *   0 the server accepted the message (and QUIT went through)
@@ -36,39 +28,28 @@
  *   4 greeting          5 EHLO          6 STARTTLS (not offered, refused, handshake)
  *   7 AUTH              8 MAIL FROM     9 RCPT TO
  *  10 DATA (the command, sending the message, reading it, the final reply)
- *  11 QUIT (the message was accepted already)
- *
- * Single-threaded: the task runs on the loop's thread. Reading the message file blocks
- * the loop, which is fine for a program with one connection. */
+ *  11 QUIT (the message was accepted already) */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include <tide.h>
 
-/* RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its CRLF. The reader's
- * limit counts the bytes before the LF, so this limit lets exactly 512 through. */
-#define REPLY_LINE_MAX 512
-#define REPLY_LINES_MAX 100
-/* Credentials are short; bounding them keeps every command within one line buffer. */
-#define CREDENTIAL_MAX 255
-#define COMMAND_MAX 1024
-
 enum step {
-    STEP_OK = 0,
     STEP_INTERNAL = 1,
-    STEP_USAGE = 2,
-    STEP_CONNECT = 3,
-    STEP_GREETING = 4,
-    STEP_EHLO = 5,
-    STEP_STARTTLS = 6,
-    STEP_AUTH = 7,
-    STEP_MAIL = 8,
-    STEP_RCPT = 9,
-    STEP_DATA = 10,
-    STEP_QUIT = 11,
+    STEP_USAGE,
+    STEP_CONNECT,
+    STEP_GREETING,
+    STEP_EHLO,
+    STEP_STARTTLS,
+    STEP_AUTH,
+    STEP_MAIL,
+    STEP_RCPT,
+    STEP_DATA,
+    STEP_QUIT
 };
 
 static const char *const step_names[] = {
@@ -76,43 +57,18 @@ static const char *const step_names[] = {
     "STARTTLS", "AUTH",     "MAIL FROM", "RCPT TO", "DATA",     "QUIT",
 };
 
-enum mode { MODE_PLAIN, MODE_TLS, MODE_STARTTLS };
-
-/* What the last EHLO reply advertised. */
-enum {
-    EXT_STARTTLS = 1u << 0,
-    EXT_AUTH = 1u << 1,
-    EXT_AUTH_PLAIN = 1u << 2,
-    EXT_AUTH_LOGIN = 1u << 3,
-};
-
-typedef struct smtp {
-    /* From the command line. */
+typedef struct app {
     char host[256];
-    unsigned port;
-    enum mode mode;
-    const char *from;
-    const char **to;
+    uint16_t port;
+    tide_smtp_options_t options;
+    const char *from, *to[64], *user, *password, *cafile;
     size_t nto;
-    const char *user;
-    const char *password;
-    const char *auth;
-    const char *helo;
-    const char *cafile;
-    bool insecure;
-    bool verbose;
-    double timeout;
+    unsigned auth;
+    bool insecure, verbose;
     FILE *message;
-
-    /* The session. */
     tide_loop_t *loop;
-    tide_tls_config_t *tls;
-    tide_reader_t *reader;
-    tide_writer_t *writer;
-    unsigned ext;
-    int code;                      /* the last reply's code */
-    char text[REPLY_LINE_MAX + 1]; /* and its first line, without CRLF */
-} smtp;
+    tide_smtp_t *smtp;
+} app;
 
 static int fail(int step, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -126,369 +82,64 @@ static int fail(int step, const char *fmt, ...) {
     return step;
 }
 
-/* A network failure, in words: tide's text (with mbedTLS's for TLS codes). */
-static int fail_io(smtp *s, int step, int err) {
-    char buf[256];
-    if (err == TIDE_ETIMEOUT)
-        return fail(step, "no answer within %g seconds", s->timeout);
-    if (err == TIDE_EOF || err == TIDE_EINCOMPLETE)
-        return fail(step, "the server closed the connection");
-    return fail(step, "%s", tide_strerror_r(err, buf, sizeof buf));
+/* A failed step, in words: the module knows the reply, the limit or the timeout. */
+static int failed(app *a, int step, int err) {
+    char buf[600];
+    tide_smtp_strerror_r(a->smtp, err, buf, sizeof buf);
+    if (err == TIDE_ESOURCE)
+        return fail(step, "reading the message failed; the transaction was aborted");
+    if (err == TIDE_ENO_STARTTLS || err == TIDE_ESTARTTLS_REFUSED)
+        return fail(step, "%s; stopping before sending anything sensitive", buf);
+    return fail(step, "%s", buf);
 }
 
-/* The server said no: show its reply. */
-static int refused(smtp *s, int step) {
-    return fail(step, "server replied %d %s", s->code, s->text);
+static int read_message(void *buf, size_t cap, size_t *len, void *arg) {
+    *len = fread(buf, 1, cap, arg);
+    return *len == 0 && ferror((FILE *)arg) ? TIDE_ESOURCE : 0;
 }
 
-/* Server text goes to a terminal: control characters are shown as '?'. */
-static void printable(char *text) {
-    for (; *text != '\0'; text++)
-        if ((unsigned char)*text < 0x20 || *text == 0x7f)
-            *text = '?';
-}
-
-/* One EHLO line after the first: "KEYWORD params". AUTH also comes as "AUTH=..." from
- * old servers. */
-static void note_extension(smtp *s, const char *line) {
-    size_t kw = strcspn(line, " =");
-    if (kw == 8 && strncasecmp(line, "STARTTLS", 8) == 0) {
-        s->ext |= EXT_STARTTLS;
-    } else if (kw == 4 && strncasecmp(line, "AUTH", 4) == 0) {
-        s->ext |= EXT_AUTH;
-        for (const char *p = line + kw; *p != '\0';) {
-            p += strspn(p, " =");
-            size_t n = strcspn(p, " ");
-            if (n == 5 && strncasecmp(p, "PLAIN", 5) == 0)
-                s->ext |= EXT_AUTH_PLAIN;
-            else if (n == 5 && strncasecmp(p, "LOGIN", 5) == 0)
-                s->ext |= EXT_AUTH_LOGIN;
-            p += n;
-        }
-    }
-}
-
-/* Reads one reply (RFC 5321 4.2): "CODE-text" lines, then "CODE text" or a bare
- * "CODE", the same code on each. Sets s->code and s->text (the first line); with
- * ehlo, records the extensions of the lines after the first. Returns 0, or the
- * step's exit status once the failure was reported. */
-static int read_reply(smtp *s, int step, bool ehlo) {
-    char line[REPLY_LINE_MAX + 1];
-    s->code = 0;
-    for (int n = 0;; n++) {
-        if (n == REPLY_LINES_MAX)
-            return fail(step, "protocol error: a reply of more than %d lines", REPLY_LINES_MAX);
-        size_t len;
-        int rc = tide_reader_readline_await(s->reader, line, sizeof line, &len);
-        if (rc == TIDE_ELIMIT)
-            return fail(step, "protocol error: a reply line longer than %d octets", REPLY_LINE_MAX);
-        if (rc == 0 && (len == 0 || line[len - 1] != '\n'))
-            rc = TIDE_EINCOMPLETE; /* the last line, cut by the end of the stream */
-        if (rc != 0)
-            return fail_io(s, step, rc);
-        len--;
-        if (len > 0 && line[len - 1] == '\r')
-            len--;
-        line[len] = '\0';
-        printable(line);
-        if (s->verbose)
-            fprintf(stderr, "S: %s\n", line);
-        bool last = len == 3 || (len > 3 && line[3] == ' ');
-        if (len < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' ||
-            line[2] < '0' || line[2] > '9' || !(last || line[3] == '-'))
-            return fail(step, "protocol error: malformed reply line \"%.80s\"", line);
-        int code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
-        if (n == 0) {
-            s->code = code;
-            snprintf(s->text, sizeof s->text, "%s", len > 4 ? line + 4 : "");
-        } else if (code != s->code) {
-            return fail(step, "protocol error: reply code %d inside a %d reply", code, s->code);
-        } else if (ehlo) {
-            note_extension(s, len > 4 ? line + 4 : "");
-        }
-        if (last)
-            return 0;
-    }
-}
-
-/* Sends one command line and reads its reply, all within the timeout. shown is what
- * --verbose prints instead of the line (NULL: the line itself). */
-static int command(smtp *s, int step, const char *shown, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int command(smtp *s, int step, const char *shown, const char *fmt, ...) {
-    char line[COMMAND_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof line - 2)
-        return fail(step, "command too long");
-    if (s->verbose)
-        fprintf(stderr, "C: %s\n", shown != NULL ? shown : line);
-    memcpy(line + n, "\r\n", 2);
-
-    tide_task_deadline_push(s->timeout);
-    int rc = tide_writer_write(s->writer, line, (size_t)n + 2);
-    if (rc == 0)
-        rc = tide_writer_drain_await(s->writer);
-    rc = rc != 0 ? fail_io(s, step, rc) : read_reply(s, step, false);
-    tide_task_deadline_pop();
-    return rc;
-}
-
-/* EHLO, forgetting whatever an earlier EHLO advertised. A server that does not know
- * EHLO gets HELO, unless the session needs extensions (TLS or AUTH). */
-static int ehlo(smtp *s) {
-    s->ext = 0;
-    if (s->verbose)
-        fprintf(stderr, "C: EHLO %s\n", s->helo);
-    tide_task_deadline_push(s->timeout);
-    int rc = tide_writer_write(s->writer, "EHLO ", 5);
-    if (rc == 0)
-        rc = tide_writer_write(s->writer, s->helo, strlen(s->helo));
-    if (rc == 0)
-        rc = tide_writer_write(s->writer, "\r\n", 2);
-    if (rc == 0)
-        rc = tide_writer_drain_await(s->writer);
-    rc = rc != 0 ? fail_io(s, STEP_EHLO, rc) : read_reply(s, STEP_EHLO, true);
-    tide_task_deadline_pop();
-    if (rc != 0 || s->code == 250)
-        return rc;
-    if ((s->code == 500 || s->code == 502) && s->mode == MODE_PLAIN && s->user == NULL) {
-        if ((rc = command(s, STEP_EHLO, NULL, "HELO %s", s->helo)) != 0)
-            return rc;
-        if (s->code == 250)
-            return 0;
-    }
-    return refused(s, STEP_EHLO);
-}
-
-/* RFC 4648 base64, for AUTH (the only binary-to-text step SMTP needs here). */
-static size_t base64(const unsigned char *in, size_t len, char *out) {
-    static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        unsigned long v = (unsigned long)in[i] << 16;
-        if (i + 1 < len)
-            v |= (unsigned long)in[i + 1] << 8;
-        if (i + 2 < len)
-            v |= in[i + 2];
-        out[o++] = digits[v >> 18 & 63];
-        out[o++] = digits[v >> 12 & 63];
-        out[o++] = i + 1 < len ? digits[v >> 6 & 63] : '=';
-        out[o++] = i + 2 < len ? digits[v & 63] : '=';
-    }
-    out[o] = '\0';
-    return o;
-}
-
-/* AUTH PLAIN (RFC 4616, the initial response in the command) or AUTH LOGIN. */
-static int authenticate(smtp *s) {
-    if ((s->ext & EXT_AUTH) == 0)
-        return fail(STEP_AUTH, "the server does not offer AUTH");
-    const char *mech = s->auth;
-    if (mech == NULL)
-        mech = (s->ext & EXT_AUTH_PLAIN) != 0   ? "PLAIN"
-               : (s->ext & EXT_AUTH_LOGIN) != 0 ? "LOGIN"
-                                                : NULL;
-    if (mech == NULL)
-        return fail(STEP_AUTH, "the server offers neither PLAIN nor LOGIN");
-
-    unsigned char raw[2 * CREDENTIAL_MAX + 2];
-    char encoded[sizeof raw * 4 / 3 + 8];
-    size_t ulen = strlen(s->user), plen = strlen(s->password);
+/* The session, from the greeting to QUIT; every step's failure is its exit status. */
+static int converse(app *a) {
+    tide_smtp_t *s = a->smtp;
     int rc;
-    if (strcasecmp(mech, "PLAIN") == 0) {
-        /* authzid (empty) NUL authcid NUL password */
-        raw[0] = '\0';
-        memcpy(raw + 1, s->user, ulen);
-        raw[1 + ulen] = '\0';
-        memcpy(raw + 2 + ulen, s->password, plen);
-        base64(raw, 2 + ulen + plen, encoded);
-        rc = command(s, STEP_AUTH, "AUTH PLAIN <credentials hidden>", "AUTH PLAIN %s", encoded);
-        if (rc == 0 && s->code == 334) /* a server that wants the response on its own line */
-            rc = command(s, STEP_AUTH, "<credentials hidden>", "%s", encoded);
-    } else {
-        rc = command(s, STEP_AUTH, NULL, "AUTH LOGIN");
-        if (rc == 0 && s->code == 334) {
-            base64((const unsigned char *)s->user, ulen, encoded);
-            rc = command(s, STEP_AUTH, "<user name hidden>", "%s", encoded);
-        }
-        if (rc == 0 && s->code == 334) {
-            base64((const unsigned char *)s->password, plen, encoded);
-            rc = command(s, STEP_AUTH, "<password hidden>", "%s", encoded);
-        }
+    if ((rc = tide_smtp_greeting_await(s)) != 0)
+        return failed(a, STEP_GREETING, rc);
+    bool plain = a->options.security == TIDE_SMTP_PLAIN;
+    if ((rc = tide_smtp_hello_await(s, plain && a->user == NULL)) != 0)
+        return failed(a, STEP_EHLO, rc);
+    if (a->options.security == TIDE_SMTP_STARTTLS) {
+        if ((rc = tide_smtp_starttls_await(s)) != 0)
+            return failed(a, STEP_STARTTLS, rc);
+        if ((rc = tide_smtp_hello_await(s, false)) != 0)
+            return failed(a, STEP_EHLO, rc);
     }
-    memset(raw, 0, sizeof raw);
-    memset(encoded, 0, sizeof encoded);
-    if (rc == 0 && s->code != 235)
-        rc = refused(s, STEP_AUTH);
-    return rc;
-}
-
-/* Writes out[0..len) and waits until it is on its way (flow control). */
-static int send_chunk(smtp *s, const void *out, size_t len) {
-    tide_task_deadline_push(s->timeout);
-    int rc = tide_writer_write(s->writer, out, len);
-    if (rc == 0)
-        rc = tide_writer_drain_await(s->writer);
-    tide_task_deadline_pop();
-    return rc;
-}
-
-/* The message as DATA content (RFC 5321 4.5.2): CR, LF and CRLF each become CRLF, a
- * dot starting a line is doubled, and the end is CRLF.CRLF, so the only end-of-data
- * sequence the server can see is the one written last. Output is at most twice the
- * input (a dot or a CR each become two octets). */
-static int send_message(smtp *s) {
-    unsigned char in[8192];
-    unsigned char out[2 * sizeof in + 8];
-    bool line_start = true, after_cr = false;
-    size_t total = 0, n;
-    while ((n = fread(in, 1, sizeof in, s->message)) > 0) {
-        size_t o = 0;
-        for (size_t i = 0; i < n; i++) {
-            unsigned char c = in[i];
-            if (after_cr) {
-                after_cr = false;
-                if (c == '\n')
-                    continue; /* the CRLF went out with the CR */
-            }
-            if (c == '\r' || c == '\n') {
-                out[o++] = '\r';
-                out[o++] = '\n';
-                after_cr = c == '\r';
-                line_start = true;
-                continue;
-            }
-            if (line_start && c == '.')
-                out[o++] = '.';
-            out[o++] = c;
-            line_start = false;
-        }
-        total += o;
-        int rc = send_chunk(s, out, o);
-        if (rc != 0)
-            return fail_io(s, STEP_DATA, rc);
-    }
-    if (ferror(s->message)) {
-        /* Never terminate a message that was not read to its end: abort instead, so
-         * the server drops what it got. */
-        tide_writer_abort(s->writer);
-        return fail(STEP_DATA, "reading the message failed; the transaction was aborted");
-    }
-    static const char end[] = "\r\n.\r\n";
-    const char *tail = line_start ? end + 2 : end;
-    if (s->verbose)
-        fprintf(stderr, "C: <message, %zu octets>\nC: .\n", total);
-    int rc = send_chunk(s, tail, strlen(tail));
-    return rc != 0 ? fail_io(s, STEP_DATA, rc) : 0;
-}
-
-/* STARTTLS (RFC 3207): refuse to go on in plaintext, and let nothing the server said
- * before the handshake count afterwards. */
-static int starttls(smtp *s) {
-    if ((s->ext & EXT_STARTTLS) == 0)
-        return fail(STEP_STARTTLS, "the server does not offer STARTTLS; stopping before "
-                                   "sending anything sensitive");
-    int rc = command(s, STEP_STARTTLS, NULL, "STARTTLS");
-    if (rc != 0)
-        return rc;
-    if (s->code != 220)
-        return fail(STEP_STARTTLS,
-                    "server replied %d %s; stopping before sending anything "
-                    "sensitive",
-                    s->code, s->text);
-    /* Bytes after the 220 were sent before the handshake: a man in the middle's
-     * injected replies. (Later ones reach the TLS layer and break the handshake.) */
-    size_t extra = tide_reader_buffered(s->reader);
-    if (extra > 0)
-        return fail(STEP_STARTTLS,
-                    "protocol error: %zu octets after the 220 reply, before "
-                    "the TLS handshake (response injection)",
-                    extra);
-    if (s->verbose)
-        fprintf(stderr, "-- TLS handshake with %s\n", s->host);
-    tide_task_deadline_push(s->timeout);
-    rc = tide_writer_start_tls_await(s->writer, s->tls, s->host, NULL);
-    tide_task_deadline_pop();
-    return rc != 0 ? fail_io(s, STEP_STARTTLS, rc) : 0;
-}
-
-/* The session, from the greeting to QUIT. */
-static int converse(smtp *s) {
-    int rc;
-    tide_task_deadline_push(s->timeout);
-    rc = read_reply(s, STEP_GREETING, false);
-    tide_task_deadline_pop();
-    if (rc != 0)
-        return rc;
-    if (s->code != 220)
-        return refused(s, STEP_GREETING);
-
-    if ((rc = ehlo(s)) != 0)
-        return rc;
-    if (s->mode == MODE_STARTTLS) {
-        if ((rc = starttls(s)) != 0 || (rc = ehlo(s)) != 0)
-            return rc;
-    }
-    if (s->user != NULL && (rc = authenticate(s)) != 0)
-        return rc;
-
-    if ((rc = command(s, STEP_MAIL, NULL, "MAIL FROM:<%s>", s->from)) != 0)
-        return rc;
-    if (s->code != 250)
-        return refused(s, STEP_MAIL);
-    for (size_t i = 0; i < s->nto; i++) {
-        if ((rc = command(s, STEP_RCPT, NULL, "RCPT TO:<%s>", s->to[i])) != 0)
-            return rc;
-        if (s->code != 250 && s->code != 251)
-            return refused(s, STEP_RCPT);
-    }
-    if ((rc = command(s, STEP_DATA, NULL, "DATA")) != 0)
-        return rc;
-    if (s->code != 354)
-        return refused(s, STEP_DATA);
-    if ((rc = send_message(s)) != 0)
-        return rc;
-    tide_task_deadline_push(s->timeout);
-    rc = read_reply(s, STEP_DATA, false);
-    tide_task_deadline_pop();
-    if (rc != 0)
-        return rc;
-    if (s->code != 250)
-        return refused(s, STEP_DATA);
-    printf("accepted: %d %s\n", s->code, s->text);
-
-    if ((rc = command(s, STEP_QUIT, NULL, "QUIT")) != 0)
-        return rc;
-    return s->code == 221 ? 0 : refused(s, STEP_QUIT);
+    if (a->user != NULL && (rc = tide_smtp_auth_await(s, a->user, a->password, a->auth)) != 0)
+        return failed(a, STEP_AUTH, rc);
+    struct stat st;
+    uint64_t size = fstat(fileno(a->message), &st) == 0 && S_ISREG(st.st_mode) ? st.st_size : 0;
+    if ((rc = tide_smtp_mail_await(s, a->from, size)) != 0)
+        return failed(a, STEP_MAIL, rc);
+    for (size_t i = 0; i < a->nto; i++)
+        if ((rc = tide_smtp_rcpt_await(s, a->to[i])) != 0)
+            return failed(a, STEP_RCPT, rc);
+    if ((rc = tide_smtp_data_await(s, read_message, a->message)) != 0)
+        return failed(a, STEP_DATA, rc);
+    const tide_reply_t *reply = tide_smtp_last_reply(s);
+    printf("accepted: %d %s\n", reply->code, reply->text);
+    return (rc = tide_smtp_quit_await(s)) != 0 ? failed(a, STEP_QUIT, rc) : 0;
 }
 
 static int smtp_task(void *arg) {
-    smtp *s = arg;
-    tide_connect_options_t options = {.timeout = s->timeout};
-    if (s->mode == MODE_TLS) {
-        options.tls = s->tls;
-        options.server_hostname = s->host;
-    }
-    if (s->verbose)
-        fprintf(stderr, "-- connecting to %s port %u%s\n", s->host, s->port,
-                s->mode == MODE_TLS ? " (TLS)" : "");
-    int rc = tide_loop_open_connection_await(s->loop, s->host, (uint16_t)s->port,
-                                             REPLY_LINE_MAX - 1, &options, &s->reader, &s->writer);
+    app *a = arg;
+    if (a->verbose)
+        fprintf(stderr, "-- connecting to %s port %u%s\n", a->host, a->port,
+                a->options.security == TIDE_SMTP_TLS ? " (TLS)" : "");
+    int rc = tide_smtp_connect_await(a->loop, a->host, a->port, &a->options, &a->smtp);
     if (rc != 0)
-        return fail_io(s, STEP_CONNECT, rc);
-    int status = converse(s);
+        return failed(a, STEP_CONNECT, rc);
+    int status = converse(a);
     /* A failed session is cut short: what is queued (a half-sent message) must not go. */
-    if (status == 0)
-        tide_writer_close(s->writer);
-    else
-        tide_writer_abort(s->writer);
-    tide_task_deadline_push(s->timeout);
-    tide_writer_wait_closed_await(s->writer); /* the status no longer matters */
-    tide_task_deadline_pop();
+    tide_smtp_close_await(a->smtp, status == 0);
     return status;
 }
 
@@ -505,62 +156,23 @@ static int usage(void) {
 
 /* CR or LF would end the command early and start one of the sender's choosing. */
 static int check_field(const char *what, const char *value, size_t max) {
-    if (value[strcspn(value, "\r\n")] != '\0')
+    if (!tide_command_arg_is_safe(value, strlen(value)))
         return fail(STEP_USAGE, "%s contains CR or LF", what);
     if (strlen(value) > max)
         return fail(STEP_USAGE, "%s is longer than %zu octets", what, max);
     return 0;
 }
 
-/* HOST, HOST:PORT, [V6]:PORT, or a bare IPv6 address. */
-static int parse_server(smtp *s, const char *arg, unsigned *port) {
-    const char *host = arg, *colon = strrchr(arg, ':');
-    size_t hlen = strlen(arg);
-    *port = 0;
-    if (arg[0] == '[') {
-        const char *close = strchr(arg, ']');
-        if (close == NULL || (close[1] != '\0' && close[1] != ':'))
-            return fail(STEP_USAGE, "bad --server '%s'", arg);
-        host = arg + 1;
-        hlen = (size_t)(close - host);
-        colon = close[1] == ':' ? close + 1 : NULL;
-    } else if (colon != NULL && strchr(arg, ':') != colon) {
-        colon = NULL; /* several colons: an IPv6 address without a port */
-    } else if (colon != NULL) {
-        hlen = (size_t)(colon - arg);
-    }
-    if (colon != NULL) {
-        char *end;
-        unsigned long v = strtoul(colon + 1, &end, 10);
-        if (colon[1] == '\0' || *end != '\0' || v == 0 || v > 65535)
-            return fail(STEP_USAGE, "bad port in --server '%s'", arg);
-        *port = (unsigned)v;
-    }
-    if (hlen == 0 || hlen >= sizeof s->host)
-        return fail(STEP_USAGE, "bad host in --server '%s'", arg);
-    memcpy(s->host, host, hlen);
-    s->host[hlen] = '\0';
-    return 0;
-}
-
-static int parse_args(int argc, char **argv, smtp *s) {
-    static const char *to_list[64];
+static int parse_args(int argc, char **argv, app *a) {
     const char *server = NULL, *file = NULL;
-    *s = (smtp){.to = to_list, .helo = "localhost", .timeout = 30};
+    *a = (app){.options = {.helo = "localhost", .timeout = 30}};
     for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(arg, "--tls") == 0) {
-            s->mode = MODE_TLS;
+        const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(arg, "--tls") == 0 || strcmp(arg, "--starttls") == 0) {
+            a->options.security = arg[2] == 't' ? TIDE_SMTP_TLS : TIDE_SMTP_STARTTLS;
             continue;
-        } else if (strcmp(arg, "--starttls") == 0) {
-            s->mode = MODE_STARTTLS;
-            continue;
-        } else if (strcmp(arg, "--insecure") == 0) {
-            s->insecure = true;
-            continue;
-        } else if (strcmp(arg, "--verbose") == 0) {
-            s->verbose = true;
+        } else if (strcmp(arg, "--insecure") == 0 || strcmp(arg, "--verbose") == 0) {
+            *(arg[2] == 'i' ? &a->insecure : &a->verbose) = true;
             continue;
         } else if (arg[0] != '-' || strcmp(arg, "-") == 0) {
             if (file != NULL)
@@ -572,91 +184,94 @@ static int parse_args(int argc, char **argv, smtp *s) {
         } else if (strcmp(arg, "--server") == 0) {
             server = val;
         } else if (strcmp(arg, "--from") == 0) {
-            s->from = val;
+            a->from = val;
         } else if (strcmp(arg, "--to") == 0) {
-            if (s->nto == sizeof to_list / sizeof to_list[0])
+            if (a->nto == sizeof a->to / sizeof a->to[0])
                 return fail(STEP_USAGE, "too many --to");
-            s->to[s->nto++] = val;
+            a->to[a->nto++] = val;
         } else if (strcmp(arg, "--user") == 0) {
-            s->user = val;
+            a->user = val;
         } else if (strcmp(arg, "--password") == 0) {
-            s->password = val;
+            a->password = val;
         } else if (strcmp(arg, "--auth") == 0) {
             if (strcasecmp(val, "PLAIN") != 0 && strcasecmp(val, "LOGIN") != 0)
                 return fail(STEP_USAGE, "--auth takes PLAIN or LOGIN");
-            s->auth = val;
+            a->auth = strcasecmp(val, "PLAIN") == 0 ? TIDE_AUTH_PLAIN : TIDE_AUTH_LOGIN;
         } else if (strcmp(arg, "--helo") == 0) {
-            s->helo = val;
+            a->options.helo = val;
         } else if (strcmp(arg, "--cafile") == 0) {
-            s->cafile = val;
+            a->cafile = val;
         } else if (strcmp(arg, "--timeout") == 0) {
             char *end;
-            s->timeout = strtod(val, &end);
-            if (*end != '\0' || !(s->timeout > 0))
+            a->options.timeout = strtod(val, &end);
+            if (*end != '\0' || !(a->options.timeout > 0))
                 return fail(STEP_USAGE, "bad --timeout '%s'", val);
         } else {
             return usage();
         }
         i++; /* the option's value */
     }
-    if (server == NULL || s->from == NULL || s->nto == 0)
+    if (server == NULL || a->from == NULL || a->nto == 0)
         return usage();
-    unsigned port;
-    int rc = parse_server(s, server, &port);
-    if (rc != 0)
-        return rc;
-    s->port = port != 0 ? port : s->mode == MODE_TLS ? 465 : s->mode == MODE_STARTTLS ? 587 : 25;
-    if (s->user != NULL && s->password == NULL)
-        s->password = getenv("SMTP_PASSWORD");
-    if (s->user != NULL && s->password == NULL)
+    tide_smtp_security_t sec = a->options.security;
+    if (tide_host_port_parse(server, a->host, sizeof a->host,
+                             sec == TIDE_SMTP_TLS        ? 465
+                             : sec == TIDE_SMTP_STARTTLS ? 587
+                                                         : 25,
+                             &a->port) != 0)
+        return fail(STEP_USAGE, "bad --server '%s'", server);
+    if (a->user != NULL && a->password == NULL)
+        a->password = getenv("SMTP_PASSWORD");
+    if (a->user != NULL && a->password == NULL)
         return fail(STEP_USAGE, "--user needs --password or SMTP_PASSWORD");
-    if ((rc = check_field("--from", s->from, 256)) != 0 ||
-        (rc = check_field("--helo", s->helo, 255)) != 0)
+    int rc;
+    if ((rc = check_field("--from", a->from, 256)) != 0 ||
+        (rc = check_field("--helo", a->options.helo, 255)) != 0)
         return rc;
-    for (size_t i = 0; i < s->nto; i++)
-        if ((rc = check_field("--to", s->to[i], 256)) != 0)
+    for (size_t i = 0; i < a->nto; i++)
+        if ((rc = check_field("--to", a->to[i], 256)) != 0)
             return rc;
-    if (s->user != NULL && ((rc = check_field("--user", s->user, CREDENTIAL_MAX)) != 0 ||
-                            (rc = check_field("the password", s->password, CREDENTIAL_MAX)) != 0))
+    if (a->user != NULL && ((rc = check_field("--user", a->user, 255)) != 0 ||
+                            (rc = check_field("the password", a->password, 255)) != 0))
         return rc;
-    if (file == NULL || strcmp(file, "-") == 0) {
-        s->message = stdin;
-    } else if ((s->message = fopen(file, "rb")) == NULL) {
+    if (file == NULL || strcmp(file, "-") == 0)
+        a->message = stdin;
+    else if ((a->message = fopen(file, "rb")) == NULL)
         return fail(STEP_USAGE, "cannot open %s", file);
-    }
     return 0;
 }
 
-/* The client configuration: the system CAs or --cafile, verification unless
- * --insecure. */
-static int make_tls(smtp *s) {
-    int rc = tide_tls_config_new_client(&s->tls);
-    if (rc == 0 && s->cafile != NULL && (rc = tide_tls_config_load_ca_file(s->tls, s->cafile)) != 0)
-        return fail(STEP_USAGE, "--cafile %s: %s", s->cafile, tide_strerror(rc));
-    if (rc == 0 && s->insecure)
-        rc = tide_tls_config_set_verify_peer(s->tls, false);
+/* The client configuration: the system CAs or --cafile, verification unless --insecure. */
+static int make_tls(app *a) {
+    tide_tls_config_t **tls = &a->options.tls;
+    int rc = tide_tls_config_new_client(tls);
+    if (rc == 0 && a->cafile != NULL && (rc = tide_tls_config_load_ca_file(*tls, a->cafile)) != 0)
+        return fail(STEP_USAGE, "--cafile %s: %s", a->cafile, tide_strerror(rc));
+    if (rc == 0 && a->insecure)
+        rc = tide_tls_config_set_verify_peer(*tls, false);
     return rc != 0 ? fail(STEP_USAGE, "TLS configuration: %s", tide_strerror(rc)) : 0;
 }
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    smtp s;
-    int status = parse_args(argc, argv, &s);
-    if (status == 0 && s.mode != MODE_PLAIN)
-        status = make_tls(&s);
+    static app a;
+    int status = parse_args(argc, argv, &a);
+    if (status == 0 && a.options.security != TIDE_SMTP_PLAIN)
+        status = make_tls(&a);
+    a.options.dialogue = a.verbose ? tide_dialogue_print : NULL;
+    a.options.dialogue_arg = stderr;
     if (status == 0) {
-        int rc = tide_loop_new(&s.loop);
+        int rc = tide_loop_new(&a.loop);
         if (rc != 0)
             return fail(STEP_INTERNAL, "loop: %s", tide_strerror(rc));
         status = STEP_INTERNAL;
-        rc = tide_loop_run_until_complete(s.loop, smtp_task, &s, NULL, &status);
-        if (rc != 0)
+        if ((rc = tide_loop_run_until_complete(a.loop, smtp_task, &a, NULL, &status)) != 0)
             status = fail(STEP_INTERNAL, "run: %s", tide_strerror(rc));
-        if ((rc = tide_loop_close(s.loop)) != 0)
+        if ((rc = tide_loop_close(a.loop)) != 0)
             status = fail(STEP_INTERNAL, "loop close: %s", tide_strerror(rc));
     }
-    tide_tls_config_unref(s.tls);
-    if (s.message != NULL && s.message != stdin)
-        fclose(s.message);
+    tide_tls_config_unref(a.options.tls);
+    if (a.message != NULL && a.message != stdin)
+        fclose(a.message);
     return status;
 }

@@ -19,5 +19,10 @@
 #include "tide/taskgroup.h"
 #include "tide/executor.h"
 #include "tide/tls.h"
+#include "tide/framing.h"
+#include "tide/http.h"
+#include "tide/reply.h"
+#include "tide/smtp.h"
+#include "tide/ftp.h"
 
 #endif

@@ -11,7 +11,7 @@
 TIDE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TIDE_BUILD_DIR=${TIDE_BUILD_DIR:-$TIDE_ROOT/build}
 TIDE_PACKAGES=(cmake make gcc libc6-dev pkg-config python3 libev-dev libmbedtls-dev libcmocka-dev
-    openssl ca-certificates python3-aiosmtpd python3-pyftpdlib python3-openssl)
+    openssl ca-certificates python3-aiosmtpd python3-pyftpdlib python3-openssl nginx vsftpd)
 
 tide_say() { printf '%s\n' "==> $*"; }
 tide_die() { printf '%s\n' "error: $*" >&2; exit 1; }
@@ -39,9 +39,21 @@ tide_install_packages() {
         sudo=(sudo)
     fi
     tide_say "installing Debian packages: ${missing[*]}"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # Servers the tests start themselves (nginx, vsftpd) must not be started as system
+    # services by their packages: that can fail (port 80 or 21 taken, no init) and
+    # fail the install. policy-rc.d is Debian's switch for it; one already there wins.
+    local policy=/usr/sbin/policy-rc.d added_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod 755 "$policy"
+        added_policy=1
+    fi
+    local rc=0
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends "${missing[@]}" || rc=$?
+    [[ $added_policy == 0 ]] || "${sudo[@]}" rm -f "$policy"
+    [[ $rc == 0 ]] || tide_die "apt-get could not install: ${missing[*]}"
 }
 
 # Configures TIDE_BUILD_DIR and builds the given targets (default: everything).

@@ -34,7 +34,7 @@ typedef struct caddr {
 typedef struct attempt {
     tide_connect_t *req;
     int fd; /* -1 when not in flight */
-    ev_io w;
+    tide__io io;
 } attempt;
 
 struct tide_connect {
@@ -147,7 +147,7 @@ static void close_fd(int fd) {
 static void attempt_close(tide_connect_t *req, attempt *a) {
     if (a->fd < 0)
         return;
-    ev_io_stop(tide__loop_ev(req->loop), &a->w);
+    tide__io_stop(&a->io, TIDE__IO_WRITE);
     close_fd(a->fd);
     a->fd = -1;
     req->active--;
@@ -239,20 +239,13 @@ static void handshaken(tide__tls *tls, int status, void *arg) {
 static void win(tide_connect_t *req, int fd) {
     cleanup(req);
     req->adopt_fd = -1;
-    tide__tls *tls = NULL;
-    int rc = 0;
-    if (req->tls_config) {
-        tide__tls_params params = {.config = req->tls_config,
-                                   .server_hostname = req->server_hostname,
-                                   .session = req->tls_session};
-        rc = tide__tls_new(req->loop, &params, handshaken, req, &tls);
-    }
+    tide__tls_params params = {.config = req->tls_config,
+                               .server_hostname = req->server_hostname,
+                               .session = req->tls_session};
+    tide__tls *tls;
     tide_transport_t *t = NULL;
-    if (rc == 0 &&
-        (rc = tide__socket_transport_new(req->loop, fd, tls ? tide__tls_lower_protocol(tls) : NULL,
-                                         &t)) < 0 &&
-        tls)
-        tide__tls_discard(tls);
+    int rc = tide__tls_wrap_fd(req->loop, fd, req->tls_config ? &params : NULL, handshaken, req, &t,
+                               &tls);
     if (rc < 0) {
         close_fd(fd);
         fail(req, rc);
@@ -269,11 +262,10 @@ static void win(tide_connect_t *req, int fd) {
 
 /* ---- attempts ---------------------------------------------------------------------- */
 
-static void on_writable(struct ev_loop *ev, ev_io *w, int revents) {
-    attempt *a = w->data;
+static void on_writable(tide__io *io, unsigned events) {
+    attempt *a = TIDE__QUEUE_DATA(io, attempt, io);
     tide_connect_t *req = a->req;
-    (void)ev;
-    (void)revents;
+    (void)events;
     int err = 0;
     socklen_t len = sizeof(err);
     if (tide__sys.getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
@@ -282,7 +274,7 @@ static void on_writable(struct ev_loop *ev, ev_io *w, int revents) {
         return; /* spurious wake-up: still connecting */
     if (err == 0) {
         int fd = a->fd;
-        ev_io_stop(tide__loop_ev(req->loop), &a->w);
+        tide__io_stop(&a->io, TIDE__IO_WRITE);
         a->fd = -1;
         req->active--;
         win(req, fd);
@@ -334,9 +326,13 @@ static int attempt_open(tide_connect_t *req, size_t i) {
     a->fd = fd;
     if (rc == 0)
         return 1;
-    ev_io_init(&a->w, on_writable, fd, EV_WRITE);
-    a->w.data = a;
-    ev_io_start(tide__loop_ev(req->loop), &a->w);
+    tide__io_init(req->loop, &a->io, fd, on_writable);
+    rc = tide__io_start(&a->io, TIDE__IO_WRITE);
+    if (rc != 0) {
+        close_fd(fd);
+        a->fd = -1;
+        return rc;
+    }
     req->active++;
     return 0;
 }

@@ -34,7 +34,7 @@
 typedef struct listener {
     tide_server_t *server;
     int fd; /* -1 once closed */
-    ev_io w;
+    tide__io io;
 } listener;
 
 typedef struct waiter {
@@ -79,16 +79,19 @@ static bool wants_accept(const tide_server_t *s) {
 }
 
 static void update_watchers(tide_server_t *s) {
-    struct ev_loop *ev = tide__loop_ev(s->loop);
     bool on = wants_accept(s);
     for (size_t i = 0; i < s->nls; i++) {
         listener *l = &s->ls[i];
         if (l->fd < 0)
             continue;
-        if (on)
-            ev_io_start(ev, &l->w);
-        else
-            ev_io_stop(ev, &l->w);
+        if (on) {
+            int rc = tide__io_start(&l->io, TIDE__IO_READ);
+            if (rc != 0)
+                tide__log(s->loop, TIDE_LOG_ERROR, "server: cannot watch a listening socket: %s",
+                          tide_strerror(rc));
+        } else {
+            tide__io_stop(&l->io, TIDE__IO_READ);
+        }
     }
 }
 
@@ -234,19 +237,12 @@ static void serve(tide_server_t *s, int fd) {
         int one = 1;
         tide__sys.setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
     }
-    tide__tls *tls = NULL;
-    int rc = 0;
-    if (s->opts.tls) {
-        tide__tls_params params = {.config = s->opts.tls,
-                                   .handshake_timeout = s->opts.tls_handshake_timeout};
-        rc = tide__tls_new(s->loop, &params, tls_accepted, s, &tls);
-    }
+    tide__tls_params params = {.config = s->opts.tls,
+                               .handshake_timeout = s->opts.tls_handshake_timeout};
+    tide__tls *tls;
     tide_transport_t *t = NULL;
-    if (rc == 0 &&
-        (rc = tide__socket_transport_new(s->loop, fd, tls ? tide__tls_lower_protocol(tls) : NULL,
-                                         &t)) < 0 &&
-        tls)
-        tide__tls_discard(tls);
+    int rc =
+        tide__tls_wrap_fd(s->loop, fd, s->opts.tls ? &params : NULL, tls_accepted, s, &t, &tls);
     if (rc < 0) {
         tide__sys.close(fd);
         tide__log(s->loop, TIDE_LOG_ERROR, "server: cannot make a transport for a client: %s",
@@ -268,11 +264,10 @@ static void serve(tide_server_t *s, int fd) {
     attach(s, t);
 }
 
-static void on_accept(struct ev_loop *ev, ev_io *w, int revents) {
-    listener *l = w->data;
+static void on_accept(tide__io *io, unsigned events) {
+    listener *l = TIDE__QUEUE_DATA(io, listener, io);
     tide_server_t *s = l->server;
-    (void)ev;
-    (void)revents;
+    (void)events;
     /* The factory may close or pause the server: check before every accept. */
     for (int i = 0; i < s->opts.backlog && wants_accept(s); i++) {
         int fd = tide__sys.accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -384,12 +379,11 @@ static int server_new(tide_loop_t *loop, tide_protocol_factory_cb factory, void 
 }
 
 static void close_listeners(tide_server_t *s) {
-    struct ev_loop *ev = tide__loop_ev(s->loop);
     for (size_t i = 0; i < s->nls; i++) {
         listener *l = &s->ls[i];
         if (l->fd < 0)
             continue;
-        ev_io_stop(ev, &l->w);
+        tide__io_stop(&l->io, TIDE__IO_READ);
         tide__sys.close(l->fd);
         l->fd = -1;
     }
@@ -408,15 +402,13 @@ static int add_listener(tide_server_t *s, int fd) {
     listener *ls = realloc(s->ls, (s->nls + 1) * sizeof(*ls));
     if (ls == NULL)
         return TIDE_ENOMEM;
-    /* The array moved: the watchers' back-pointers move with it (none is started yet). */
+    /* The array moved, which is safe only because no listener is watched yet (the epoll
+     * set holds each one's address). */
     s->ls = ls;
-    for (size_t i = 0; i < s->nls; i++)
-        s->ls[i].w.data = &s->ls[i];
     listener *l = &s->ls[s->nls++];
     l->server = s;
     l->fd = fd;
-    ev_io_init(&l->w, on_accept, fd, EV_READ);
-    l->w.data = l;
+    tide__io_init(s->loop, &l->io, fd, on_accept);
     return 0;
 }
 

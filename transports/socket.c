@@ -2,9 +2,9 @@
  *
  * This file moves bytes; transport.c owns the contract with the protocol (state
  * checks, watermarks, deferred connection_made / connection_lost) and this file only
- * reports to it through the tide__transport_* helpers. Two libev io watchers per
- * socket: the read watcher runs while the base wants input, the write watcher only
- * while bytes are queued, so an idle or drained connection never wakes the loop.
+ * reports to it through the tide__transport_* helpers. One tide__io per socket (the
+ * loop's own epoll set on Linux): read is wanted while the base wants input, write
+ * only while bytes are queued, so an idle or drained connection never wakes the loop.
  *
  * Writes go to the socket at once when nothing is queued; only what the kernel does
  * not take is copied into a per-transport ring buffer that is reused across writes
@@ -56,8 +56,7 @@ typedef struct sock {
     int fd;
     bool shut_pending; /* write_eof asked for while bytes were still queued */
     bool shut_done;
-    ev_io rw;
-    ev_io ww;
+    tide__io io; /* read while the base wants input, write while bytes are queued */
     ring wq;
     /* The peer of a TCP connection, cached: after a reset the kernel no longer knows
      * it, and describe() and connection_lost handlers still want to name it. Unix
@@ -75,8 +74,6 @@ static sock *as_sock(tide_transport_t *t) { return TIDE_CONTAINER_OF(t, sock, ba
 static const sock *as_csock(const tide_transport_t *t) {
     return (const sock *)(const void *)((const char *)t - offsetof(sock, base));
 }
-
-static struct ev_loop *ev_of(const sock *s) { return tide__loop_ev(s->base.loop); }
 
 /* ---- the write queue ---------------------------------------------------------- */
 
@@ -259,7 +256,7 @@ static void do_shutdown(sock *s) {
 /* The queue just became empty (or was empty when a flush was due): stop watching for
  * writability, then finish what was waiting on the flush. */
 static void queue_drained(sock *s) {
-    ev_io_stop(ev_of(s), &s->ww);
+    tide__io_stop(&s->io, TIDE__IO_WRITE);
     if (s->wq.cap > RING_KEEP)
         ring_free(&s->wq);
     if (tide__transport_closing(&s->base)) {
@@ -270,10 +267,7 @@ static void queue_drained(sock *s) {
         do_shutdown(s);
 }
 
-static void on_writable(struct ev_loop *ev, ev_io *w, int revents) {
-    (void)ev;
-    (void)revents;
-    sock *s = TIDE_CONTAINER_OF(w, sock, ww);
+static void on_writable(sock *s) {
     tide_transport_t *t = &s->base;
     size_t sent;
     int rc = flush_queue(s, &sent);
@@ -293,12 +287,10 @@ static void on_writable(struct ev_loop *ev, ev_io *w, int revents) {
 
 /* ---- reading ------------------------------------------------------------------- */
 
-static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
-    (void)revents;
-    sock *s = TIDE_CONTAINER_OF(w, sock, rw);
+static void on_readable(sock *s) {
     tide_transport_t *t = &s->base;
     if (!tide__transport_wants_read(t)) {
-        ev_io_stop(ev, w);
+        tide__io_stop(&s->io, TIDE__IO_READ);
         return;
     }
     bool buffered = tide__transport_is_buffered(t);
@@ -325,12 +317,30 @@ static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
         else
             tide__transport_data(t, buf, (size_t)n);
     } else if (n == 0) {
-        ev_io_stop(ev, w);
+        tide__io_stop(&s->io, TIDE__IO_READ);
         tide__transport_eof(t);
     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         /* A reset is an error, never an EOF: eof_received is not called. */
         tide__transport_fatal(t, tide_err_from_errno(errno));
     }
+}
+
+/* Both directions may be ready at once: the read first, then the write if the read's
+ * callbacks left it wanted (they may have flushed, closed or aborted). */
+static void on_io(tide__io *io, unsigned events) {
+    sock *s = TIDE_CONTAINER_OF(io, sock, io);
+    if (events & TIDE__IO_READ)
+        on_readable(s);
+    if ((events & TIDE__IO_WRITE) && (s->io.events & TIDE__IO_WRITE))
+        on_writable(s);
+}
+
+/* Starts watching for writability; a failure (the kernel could not add the
+ * descriptor to the poll set) fails the connection, which cannot flush otherwise. */
+static void want_write(sock *s) {
+    int rc = tide__io_start(&s->io, TIDE__IO_WRITE);
+    if (rc != 0)
+        tide__transport_fatal(&s->base, rc);
 }
 
 /* ---- transport ops --------------------------------------------------------------- */
@@ -386,7 +396,7 @@ static int write_rest(sock *s, const tide_iovec_t *bufs, size_t n, size_t total,
         if (c.bufs[c.i].len > c.off) /* an empty piece may have no base at all */
             ring_put(&s->wq, (const unsigned char *)c.bufs[c.i].base + c.off,
                      c.bufs[c.i].len - c.off);
-    ev_io_start(ev_of(s), &s->ww);
+    want_write(s);
     return 0;
 }
 
@@ -414,29 +424,28 @@ static int sock_write_eof(tide_transport_t *t) {
 
 static void sock_close(tide_transport_t *t) {
     sock *s = as_sock(t);
-    ev_io_stop(ev_of(s), &s->rw);
+    tide__io_stop(&s->io, TIDE__IO_READ);
     if (s->wq.len == 0)
         queue_drained(s);
     else
-        ev_io_start(ev_of(s), &s->ww);
+        want_write(s);
 }
 
 static void sock_abort(tide_transport_t *t) {
     sock *s = as_sock(t);
-    ev_io_stop(ev_of(s), &s->rw);
-    ev_io_stop(ev_of(s), &s->ww);
+    tide__io_stop(&s->io, TIDE__IO_READ | TIDE__IO_WRITE);
     ring_free(&s->wq);
     s->shut_pending = false;
 }
 
 static void sock_pause_reading(tide_transport_t *t) {
-    sock *s = as_sock(t);
-    ev_io_stop(ev_of(s), &s->rw);
+    tide__io_stop(&as_sock(t)->io, TIDE__IO_READ);
 }
 
 static void sock_resume_reading(tide_transport_t *t) {
-    sock *s = as_sock(t);
-    ev_io_start(ev_of(s), &s->rw);
+    int rc = tide__io_start(&as_sock(t)->io, TIDE__IO_READ);
+    if (rc != 0)
+        tide__transport_fatal(t, rc);
 }
 
 static size_t sock_write_buffer_size(const tide_transport_t *t) { return as_csock(t)->wq.len; }
@@ -484,8 +493,7 @@ static void sock_describe(const tide_transport_t *t, char *buf, size_t size) {
 
 static void sock_release(tide_transport_t *t) {
     sock *s = as_sock(t);
-    ev_io_stop(ev_of(s), &s->rw);
-    ev_io_stop(ev_of(s), &s->ww);
+    tide__io_stop(&s->io, TIDE__IO_READ | TIDE__IO_WRITE);
     tide__sys.close(s->fd);
     ring_free(&s->wq);
     free(s);
@@ -538,8 +546,7 @@ int tide__socket_transport_new(tide_loop_t *loop, int fd, tide_protocol_t *proto
         (void)tide__sys.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
     }
 
-    ev_io_init(&s->rw, on_readable, fd, EV_READ);
-    ev_io_init(&s->ww, on_writable, fd, EV_WRITE);
+    tide__io_init(loop, &s->io, fd, on_io);
     tide__transport_init(&s->base, loop, family == AF_UNIX ? &unix_ops : &tcp_ops, protocol);
     *out = &s->base;
     return 0;

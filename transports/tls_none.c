@@ -1,6 +1,6 @@
 /* The TLS API without TLS support (TIDE_WITH_TLS=OFF): every call fails with
  * TIDE_ENOSYS, so programs link and can test tide_tls_available() at run time.
- * With TLS support this file is not built; transports/tls_mbedtls.c is. */
+ * With TLS support this file is not built; transports/tls.c and its engine are. */
 #include <stddef.h>
 
 #include "transports/tls_int.h"
@@ -198,6 +198,18 @@ int tide__tls_new(tide_loop_t *loop, const tide__tls_params *params, tide__tls_h
     if (out)
         *out = NULL;
     return TIDE_ENOSYS;
+}
+
+/* Only plain sockets: a caller asking for TLS was refused by tide__tls_check. */
+int tide__tls_wrap_fd(tide_loop_t *loop, int fd, const tide__tls_params *params,
+                      tide__tls_handshake_cb cb, void *arg, tide_transport_t **socket_out,
+                      tide__tls **tls_out) {
+    (void)cb;
+    (void)arg;
+    *tls_out = NULL;
+    if (params != NULL)
+        return TIDE_ENOSYS;
+    return tide__socket_transport_new(loop, fd, NULL, socket_out);
 }
 
 /* Unreachable without a layer: tide__tls_new never makes one. */

@@ -106,6 +106,36 @@ extern "C" {
     X(ETLS_CERT_WEAK_HASH, -4215, "TLS peer certificate is signed with a weak hash (SHA-1, MD5)") \
     X(ETLS_CERT_USAGE, -4216,                                                      \
       "TLS peer certificate is not for this use (key usage or extended key usage)") \
+    X(EHTTP_SYNTAX, -4531, "malformed HTTP message")                               \
+    X(EHTTP_FOLD, -4532, "HTTP header line folded (obs-fold is refused)")          \
+    X(EHTTP_VERSION, -4533, "HTTP version not supported (only HTTP/1.0 and 1.1)")   \
+    X(EHTTP_LINE_TOO_LONG, -4534, "HTTP line longer than the parser's limit")      \
+    X(EHTTP_TOO_MANY_HEADERS, -4535, "more HTTP header lines than the parser's limit") \
+    X(EHTTP_HEAD_TOO_LARGE, -4536, "HTTP head larger than the parser's limit")     \
+    X(EHTTP_CONTENT_LENGTH, -4537, "HTTP Content-Length malformed or repeated")    \
+    X(EHTTP_TRANSFER_ENCODING, -4538, "HTTP Transfer-Encoding not supported (only chunked)") \
+    X(EHTTP_AMBIGUOUS, -4539,                                                      \
+      "HTTP message framed both by Content-Length and Transfer-Encoding (refused)") \
+    X(EHTTP_CHUNK, -4540, "malformed HTTP chunk size or chunk framing")            \
+    X(EFRAME_TOO_LARGE, -4541, "line or frame longer than the framing protocol's maximum") \
+    X(EREPLY_SYNTAX, -4501, "protocol error: malformed reply line")                                \
+    X(EREPLY_LINE, -4502, "protocol error: reply line over the length limit")                      \
+    X(EREPLY_LINES, -4503, "protocol error: reply with more lines than the limit")                 \
+    X(EREPLY_CODE, -4504, "protocol error: reply code changed inside a reply")                     \
+    X(ECOMMAND_CHARS, -4505, "CR, LF or NUL in a command argument")                                \
+    X(EREPLY_PASV, -4506, "protocol error: malformed PASV or EPSV reply")                          \
+    X(EREPLY, -4507, "the server refused the command (see its reply)")                             \
+    X(ENO_STARTTLS, -4508, "the server does not offer STARTTLS (or AUTH TLS)")                     \
+    X(ESTARTTLS_REFUSED, -4509, "the server refused STARTTLS (or AUTH TLS)")                       \
+    X(ESTARTTLS_INJECTION, -4510,                                                                  \
+      "protocol error: data after the TLS upgrade reply, before the handshake (response "          \
+      "injection)")                                                                                \
+    X(EAUTH_CLEARTEXT, -4511, "authentication without TLS refused")                                \
+    X(EAUTH_MECH, -4512, "the server offers no authentication mechanism tide knows")               \
+    X(EMESSAGE_SIZE, -4513, "the message is larger than the server accepts (SIZE)")                \
+    X(EMESSAGE_8BIT, -4514, "8-bit message, and the server does not offer 8BITMIME")               \
+    X(ESOURCE, -4515, "the message or file source failed")                                         \
+    X(ESINK, -4516, "the download sink failed") \
     X(EDGRAM_TRUNCATED, -4301, "datagram truncated: larger than the receive buffer, not delivered")
 
 typedef enum tide_errno {

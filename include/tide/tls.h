@@ -23,6 +23,28 @@
  * - the handshake has a deadline (60 s by default, TIDE_ETLS_HANDSHAKE_TIMEOUT), and
  *   so does closing (30 s, TIDE_ETLS_SHUTDOWN_TIMEOUT).
  *
+ * The defaults, and the call that changes each:
+ * - verify the peer: clients yes, servers no (tide_tls_config_set_verify_peer);
+ * - trust anchors: the system bundle, $SSL_CERT_FILE or
+ *   /etc/ssl/certs/ca-certificates.crt, for clients that load none
+ *   (tide_tls_config_load_ca_file / _dir / _mem / _system_ca);
+ * - versions: TLS 1.2 up to the highest the library has, 1.2 on mbedTLS 2.28, 1.3 on
+ *   3.x (tide_tls_config_set_versions; nothing below 1.2);
+ * - suites and groups: ECDHE with AEAD; X25519, P-256, P-384 (tide_tls_config_allow_legacy
+ *   for mbedTLS's own lists); renegotiation: refused (not configurable);
+ * - ALPN: none (tide_tls_config_set_alpn); SNI certificates: none
+ *   (tide_tls_config_add_sni_cert_file / _mem);
+ * - deadlines: handshake 60 s, shutdown 30 s (tide_tls_config_set_timeouts; a server's
+ *   own handshake deadline: tide_server_options_t.tls_handshake_timeout);
+ * - closing: send close_notify without waiting for the peer's
+ *   (tide_tls_config_set_wait_close_notify);
+ * - server resumption: session IDs and tickets, 600 s (tide_tls_config_set_session_cache);
+ * - server handshakes in progress: no cap (tide_server_options_t.max_handshakes).
+ * Limits of the engine: a server takes a ClientHello of up to 16 KiB
+ * (MBEDTLS_SSL_IN_CONTENT_LEN), whole in one record on mbedTLS 2.28; a longer one (or, on
+ * 2.28, one split over records) fails the handshake with a fatal alert to the client and
+ * a warning in the loop's log.
+ *
  * Errors: verification failures have codes of their own (TIDE_ETLS_CERT_*); any other
  * mbedTLS failure is TIDE_ETLS_BASE + mbedTLS's code (tide_err_is_tls,
  * tide_err_tls_code; tide_strerror_r gives mbedTLS's text). A certificate with several
@@ -31,11 +53,11 @@
  * TIDE_ETLS_CERT_HOSTNAME, TIDE_ETLS_CERT_REVOKED, TIDE_ETLS_CERT_WEAK_KEY (RSA under
  * 2048 bits, a curve not allowed), TIDE_ETLS_CERT_WEAK_HASH (signed with SHA-1 or MD5),
  * TIDE_ETLS_CERT_USAGE (its key usage or extended key usage forbids this use),
- * TIDE_ETLS_CERT_INVALID (anything else: a missing certificate, ...). The side that rejected the certificate gets that code; its
- * peer gets the alert it was sent (a TLS code). A host name is compared with the
- * certificate's DNS names (and CN); an IP address (server_hostname, or the address
- * connected to) is never sent as SNI (RFC 6066) and must be one of the certificate's
- * IP address names, on every mbedTLS version (tide checks it itself).
+ * TIDE_ETLS_CERT_INVALID (anything else: a missing certificate, ...). The side that rejected the
+ * certificate gets that code; its peer gets the alert it was sent (a TLS code). A host name is
+ * compared with the certificate's DNS names (and CN); an IP address (server_hostname, or the
+ * address connected to) is never sent as SNI (RFC 6066) and must be one of the certificate's IP
+ * address names, on every mbedTLS version (tide checks it itself).
  *
  * Connection events: the application's connection_made runs after the handshake
  * succeeded; a failed handshake never reaches the protocol factory. close() sends

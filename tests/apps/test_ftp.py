@@ -10,9 +10,14 @@ subclassed to record commands and to misbehave on purpose.
 
     test_ftp.py PATH_TO_ftp_client [CASE ...]
 """
+import asyncio
 import hashlib
 import logging
 import os
+import shutil
+import socket
+import struct
+import subprocess
 import sys
 import threading
 import warnings
@@ -334,6 +339,193 @@ async def case_tls_server_gone(client, workdir):
                                                   "get", "big.bin", target)), 9,
                     ["RETR big.bin"], "FTPS server gone")
     check(not os.listdir(local), f"FTPS server gone: left {os.listdir(local)}")
+
+
+# ---- scripted servers: what no real server does on purpose --------------------------
+
+class Scripted:
+    """A fake FTP server on asyncio: `greeting` is sent first (with endless, again and
+    again until the client hangs up, bounded); AUTH gets `auth_tls`; EPSV opens a data
+    listener; RETR sends 150 and 256 KiB, then `ending`: "hang" keeps the data
+    connection open and sends no final reply, "reset" resets it (RST)."""
+
+    def __init__(self, greeting=b"220 fake\r\n", auth_tls=b"502 no\r\n", ending="hang",
+                 endless=False):
+        self.greeting, self.auth_tls, self.ending = greeting, auth_tls, ending
+        self.endless_greeting = endless
+        self.lines, self.sent, self.held = [], 0, []
+
+    async def endless(self, writer):
+        while self.sent < 64 * 1024 * 1024:
+            writer.write(self.greeting)
+            self.sent += len(self.greeting)
+            await writer.drain()
+
+    async def retr(self, writer):
+        writer.write(b"150 here it comes\r\n")
+        await writer.drain()
+        _, data = await asyncio.wait_for(self.accepted, DEADLINE)
+        data.write(os.urandom(256 * 1024))
+        await data.drain()
+        if self.ending == "reset":
+            sock = data.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            data.transport.abort()
+        else:
+            self.held.append(data)  # never closed, no final reply
+
+    async def handle(self, reader, writer):
+        try:
+            if self.endless_greeting:
+                return await self.endless(writer)
+            writer.write(self.greeting)
+            while line := await reader.readline():
+                self.lines.append(line)
+                verb = line.split(b" ")[0].strip().upper()
+                reply = {b"AUTH": self.auth_tls, b"USER": b"230 in\r\n",
+                         b"QUIT": b"221 bye\r\n"}.get(verb, b"200 ok\r\n")
+                if verb in (b"EPSV", b"RETR"):
+                    await getattr(self, verb.decode().lower())(writer)
+                else:
+                    writer.write(reply)
+                await writer.drain()
+                if verb == b"QUIT":
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def epsv(self, writer):
+        self.accepted = asyncio.get_running_loop().create_future()
+        data = await asyncio.start_server(
+            lambda r, w: self.accepted.done() or self.accepted.set_result((r, w)),
+            "127.0.0.1", 0)
+        self.held.append(data)
+        port = data.sockets[0].getsockname()[1]
+        writer.write(b"229 Entering Extended Passive Mode (|||%d|)\r\n" % port)
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        for h in self.held:
+            h.close()
+        self.server.close()
+
+
+async def case_endless(client, workdir):
+    """An endless line and an endless multi-line greeting: errors at the limits."""
+    for chunk, words in ((b"220 " + b"x" * 4096, ["longer than 1024"]),
+                         (b"220-start\r\n" + b" more\r\n" * 512, ["more than 1000 lines"])):
+        async with Scripted(greeting=chunk, endless=True) as s:
+            expect_exit(await run_client(client, args(s.port, "pwd")), 4, words,
+                        f"endless {chunk[:8]!r}")
+        check(s.sent < 16 * 1024 * 1024, f"endless: the client read {s.sent} bytes")
+
+
+async def case_auth_tls_injection(client, workdir):
+    """A reply pipelined after 234 (before the handshake): no login follows."""
+    certs = TestPKI(workdir)
+    async with Scripted(auth_tls=b"234 go ahead\r\n230 injected\r\n") as s:
+        expect_exit(await run_client(client, args(s.port, "--tls", "--cafile", certs.ca,
+                                                  "--user", USER, "--password", PASSWORD,
+                                                  "pwd")), 5, ["AUTH TLS", "injection"],
+                    "AUTH TLS injection")
+    check([l[:4] for l in s.lines] == [b"AUTH"], f"AUTH TLS injection: {s.lines!r}")
+
+
+async def case_data_misbehaves(client, workdir):
+    """A data connection that never closes (timeout) and one reset in the middle: a
+    clear error, and no file, partial or .part, left behind."""
+    _, local = setup(workdir)
+    target = os.path.join(local, "f.bin")
+    for ending, words in (("hang", ["RETR f.bin", "no answer within"]),
+                          ("reset", ["RETR f.bin", "reset"])):
+        async with Scripted(ending=ending) as s:
+            expect_exit(await run_client(client, ["--server", f"{HOST}:{s.port}", "--timeout",
+                                                  "1", "get", "f.bin", target]), 9, words,
+                        f"data {ending}")
+        check(not os.listdir(local), f"data {ending}: left {os.listdir(local)}")
+
+
+# ---- vsftpd -----------------------------------------------------------------------------
+
+VSFTPD_CONF = """listen=YES
+listen_address=127.0.0.1
+listen_port={port}
+background=NO
+run_as_launching_user=YES
+anonymous_enable=YES
+local_enable=NO
+anon_root={root}
+write_enable=YES
+anon_upload_enable=YES
+anon_umask=022
+no_anon_password=YES
+secure_chroot_dir={empty}
+seccomp_sandbox=NO
+xferlog_enable=NO
+ssl_enable=YES
+ssl_ciphers=HIGH
+allow_anon_ssl=YES
+force_anon_logins_ssl=YES
+force_anon_data_ssl=YES
+require_ssl_reuse=YES
+rsa_cert_file={cert}
+rsa_private_key_file={key}
+"""
+
+
+async def case_vsftpd(client, workdir):
+    """vsftpd with TLS required on both channels and require_ssl_reuse (a data
+    connection that does not resume the control connection's session is refused):
+    put and get 2 MiB, ls. vsftpd 3.0.3 offers TLS 1.2 only with an RSA certificate."""
+    vsftpd = shutil.which("vsftpd") or "/usr/sbin/vsftpd"
+    if not os.path.exists(vsftpd):
+        print("skip: vsftpd is not installed (Debian: vsftpd)")
+        return
+    root, local = setup(workdir)
+    empty = os.path.join(workdir, "empty")
+    os.mkdir(empty)
+    cert, key = os.path.join(workdir, "rsa.pem"), os.path.join(workdir, "rsa.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    with socket.socket() as probe:  # a free port: vsftpd cannot be given port 0
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conf = os.path.join(workdir, "vsftpd.conf")
+    with open(conf, "w") as f:
+        f.write(VSFTPD_CONF.format(port=port, root=root, empty=empty, cert=cert, key=key))
+    source = os.path.join(local, "up.bin")
+    want = random_file(source, 2 * 1024 * 1024)
+    server = await asyncio.create_subprocess_exec(vsftpd, conf, stderr=subprocess.PIPE)
+    try:
+        deadline = asyncio.get_running_loop().time() + DEADLINE
+        while True:  # bounded: until vsftpd listens, or its deadline
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            except OSError:
+                check(server.returncode is None and asyncio.get_running_loop().time() < deadline,
+                      "vsftpd did not start")
+                await asyncio.sleep(0.05)
+        fetched = os.path.join(local, "down.bin")
+        out, err = await ok(client, args(port, "--tls", "--cafile", cert, "--verbose", "put",
+                                         source, "big.bin", "get", "big.bin", fetched, "ls"),
+                            "vsftpd")
+    finally:
+        server.kill()
+        await server.wait()
+    check(digest(os.path.join(root, "big.bin")) == want, "vsftpd: STOR checksum differs")
+    check(digest(fetched) == want, "vsftpd: RETR checksum differs")
+    check("big.bin" in out, f"vsftpd: ls printed {out!r}")
+    check(err.count("session resumed") == 3 and "not resumed" not in err,
+          f"vsftpd: the data sessions were not all resumed: {err}")
 
 
 CASES = {name[len("case_"):]: fn for name, fn in globals().items() if name.startswith("case_")}

@@ -372,6 +372,72 @@ async def case_server_gone(client, workdir):
                     ["greeting", "no answer within"], "silent server")
 
 
+# ---- the SMTP module's guarantees (protocols/smtp.c), through the example --------------
+
+class Endless(Scripted):
+    """A greeting that never ends: one line without LF, or continuation lines, sent
+    until the client hangs up (bounded, so a client that never does fails the case)."""
+
+    def __init__(self, chunk):
+        super().__init__()
+        self.chunk, self.sent = chunk, 0
+
+    async def handle(self, reader, writer):
+        self.connections += 1
+        try:
+            while self.sent < 64 * 1024 * 1024:
+                writer.write(self.chunk)
+                self.sent += len(self.chunk)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+async def case_endless(client, workdir):
+    """Endless line, endless multi-line reply: a clear error as soon as the limit is
+    passed, not after the stream ends."""
+    path = message_file(workdir)
+    for chunk, words in ((b"220 " + b"x" * 4096, ["longer than 512"]),
+                         (b"220-more\r\n" * 512, ["more than 100 lines"])):
+        async with Endless(chunk) as s:
+            expect_exit(await run_client(client, client_args(s.port, path)), 4, words,
+                        f"endless {chunk[:8]!r}")
+        check(s.sent < 16 * 1024 * 1024, f"endless: the client read {s.sent} bytes")
+
+
+async def case_auth_cleartext(client, workdir):
+    """AUTH offered over a connection without TLS: the credentials stay home."""
+    async with Scripted(ehlo=b"250-fake\r\n250 AUTH PLAIN LOGIN\r\n") as s:
+        expect_exit(await run_client(client, client_args(
+            s.port, "--user", USER, "--password", PASSWORD, message_file(workdir))), 7,
+            ["AUTH", "without TLS"], "AUTH in clear")
+    sent = b"".join(s.lines)
+    check(b"AUTH" not in sent and b"MAIL" not in sent, f"AUTH in clear: the client sent {sent!r}")
+
+
+async def case_size_and_8bit(client, workdir):
+    """SIZE: a message over the server's limit is not offered (no MAIL); a limit it
+    fits is announced. 8-bit content without 8BITMIME: the transaction is aborted,
+    never terminated."""
+    big = message_file(workdir, b"x" * 2000)
+    async with Scripted(ehlo=b"250-fake\r\n250 SIZE 1000\r\n") as s:
+        expect_exit(await run_client(client, client_args(s.port, big)), 8,
+                    ["MAIL FROM", "larger"], "over SIZE")
+    check(not [l for l in s.lines if l.startswith(b"MAIL")], f"over SIZE: {s.lines!r}")
+    async with Scripted(ehlo=b"250-fake\r\n250-8BITMIME\r\n250 SIZE 100000\r\n") as s:
+        await accepted(client, client_args(s.port, big), "within SIZE")
+    mail = [l for l in s.lines if l.startswith(b"MAIL")]
+    check(mail == [b"MAIL FROM:<" + FROM.encode() + b"> SIZE=2000 BODY=8BITMIME\r\n"],
+          f"within SIZE: {mail!r}")
+    async with Scripted() as s:
+        expect_exit(await run_client(client, client_args(
+            s.port, message_file(workdir, b"caf\xc3\xa9\r\n"))), 10, ["DATA", "8BITMIME"],
+            "8-bit without 8BITMIME")
+    check(s.wire == b"", f"8-bit: the message was terminated: {s.wire!r}")
+
+
 CASES = {name[len("case_"):]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 if __name__ == "__main__":

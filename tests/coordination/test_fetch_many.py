@@ -80,7 +80,7 @@ async def main_async(binary):
     server, port = await servers.start("garbage")
     started.append(server)
     urls.append(f"http://127.0.0.1:{port}/")
-    expect.append("error: protocol error")
+    expect.append("error: malformed HTTP message")
     urls.append("ftp://127.0.0.1/")
     expect.append("error: not an http:// or https:// URL")
 

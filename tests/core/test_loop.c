@@ -16,6 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/socket.h>
+
+#include "core/core_int.h"
 #include "support/support.h"
 #include "tide/ev.h"
 
@@ -302,12 +305,17 @@ static void stop_cb(tide_loop_t *loop, void *arg) {
     tide_loop_stop(loop);
 }
 
-static void *stopper_thread(void *arg) {
-    forever_ctx *c = arg;
+/* On another thread: returns once started_cb ran, i.e. the loop is running. */
+static void wait_loop_started(forever_ctx *c) {
     pthread_mutex_lock(&c->lock);
     while (!c->loop_started)
         pthread_cond_wait(&c->cond, &c->lock);
     pthread_mutex_unlock(&c->lock);
+}
+
+static void *stopper_thread(void *arg) {
+    forever_ctx *c = arg;
+    wait_loop_started(c);
     c->post_rc = tide_loop_call_soon_threadsafe(c->loop, stop_cb, c);
     return NULL;
 }
@@ -477,6 +485,99 @@ static void test_signal_handler(void **state) {
     ts_loop_close(loop);
 }
 
+/* A signal sent while the loop waits with nothing else to do must wake it: the loop's
+ * own wait is not libev's, so this fails if only libev's pipe were written. A watchdog
+ * timer turns a missed wake-up into a failure instead of a hang. */
+typedef struct sig_wait_ctx {
+    forever_ctx f;
+    int got;
+    int watchdog_fired;
+} sig_wait_ctx;
+
+static void sig_wait_cb(tide_loop_t *loop, int signum, void *arg) {
+    (void)signum;
+    sig_wait_ctx *c = arg;
+    c->got++;
+    tide_loop_stop(loop);
+}
+
+static void watchdog_cb(tide_loop_t *loop, void *arg) {
+    sig_wait_ctx *c = arg;
+    c->watchdog_fired++;
+    tide_loop_stop(loop);
+}
+
+static void *signaller_thread(void *arg) {
+    sig_wait_ctx *c = arg;
+    wait_loop_started(&c->f);
+    c->f.post_rc = kill(getpid(), SIGUSR2);
+    return NULL;
+}
+
+static void test_signal_wakes_waiting_loop(void **state) {
+    (void)state;
+    tide_loop_t *loop = ts_loop_new();
+    sig_wait_ctx c = {.f = {.loop = loop}};
+    pthread_mutex_init(&c.f.lock, NULL);
+    pthread_cond_init(&c.f.cond, NULL);
+    assert_int_equal(tide_loop_add_signal_handler(loop, SIGUSR2, sig_wait_cb, &c), 0);
+    tide_handle_t *dog = tide_loop_call_later(loop, 5.0, watchdog_cb, &c);
+    assert_non_null(dog);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, signaller_thread, &c), 0);
+    assert_non_null(tide_loop_call_soon(loop, started_cb, &c.f));
+    assert_int_equal(tide_loop_run(loop, TIDE_RUN_FOREVER), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(c.f.post_rc, 0);
+    assert_int_equal(c.got, 1);
+    assert_int_equal(c.watchdog_fired, 0);
+    tide_handle_cancel(dog);
+    assert_int_equal(tide_loop_remove_signal_handler(loop, SIGUSR2), 0);
+    pthread_cond_destroy(&c.f.cond);
+    pthread_mutex_destroy(&c.f.lock);
+    ts_loop_close(loop);
+}
+
+/* Reaching the libev loop from inside a run hands the rest of the run to libev: a
+ * libev timer started from a callback fires, and tide's own work goes on. */
+typedef struct takeover_ctx {
+    ev_timer t;
+    int ev_fired;
+    int tide_fired;
+} takeover_ctx;
+
+static void takeover_ev_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+    (void)ev;
+    (void)revents;
+    ((takeover_ctx *)w->data)->ev_fired++;
+}
+
+static void takeover_tide_cb(tide_loop_t *loop, void *arg) {
+    (void)loop;
+    ((takeover_ctx *)arg)->tide_fired++;
+}
+
+static void takeover_start_cb(tide_loop_t *loop, void *arg) {
+    takeover_ctx *c = arg;
+    ev_timer_init(&c->t, takeover_ev_cb, 0.01, 0.0);
+    c->t.data = c;
+    ev_timer_start(tide_loop_get_ev(loop), &c->t);
+    assert_non_null(tide_loop_call_later(loop, 0.02, takeover_tide_cb, c));
+}
+
+static void test_libev_takes_over_mid_run(void **state) {
+    (void)state;
+    tide_loop_t *loop = ts_loop_new();
+    takeover_ctx c = {0};
+    assert_non_null(tide_loop_call_soon(loop, takeover_start_cb, &c));
+    /* DEFAULT returns once nothing keeps the loop: the libev timer keeps libev
+     * running until it fired, tide's timer keeps it until then. */
+    assert_int_equal(tide_loop_run(loop, TIDE_RUN_DEFAULT), 0);
+    assert_int_equal(c.ev_fired, 1);
+    assert_int_equal(c.tide_fired, 1);
+    ts_loop_close(loop);
+}
+
 /* ---- debug mode --------------------------------------------------------------------- */
 
 /* Deliberately runs for 150 ms, measured, so the slow-callback report must appear. */
@@ -612,6 +713,49 @@ static void test_no_fd_leak(void **state) {
     assert_int_equal(ts_count_fds(), before);
 }
 
+/* tide__io: two readable descriptors in one dispatch batch; whichever runs first
+ * stops the other and poisons its memory, which must then never be called (the
+ * dispatch forgets an io that left the set). Stopping, not closing, is the rule. */
+typedef struct io_pair {
+    tide__io io[2];
+    int calls[2];
+} io_pair;
+
+static io_pair *the_pair;
+
+static void io_stop_other(tide__io *io, unsigned events) {
+    assert_true(events & TIDE__IO_READ);
+    int me = io == &the_pair->io[0] ? 0 : 1;
+    the_pair->calls[me]++;
+    tide__io *other = &the_pair->io[1 - me];
+    tide__io_stop(other, TIDE__IO_READ);
+    tide__io_stop(io, TIDE__IO_READ);
+    tide_loop_t *loop = other->loop;
+    memset(other, 0xa5, sizeof(*other)); /* a freed io: calling it would crash */
+    other->loop = loop;
+}
+
+static void test_io_stopped_in_dispatch(void **state) {
+    (void)state;
+    tide_loop_t *loop = ts_loop_new();
+    io_pair pair = {0};
+    the_pair = &pair;
+    int sv[2][2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv[i]), 0);
+        assert_int_equal(write(sv[i][1], "x", 1), 1);
+        tide__io_init(loop, &pair.io[i], sv[i][0], io_stop_other);
+        assert_int_equal(tide__io_start(&pair.io[i], TIDE__IO_READ), 0);
+    }
+    assert_int_equal(tide_loop_run(loop, TIDE_RUN_NOWAIT), 0);
+    assert_int_equal(pair.calls[0] + pair.calls[1], 1);
+    for (int i = 0; i < 2; i++) {
+        close(sv[i][0]);
+        close(sv[i][1]);
+    }
+    ts_loop_close(loop);
+}
+
 /* The default log handler writes to stderr without ever waiting: with stderr a pipe
  * that nobody drains, lines are dropped and counted, and the first line that gets
  * through once there is room says how many were lost. A blocking write would hang
@@ -664,10 +808,13 @@ int main(void) {
         cmocka_unit_test(test_run_forever_until_stop),
         cmocka_unit_test(test_call_soon_threadsafe_wakes_loop),
         cmocka_unit_test(test_signal_handler),
+        cmocka_unit_test(test_signal_wakes_waiting_loop),
+        cmocka_unit_test(test_libev_takes_over_mid_run),
         cmocka_unit_test(test_debug_reports_slow_callback),
         cmocka_unit_test(test_close_refuses_while_transport_open),
         cmocka_unit_test(test_attach_to_ev_loop),
         cmocka_unit_test(test_no_fd_leak),
+        cmocka_unit_test(test_io_stopped_in_dispatch),
         cmocka_unit_test(test_default_log_never_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,15 +1,25 @@
-/* The TLS engine (transports/tls_mbedtls.c) between two tide endpoints: start_tls on
- * both ends of a socketpair or of the in-memory pair, with certificates made here by
- * mbedTLS's x509write API (EC P-256: a CA, leaves for "localhost" and "server.test",
- * an expired one, a not-yet-valid one, one from an unknown CA).
+/* The TLS engine conformance suite: what any engine behind transports/tls_int.h (today
+ * transports/tls_mbedtls.c, the table tide__tls_engine) must do under the engine-neutral
+ * layer (transports/tls.c), between two tide endpoints: start_tls on both ends of a
+ * socketpair or of the in-memory pair, or layers made for a transport not started yet.
+ * The tests reach the engine only through the public API and the layer's entries
+ * (tide__tls_*), so a second engine runs them unchanged; what is mbedTLS's own here is
+ * confined to making the certificates (its x509write API: EC P-256: a CA, leaves for
+ * "localhost" and "server.test", an expired one, a not-yet-valid one, one from an
+ * unknown CA), the check that those headers match the library (test_same_mbedtls), and
+ * one code in test_strerror.
  *
- * Covered: handshake and data both ways; each verification failure; no hostname;
- * verification off; truncation; clean close with close_notify as eof_received;
- * handshake timeouts; a flipped ciphertext byte; start_tls with bytes already
- * received; pause_reading over buffered records; 16 MiB each way with injected EAGAIN
- * and short writes; ALPN, SNI, resumption, info and certificate fields; configuration
- * refcount and freezing; mbedTLS's text in tide_strerror_r. Real TLS peers (openssl,
- * Python) are tested elsewhere. */
+ * The contract, in the order of main()'s list: the ops table is complete; handshake and
+ * data both ways; each verification failure (its own code); no hostname; verification
+ * off; closing: truncation, abort, close_notify as eof_received, waiting for the peer's;
+ * deadlines of the handshake; closing and EOF mid-handshake; a flipped ciphertext byte;
+ * start_tls with bytes already received and with writes before the handshake ended;
+ * flow control: pause_reading over buffered records, back-pressure, 16 MiB each way with
+ * injected EAGAIN and short writes; inspection: ALPN, SNI, info and certificate fields;
+ * sessions (resumption, TLS 1.2 and the highest version); layers for connect and accept;
+ * a configuration shared by threads, its refcount and freezing; the engine's text in
+ * tide_strerror_r. Real TLS peers (openssl, Python) are tested in test_tls_peers.c and
+ * test_tls_server.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1176,6 +1186,45 @@ static void test_same_mbedtls(void **state) {
 #endif
 }
 
+/* An engine fills every op of the table: the layer calls them without checking. */
+static void test_engine_ops_complete(void **state) {
+    (void)state;
+    const tide__tls_engine_ops *e = &tide__tls_engine;
+    assert_non_null(e->name);
+    const void *ops[] = {
+        (const void *)e->library_version,
+        (const void *)e->version_supported,
+        (const void *)e->describe,
+        (const void *)e->conf_new,
+        (const void *)e->conf_free,
+        (const void *)e->conf_add_ca,
+        (const void *)e->conf_add_ca_dir,
+        (const void *)e->conf_add_pair,
+        (const void *)e->conf_freeze,
+        (const void *)e->conn_new,
+        (const void *)e->conn_setup,
+        (const void *)e->conn_set_peer,
+        (const void *)e->conn_offer_session,
+        (const void *)e->conn_free,
+        (const void *)e->handshake,
+        (const void *)e->read,
+        (const void *)e->write,
+        (const void *)e->close_notify,
+        (const void *)e->bytes_ready,
+        (const void *)e->has_pending,
+        (const void *)e->awaits_ticket,
+        (const void *)e->first_flight_alert,
+        (const void *)e->state,
+        (const void *)e->peer_certificate,
+        (const void *)e->get_session,
+        (const void *)e->session_free,
+    };
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+        assert_non_null(ops[i]);
+    assert_true(e->version_supported(TIDE_TLS_VERSION_1_2));
+    assert_string_equal(tide_tls_library_version(), e->library_version());
+}
+
 static void test_strerror(void **state) {
     (void)state;
     char buf[256];
@@ -1409,7 +1458,10 @@ static void test_threads_share_config(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        /* The engine and the library its tests were built with. */
         cmocka_unit_test(test_same_mbedtls), /* first: a mismatch breaks the rest */
+        cmocka_unit_test(test_engine_ops_complete),
+        /* Handshake, data, verification. */
         TS_DUO_TEST(test_handshake_echo_close),
         TS_DUO_TEST(test_memory_pair),
         TS_DUO_TEST(test_verify_untrusted),
@@ -1418,10 +1470,12 @@ int main(void) {
         TS_DUO_TEST(test_verify_hostname),
         TS_DUO_TEST(test_verify_self_signed),
         TS_DUO_TEST(test_no_hostname_and_verify_off),
+        /* Closing. */
         TS_DUO_TEST(test_truncation),
         TS_DUO_TEST(test_abort_tls),
         TS_DUO_TEST(test_close_notify_wait),
         TS_DUO_TEST(test_wait_close_notify_timeout),
+        /* Deadlines and failures mid-handshake. */
         TS_DUO_TEST(test_handshake_timeout_client),
         TS_DUO_TEST(test_handshake_timeout_server),
         TS_DUO_TEST(test_handshake_default_deadline),
@@ -1429,25 +1483,31 @@ int main(void) {
         TS_DUO_TEST(test_eof_during_handshake),
         TS_DUO_TEST(test_start_tls_refused),
         TS_DUO_TEST(test_flipped_byte),
+        /* start_tls on a live connection. */
         TS_DUO_TEST(test_upgrade_with_received),
         TS_DUO_TEST(test_writes_before_handshake),
+        /* Flow control. */
         TS_DUO_TEST(test_pause_reading_buffered),
         TS_DUO_TEST(test_pause_reading_backpressure),
         TS_DUO_TEST(test_lost_while_paused),
         TS_DUO_TEST(test_limits_lowered_with_output_queued),
         TS_DUO_TEST(test_big_transfer),
+        /* Inspection, ALPN, SNI. */
         TS_DUO_TEST(test_info_and_certificate),
         TS_DUO_TEST(test_alpn),
         TS_DUO_TEST(test_sni_exact),
         TS_DUO_TEST(test_sni_wildcard),
         TS_DUO_TEST(test_sni_default),
         TS_DUO_TEST(test_sni_wildcard_one_label),
+        /* Sessions. */
         TS_DUO_TEST(test_session_resumption),
         TS_DUO_TEST(test_session_resumption_tls12),
+        /* Layers for connect and accept. */
         TS_DUO_TEST(test_new_layer),
         TS_DUO_TEST(test_new_layer_fails),
         TS_DUO_TEST(test_new_layer_given_up),
         TS_DUO_TEST(test_buffered_app),
+        /* Configurations, and the engine's error text. */
         cmocka_unit_test(test_threads_share_config),
         cmocka_unit_test(test_config_rules),
         cmocka_unit_test(test_strerror),

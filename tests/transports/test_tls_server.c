@@ -1,7 +1,8 @@
 /* A TLS server under clients that connect and say nothing: such a client costs little
  * (its TLS context gets its record buffers only when its first bytes come), a server
  * caps the handshakes in progress (max_handshakes: further clients wait unaccepted),
- * and its own handshake deadline (tls_handshake_timeout) ends the silent ones. */
+ * and its own handshake deadline (tls_handshake_timeout) ends the silent ones. And a
+ * ClientHello longer than the engine takes gets an alert, with the reason logged. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 
 #include <malloc.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "support/net.h"
@@ -111,11 +113,79 @@ static void test_server_handshake_timeout(void **state) {
     close_server(f);
 }
 
+/* A real ClientHello (Python's) grown to 40 KiB by an extension of a GREASE type (which
+ * a server must ignore), sent in records of 16 KiB, as RFC 8446 5.1 allows. Prints
+ * "ANSWER <hex>" with the first bytes the server answers. */
+static const char huge_hello[] =
+    "import socket, ssl, sys\n"
+    "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n"
+    "ctx.check_hostname = False\n"
+    "ctx.verify_mode = ssl.CERT_NONE\n"
+    "i, o = ssl.MemoryBIO(), ssl.MemoryBIO()\n"
+    "obj = ctx.wrap_bio(i, o, server_hostname='localhost')\n"
+    "try:\n"
+    "    obj.do_handshake()\n"
+    "except ssl.SSLWantReadError:\n"
+    "    pass\n"
+    "rec = o.read()\n"
+    "assert rec[0] == 22 and rec[5] == 1\n"
+    "body = rec[9:]\n"
+    "p = 34\n"
+    "p += 1 + body[p]\n"
+    "p += 2 + int.from_bytes(body[p:p + 2], 'big')\n"
+    "p += 1 + body[p]\n"
+    "exts = body[p + 2:] + b'\\x1a\\x1a' + (40000).to_bytes(2, 'big') + bytes(40000)\n"
+    "body = body[:p] + len(exts).to_bytes(2, 'big') + exts\n"
+    "msg = b'\\x01' + len(body).to_bytes(3, 'big') + body\n"
+    "data = b''.join(b'\\x16\\x03\\x03' + len(c).to_bytes(2, 'big') + c\n"
+    "                for c in (msg[k:k + 16384] for k in range(0, len(msg), 16384)))\n"
+    "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=20)\n"
+    "s.sendall(data)\n"
+    "answer = b''\n"
+    "while len(answer) < 7:\n"
+    "    try:\n"
+    "        more = s.recv(7 - len(answer))\n"
+    "    except ConnectionResetError:\n"
+    "        break\n"
+    "    if not more:\n"
+    "        break\n"
+    "    answer += more\n"
+    "print('ANSWER', answer.hex() or '-', flush=True)\n";
+
+/* mbedTLS takes a ClientHello up to its input buffer (2.28: whole in one record, 16
+ * KiB): a longer one fails the handshake, and the client gets a fatal alert in a TLS
+ * record, not a bare close, while the server's log says why. */
+static void test_huge_client_hello(void **state) {
+    nt_fixture *f = *state;
+    tide_server_options_t o = {0};
+    listen_tls(f, &o);
+    nt_capture_log(f->loop, "ClientHello");
+    char port[16];
+    snprintf(port, sizeof(port), "%u", (unsigned)f->port);
+    const char *argv[] = {tt_python(), "-c", huge_hello, port, NULL};
+    tt_proc *p = tt_proc_start(f->loop, argv);
+    tt_proc_expect(p, "ANSWER ", 10);
+    tt_proc_expect(p, "\n", 5);
+    const char *out = strstr(tt_proc_output(p, NULL), "ANSWER ");
+    print_message("%s", out);
+    /* An alert record (21, TLS 1.2, 2 bytes), fatal (2): decode_error or
+     * handshake_failure, whichever the engine's limit makes it. */
+    assert_true(strncmp(out, "ANSWER 15030300020232", 21) == 0 ||
+                strncmp(out, "ANSWER 15030300020228", 21) == 0);
+    assert_int_equal(tt_proc_wait_exit(p, 10), 0);
+    tt_proc_free(p);
+    print_message("server log: %s\n", nt_log_text);
+    assert_non_null(strstr(nt_log_text, "longer than"));
+    run_until_clients(f, 0, 5);
+    close_server(f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         NT_TEST(test_silent_clients_are_cheap),
         NT_TEST(test_max_handshakes),
         NT_TEST(test_server_handshake_timeout),
+        NT_TEST(test_huge_client_hello),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
