@@ -43,6 +43,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "bench_common.h"
+
 #define PERIOD 251
 #define SCRATCH (256 * 1024)
 
@@ -103,39 +105,6 @@ static void fail(conn *c, const char *what) {
         fprintf(stderr, "loadgen: connection %d: %s\n", c->idx, what);
     errors++;
     exit(1);
-}
-
-/* Nanoseconds on CPU of every thread of pid (schedstat's first field), or -1. */
-static int64_t proc_cpu_ns(int pid) {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/task", pid);
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return -1;
-    int64_t total = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        char p[320];
-        snprintf(p, sizeof p, "/proc/%d/task/%s/schedstat", pid, e->d_name);
-        FILE *f = fopen(p, "r");
-        if (f == NULL)
-            continue;
-        long long v;
-        if (fscanf(f, "%lld", &v) == 1)
-            total += v;
-        fclose(f);
-    }
-    closedir(d);
-    return total;
-}
-
-static double self_cpu_s(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
 }
 
 static void set_events(conn *c, uint32_t ev) {

@@ -17,6 +17,8 @@ cell repeated:
   tls_handshake  server CPU per TLS handshake (full, resumed) vs nginx, and mbedTLS's
             floor per operation vs openssl speed (bench/tls_handshake.py; only with
             --only: it needs nginx, and takes about 5 minutes)
+  udp       UDP echo: datagrams/s and server CPU per datagram, 64 B and 1,200 B, vs a
+            recvmmsg/sendmmsg epoll server, libuv, asyncio, uvloop (bench/udp_part.py)
 Every figure is also given as a ratio to the epoll limit measured in the same run.
 
 --quick runs a smoke version of every part (one cell each, one repetition, short
@@ -64,6 +66,9 @@ SERVERS = {
     "uvloop-streams": ("uvloop streams", [SYS_PY, f"{HERE}/py_echo.py", "--loop", "uvloop", "--style", "streams"]),
 }
 ALL = list(SERVERS)
+sys.path.insert(0, HERE)
+import udp_part  # noqa: E402  (the UDP echo cell: its servers join SERVERS, not ALL)
+SERVERS.update(udp_part.servers(HERE, SYS_PY))
 TIDE = [s for s in ALL if s.startswith("tide-")]
 MEMORY_SERVERS = ["epoll", "libuv", "tide-protocol", "tide-buffered", "tide-callbacks",
                   "tide-streams", "asyncio-protocol", "asyncio-streams", "uvloop-protocol"]
@@ -162,45 +167,60 @@ def one_run(bdir, name, mode, conns, size, warmup, duration, tls_args=None):
     return r
 
 
-def cell_runs(bdir, servers, reps, mode, conns, size, warmup, duration, tls_args=None,
-              tag=""):
-    """Every server once per repetition, in a fresh random order each time."""
+def interleaved(servers, reps, seed, run_one, describe):
+    """Every server once per repetition, in a fresh random order each time (seeded):
+    run_one(server) gives its result dict (a failure is reported, not fatal) and
+    describe(server, rep, result) logs a success."""
     runs = {s: [] for s in servers}
-    rng = random.Random(f"{mode}{conns}{size}{tag}")
+    rng = random.Random(seed)
     for rep in range(reps):
         order = list(servers)
         rng.shuffle(order)
         for s in order:
             try:
-                r = one_run(bdir, s, mode, conns, size, warmup, duration, tls_args)
+                r = run_one(s)
             except Exception as e:  # a peer failing is reported, not fatal
                 log(f"  {s}: FAILED: {e}")
                 r = {"failed": str(e)[:300]}
             r["rep"] = rep
             runs[s].append(r)
             if "failed" not in r:
-                log(f"  {tag or mode} {size}B x{conns} rep {rep} {s:17s} "
-                    f"{r['rt_per_s']:>10.0f} rt/s {r['mb_per_s']:>8.1f} MB/s "
-                    f"cpu/rt {r['server_cpu_us_per_rt']:7.2f} us  p99 {r['p99_us']:8.1f} us "
-                    f"busy s={r['server_busy']:.2f} c={r['client_busy']:.2f}")
+                describe(s, rep, r)
     return runs
 
 
-def summarize(runs, ref="epoll"):
-    """Medians per server and the median of per-repetition ratios to ref."""
+def cell_runs(bdir, servers, reps, mode, conns, size, warmup, duration, tls_args=None,
+              tag=""):
+    """Every server once per repetition, in a fresh random order each time."""
+    def describe(s, rep, r):
+        log(f"  {tag or mode} {size}B x{conns} rep {rep} {s:17s} "
+            f"{r['rt_per_s']:>10.0f} rt/s {r['mb_per_s']:>8.1f} MB/s "
+            f"cpu/rt {r['server_cpu_us_per_rt']:7.2f} us  p99 {r['p99_us']:8.1f} us "
+            f"busy s={r['server_busy']:.2f} c={r['client_busy']:.2f}")
+    return interleaved(servers, reps, f"{mode}{conns}{size}{tag}",
+                       lambda s: one_run(bdir, s, mode, conns, size, warmup, duration, tls_args),
+                       describe)
+
+
+RR_KEYS = ("rt_per_s", "mb_per_s", "p50_us", "p99_us", "server_cpu_us_per_rt", "server_busy",
+           "client_busy")
+RR_RATIOS = (("rt_per_s", "ratio_rt"), ("mb_per_s", "ratio_mb"),
+             ("server_cpu_us_per_rt", "ratio_cpu"), ("p99_us", "ratio_p99"))
+
+
+def summarize(runs, ref="epoll", keys=RR_KEYS, ratios=RR_RATIOS):
+    """Medians per server of keys, and the median of per-repetition ratios to ref (each
+    (key, name) of ratios)."""
     out = {}
     for s, rs in runs.items():
         ok = [r for r in rs if "failed" not in r]
         if not ok:
             out[s] = {"failed": True}
             continue
-        d = {k: statistics.median(r[k] for r in ok)
-             for k in ("rt_per_s", "mb_per_s", "p50_us", "p99_us", "server_cpu_us_per_rt",
-                       "server_busy", "client_busy")}
+        d = {k: statistics.median(r[k] for r in ok) for k in keys}
         d["n"] = len(ok)
         refs = {r["rep"]: r for r in runs.get(ref, []) if "failed" not in r}
-        for k, key in (("rt_per_s", "ratio_rt"), ("mb_per_s", "ratio_mb"),
-                       ("server_cpu_us_per_rt", "ratio_cpu"), ("p99_us", "ratio_p99")):
+        for k, key in ratios:
             rat = [r[k] / refs[r["rep"]][k] for r in ok
                    if r["rep"] in refs and refs[r["rep"]][k] > 0]
             d[key] = statistics.median(rat) if rat else None
@@ -533,6 +553,7 @@ def targets(res):
     elif "tls" in res:
         rows.append(("TLS: CPU/rt at 1 KiB × 100 ≤ asyncio+OpenSSL's",
                      "not measured: tide's TLS engine had not landed", None))
+    rows += udp_part.targets(res)
     return rows
 
 
@@ -716,6 +737,7 @@ def report(res, path_md, docs):
         L.append(f"Server CPU per handshake (bench/tls_handshake.py: median of {hs['reps']} "
                  f"runs of {hs['seconds']:g} s), and mbedTLS's floor per operation.\n")
         L.append(hs["report"] + "\n")
+    L += udp_part.report_lines(res, SERVERS)
     analysis = os.path.join(HERE, "analysis.md")
     if os.path.exists(analysis):
         with open(analysis) as f:
@@ -743,7 +765,7 @@ def main():
     ap.add_argument("--tide-source", default=ROOT, help="the tide tree to build (default: this one)")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--only", help="comma-separated parts: "
-                    "rr,scale,stream,memory,switch,coordination,workers,tls,tls_handshake")
+                    "rr,scale,stream,memory,switch,coordination,workers,tls,tls_handshake,udp")
     ap.add_argument("--servers", help="comma-separated server names (default: all)")
     ap.add_argument("--sizes", help="comma-separated message sizes in bytes for rr/scale")
     ap.add_argument("--conns", help="comma-separated connection counts for rr")
@@ -784,7 +806,7 @@ def main():
     if "epoll" not in cfg["servers"]:
         cfg["servers"].insert(0, "epoll")
     parts = a.only.split(",") if a.only else ["rr", "scale", "stream", "memory", "switch",
-                                             "coordination", "workers", "tls"]
+                                             "coordination", "workers", "tls", "udp"]
     res = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "quick": a.quick, "config": cfg, "machine": machine_info()}
     if a.quick:
@@ -813,6 +835,8 @@ def main():
             sys.path.insert(0, HERE)
             import tls_handshake
             res["tls_handshake"] = tls_handshake.run(bdir, cfg["reps"], quick=a.quick)
+        elif p == "udp":
+            udp_part.part_udp(bdir, cfg, res, Server, interleaved, summarize, log, CLIENT_CPU)
         else:
             raise SystemExit(f"unknown part {p}")
         with open(results, "w") as f:
@@ -825,6 +849,8 @@ def main():
     failures += [f"memory:{s}" for s, d in res.get("memory", {}).items() if "failed" in d]
     failures += [f"tls:{s}" for k, c in res.get("tls", {}).items() if isinstance(c, dict)
                  and "summary" in c for s, d in c["summary"].items() if d.get("failed")]
+    failures += [f"udp:{s}" for c in res.get("udp", []) for s, d in c["summary"].items()
+                 if d.get("failed")]
     if a.report:
         report(res, os.path.join(docs, "benchmarks.md"), docs)
         log(f"wrote {os.path.join(docs, 'benchmarks.md')}")

@@ -9,6 +9,7 @@
 #include "tide/protocol.h"
 #include "tide/transport.h"
 #include "tide/server.h"
+#include "tide/datagram.h"
 #include "tide/testing.h"
 #include "tide/stream.h"
 #include "tide/task.h"

@@ -56,6 +56,19 @@ static int sys_getpeername(int fd, struct sockaddr *addr, socklen_t *len) {
     return getpeername(fd, addr, len);
 }
 
+static ssize_t sys_sendto(int fd, const void *buf, size_t len, int flags,
+                          const struct sockaddr *addr, socklen_t addrlen) {
+    return sendto(fd, buf, len, flags, addr, addrlen);
+}
+
+static int sys_recvmmsg(int fd, struct mmsghdr *msgs, unsigned int n, int flags) {
+    return recvmmsg(fd, msgs, n, flags, NULL);
+}
+
+static int sys_sendmmsg(int fd, struct mmsghdr *msgs, unsigned int n, int flags) {
+    return sendmmsg(fd, msgs, n, flags);
+}
+
 /* One initialiser for both the live table and the pristine copy reset() restores. */
 /* clang-format off */
 #define REAL_CALLS                                   \
@@ -76,6 +89,10 @@ static int sys_getpeername(int fd, struct sockaddr *addr, socklen_t *len) {
         .getsockopt = sys_getsockopt,                \
         .getsockname = sys_getsockname,              \
         .getpeername = sys_getpeername,              \
+        .sendto = sys_sendto,                        \
+        .recvmsg = recvmsg,                          \
+        .recvmmsg = sys_recvmmsg,                    \
+        .sendmmsg = sys_sendmmsg,                    \
     }
 /* clang-format on */
 

@@ -298,9 +298,7 @@ bool tide_transport_is_reading(const tide_transport_t *t) {
     return t != NULL && !(t->state & (TIDE__T_READ_PAUSED | TIDE__T_CLOSING | TIDE__T_READ_STOPPED));
 }
 
-int tide_transport_set_write_buffer_limits(tide_transport_t *t, long high, long low) {
-    if (t == NULL)
-        return TIDE_EINVAL;
+int tide__watermarks(long high, long low, size_t *high_out, size_t *low_out) {
     /* asyncio's rules: a missing mark is derived from the other one. */
     if (high < 0 && low < 0) {
         high = TIDE__DEFAULT_HIGH_WATER;
@@ -314,8 +312,17 @@ int tide_transport_set_write_buffer_limits(tide_transport_t *t, long high, long 
     }
     if (high < low)
         return TIDE_EINVAL;
-    t->high_water = (size_t)high;
-    t->low_water = (size_t)low;
+    *high_out = (size_t)high;
+    *low_out = (size_t)low;
+    return 0;
+}
+
+int tide_transport_set_write_buffer_limits(tide_transport_t *t, long high, long low) {
+    if (t == NULL)
+        return TIDE_EINVAL;
+    int rc = tide__watermarks(high, low, &t->high_water, &t->low_water);
+    if (rc < 0)
+        return rc;
     if (t->ops->limits_changed)
         t->ops->limits_changed(t);
     /* Like asyncio's socket transports: re-check pause only, never resume here. */

@@ -193,6 +193,11 @@ static inline bool tide__transport_closing(const tide_transport_t *t) {
     return (t->state & TIDE__T_CLOSING) != 0;
 }
 
+/* asyncio's set_write_buffer_limits rules (-1: a mark not given; the other derives
+ * from it; both missing: the defaults). Sets both marks, or returns TIDE_EINVAL unless
+ * high >= low >= 0 and leaves them. Shared by stream and datagram transports. */
+int tide__watermarks(long high, long low, size_t *high_out, size_t *low_out);
+
 /* Sums an iovec array; returns false on overflow or a piece with no base but a length. */
 bool tide__iov_total(const tide_iovec_t *bufs, size_t n, size_t *total);
 
@@ -218,6 +223,12 @@ typedef struct tide__sys_table {
     int (*getsockopt)(int fd, int level, int name, void *val, socklen_t *len);
     int (*getsockname)(int fd, struct sockaddr *addr, socklen_t *len);
     int (*getpeername)(int fd, struct sockaddr *addr, socklen_t *len);
+    /* Datagram endpoints (datagram.c). */
+    ssize_t (*sendto)(int fd, const void *buf, size_t len, int flags, const struct sockaddr *addr,
+                      socklen_t addrlen);
+    ssize_t (*recvmsg)(int fd, struct msghdr *msg, int flags);
+    int (*recvmmsg)(int fd, struct mmsghdr *msgs, unsigned int n, int flags);
+    int (*sendmmsg)(int fd, struct mmsghdr *msgs, unsigned int n, int flags);
 } tide__sys_table;
 
 extern tide__sys_table tide__sys;
@@ -296,6 +307,53 @@ void tide__child_watch(tide__child *c, void (*on_exit)(tide__child *c));
 
 /* kill(pid, sig) while the child is not reaped, else TIDE_EPROCESS_EXITED. */
 int tide__child_signal(tide__child *c, int sig);
+
+/* ---- datagram endpoints (datagram.c; their task forms in datagram_await.c) -------- */
+
+/* A task waiting in sendto_await for the queue to drain. */
+typedef struct tide__dgram_drain {
+    tide__waiter w; /* first: on_abandon gets it, and unlinks node */
+    tide__queue node;
+} tide__dgram_drain;
+
+/* True while pause_writing is in force. */
+bool tide__datagram_write_paused(const tide_datagram_t *ep);
+
+/* Queues d until the endpoint resumes writing (woken with 0) or is lost (woken with
+ * TIDE_ECLOSED). */
+void tide__datagram_drain_add(tide_datagram_t *ep, tide__dgram_drain *d);
+
+/* An endpoint of another kind than a socket (the memory pair, datagram_memory.c). The
+ * endpoint does everything else: the protocol contract, the queue, watermarks. */
+typedef struct tide__dgram_kind {
+    /* Sends one datagram to the kind's peer: 0, TIDE_EAGAIN (no room now: the endpoint
+     * queues it, and the kind calls tide__datagram_writable once there is room), or a
+     * negative errno code for this datagram. */
+    int (*send)(tide_datagram_t *ep, const void *data, size_t len);
+    /* Reading may start (connection_made returned, or resume_reading). */
+    void (*start_reading)(tide_datagram_t *ep);
+    /* The endpoint is being freed: free the kind's data. */
+    void (*release)(tide_datagram_t *ep);
+} tide__dgram_kind;
+
+/* Makes an endpoint of a kind, connected to peer, named self (len bytes each); it is
+ * started, with its protocol, by tide__datagram_start. Returns 0 or TIDE_ENOMEM. */
+int tide__datagram_new_kind(tide_loop_t *loop, const tide__dgram_kind *kind, void *data,
+                            const struct sockaddr *self, const struct sockaddr *peer, socklen_t len,
+                            size_t max_dgram, tide_datagram_t **out);
+/* Frees an endpoint that was never started (its kind's release runs). */
+void tide__datagram_discard(tide_datagram_t *ep);
+/* Defers connection_made on protocol. */
+void tide__datagram_start(tide_datagram_t *ep, tide_datagram_protocol_t *protocol);
+void *tide__datagram_kind_data(const tide_datagram_t *ep);
+/* True while the protocol takes datagrams (made, not paused, not closing). */
+bool tide__datagram_reading(const tide_datagram_t *ep);
+/* Delivers one datagram from the kind (lent for the call), if reading. False when it
+ * was not taken (not reading, or get_buffer paused reading first): the kind keeps it. */
+bool tide__datagram_receive(tide_datagram_t *ep, const void *data, size_t len,
+                            const struct sockaddr *from, socklen_t fromlen);
+/* The kind has room again: the endpoint sends what it queued. */
+void tide__datagram_writable(tide_datagram_t *ep);
 
 /* Server bookkeeping, called by the transport base: a client leaves after its
  * connection_lost returned. */
