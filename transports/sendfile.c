@@ -222,7 +222,10 @@ static void copy_step(sendfile_req *r) {
             finish(r, 0);
             return;
         }
+        /* The one writer the transport takes while the file is being sent. */
+        r->t->state &= ~(unsigned)TIDE__T_SENDING_FILE;
         int rc = tide_transport_write(r->t, r->buf, (size_t)n);
+        r->t->state |= TIDE__T_SENDING_FILE;
         if (rc < 0) {
             finish(r, rc);
             return;
@@ -255,6 +258,7 @@ static void complete(sendfile_req *r) {
     tide__io_stop(&r->ww, TIDE__IO_WRITE);
     if (r->wfd >= 0)
         close(r->wfd);
+    r->t->state &= ~(unsigned)TIDE__T_SENDING_FILE;
     tide_transport_set_protocol(r->t, r->user);
     tide_sendfile_cb cb = r->cb;
     void *arg = r->arg;
@@ -278,7 +282,7 @@ int tide_transport_sendfile(tide_transport_t *t, int fd, off_t offset, size_t co
                             tide_sendfile_cb cb, void *arg) {
     if (t == NULL || cb == NULL || fd < 0 || offset < 0)
         return TIDE_EINVAL;
-    if (t->protocol->ops == &forward_ops || t->protocol->ops == &forward_buffered_ops)
+    if (t->state & TIDE__T_SENDING_FILE)
         return TIDE_EBUSY;
     if (t->error != 0)
         return t->error;
@@ -315,6 +319,7 @@ int tide_transport_sendfile(tide_transport_t *t, int fd, off_t offset, size_t co
     tide__io_init(t->loop, &r->ww, r->wfd, on_writable);
     tide__call_init(&r->call, run_call);
     tide_transport_set_protocol(t, &r->proto);
+    t->state |= TIDE__T_SENDING_FILE;
     /* The first step too is deferred: nothing runs inside the caller's call. */
     if (count == 0)
         finish(r, 0);

@@ -201,6 +201,8 @@ static int write_refused(const tide_transport_t *t) {
         return TIDE_ECLOSED;
     if (t->state & TIDE__T_EOF_WRITTEN)
         return TIDE_EPIPE;
+    if (t->state & TIDE__T_SENDING_FILE)
+        return TIDE_EBUSY; /* the bytes would land inside the file's */
     return 0;
 }
 
@@ -210,8 +212,9 @@ static int write_refused(const tide_transport_t *t) {
 static inline int write_total(tide_transport_t *t, const tide_iovec_t *bufs, size_t n,
                               size_t total) {
     /* tide__transport_fatal sets CLOSING with the error, so this one test covers all
-     * three reasons to refuse. */
-    if (TIDE__UNLIKELY(t->state & (TIDE__T_CLOSING | TIDE__T_EOF_WRITTEN)) || t->error != 0)
+     * four reasons to refuse. */
+    if (TIDE__UNLIKELY(t->state & (TIDE__T_CLOSING | TIDE__T_EOF_WRITTEN | TIDE__T_SENDING_FILE)) ||
+        t->error != 0)
         return write_refused(t);
     if (total == 0)
         return 0;
@@ -250,6 +253,8 @@ int tide_transport_write_eof(tide_transport_t *t) {
         return t->error;
     if (t->state & TIDE__T_CLOSING)
         return TIDE_ECLOSED;
+    if (t->state & TIDE__T_SENDING_FILE)
+        return TIDE_EBUSY;
     t->state |= TIDE__T_EOF_WRITTEN;
     return t->ops->write_eof(t);
 }

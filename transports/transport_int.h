@@ -70,7 +70,8 @@ enum {
     TIDE__T_READ_STOPPED = 1u << 8, /* no more reading: EOF seen or closing */
     TIDE__T_SERVER_SIDE = 1u << 9,  /* accepted by a server or connect_accepted_socket */
     TIDE__T_HANDSHAKING = 1u << 10, /* a server's TLS client still in its handshake */
-    TIDE__T_BUFFERED = 1u << 11     /* rx_ops has get_buffer (a buffered protocol) */
+    TIDE__T_BUFFERED = 1u << 11,    /* rx_ops has get_buffer (a buffered protocol) */
+    TIDE__T_SENDING_FILE = 1u << 12 /* a sendfile runs: the user's writes are refused */
 };
 
 struct tide_transport {

@@ -23,8 +23,9 @@ typedef void (*tide_sendfile_cb)(tide_transport_t *t, int status, size_t sent, v
  * writes them through the transport's own write path, pausing at its high-water mark
  * as a protocol would. fd stays the caller's and its file offset is not moved. The
  * transport's protocol keeps receiving its callbacks meanwhile (pause/resume_writing
- * included); it must not write until cb ran, or its bytes would land inside the
- * file's. A file shorter than asked ends the send early: cb's `sent` says where.
+ * included); until cb runs, writes and write_eof on t (directly or through a stream
+ * writer) are refused with TIDE_EBUSY, as asyncio refuses them, since their bytes
+ * would land inside the file's. A file shorter than asked ends the send early: cb's `sent` says where.
  * cb runs on a later iteration, before connection_lost if the connection ends
  * first. Returns 0, TIDE_EINVAL (bad arguments, fd not a readable file), TIDE_EBUSY
  * (a sendfile is already running on t), TIDE_ECLOSED / the connection's error when t

@@ -2,7 +2,8 @@
  * read/write way on the memory pair (with a small window, so flow control pauses it)
  * and on TLS streams; bytes written before and after stay in order, offsets and
  * counts are honoured, a short file ends early, the completion reports the bytes,
- * and the refusals (not a file, one at a time, closed transport) are immediate. */
+ * and the refusals (not a file, one at a time, closed transport, the user's writes
+ * while a file is sent) are immediate. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -62,6 +63,10 @@ static void send_and_check(ts_duo *d, size_t offset, size_t count, size_t expect
     sent_rec r = {.then = "TAIL"};
     assert_int_equal(tide_transport_sendfile(d->ta, fd, (off_t)offset, count, on_sent, &r), 0);
     assert_int_equal(tide_transport_sendfile(d->ta, fd, 0, 1, on_sent, &r), TIDE_EBUSY);
+    /* The user's own bytes would land inside the file's: refused until the completion
+     * (which writes TAIL itself, so the check below also proves they are allowed then). */
+    assert_int_equal(tide_transport_write(d->ta, "X", 1), TIDE_EBUSY);
+    assert_int_equal(tide_transport_write_eof(d->ta), TIDE_EBUSY);
     assert_int_equal(r.calls, 0); /* never inside the call */
     size_t want = 4 + expect_sent + 4;
     d->b.user = &want;
