@@ -3,9 +3,9 @@
  * public C only; not part of tide. Also the start shared by the asyncio examples.
  *
  * The rules are CPython's: single quotes unless the text holds a single quote and no
- * double quote; backslash, the quote, \t, \n and \r escaped; other control bytes (and,
- * for bytes, everything from 0x7f up) as \xNN. A str is taken to be UTF-8 text whose
- * non-ASCII characters are printable, which Python prints as they are. */
+ * double quote; backslash, the quote, \t, \n and \r escaped; for bytes, other control
+ * bytes and everything from 0x7f up as \xNN; for a str (UTF-8), characters Python
+ * does not print as \xNN, \uNNNN or \UNNNNNNNN, the rest as they are. */
 #ifndef TIDE_EXAMPLES_PYREPR_H
 #define TIDE_EXAMPLES_PYREPR_H
 
@@ -20,7 +20,41 @@
 
 #include <tide.h>
 
-/* Prints repr(value) to out: a bytes value (b'...') when bytes is true, else a str. */
+/* Length of the UTF-8 sequence starting at s (of n bytes left) and its code point,
+ * or 0 when it is not valid UTF-8 (Python's surrogateescape then shows the byte as
+ * '\udcXX'). */
+static inline size_t py_utf8_next(const unsigned char *s, size_t n, unsigned *cp) {
+    if (s[0] < 0x80) {
+        *cp = s[0];
+        return 1;
+    }
+    size_t len = s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC2 ? 2 : 0;
+    if (len == 0 || len > n || s[0] >= 0xF8)
+        return 0;
+    unsigned v = s[0] & (0xFF >> (len + 1));
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        v = v << 6 | (s[i] & 0x3F);
+    }
+    /* Overlong forms, surrogates and beyond U+10FFFF are not UTF-8 either. */
+    if ((len == 3 && v < 0x800) || (len == 4 && (v < 0x10000 || v > 0x10FFFF)) ||
+        (v >= 0xD800 && v <= 0xDFFF))
+        return 0;
+    *cp = v;
+    return len;
+}
+
+/* Python's str.isprintable for the characters the examples meet: control characters,
+ * C1 controls, the no-break space, the soft hyphen and the invisible separators are
+ * not. */
+static inline bool py_printable(unsigned cp) {
+    return !(cp < 0x20 || (cp >= 0x7F && cp <= 0xA0) || cp == 0xAD || cp == 0x2028 ||
+             cp == 0x2029 || (cp >= 0x200B && cp <= 0x200F) || cp == 0xFEFF);
+}
+
+/* Prints repr(value) to out: a bytes value (b'...') when bytes is true, else a str
+ * (UTF-8; bytes that are not are shown as surrogate escapes). */
 static inline void py_print_repr(FILE *out, const void *value, size_t len, bool bytes) {
     const unsigned char *p = value;
     char quote = '\'';
@@ -29,20 +63,27 @@ static inline void py_print_repr(FILE *out, const void *value, size_t len, bool 
     if (bytes)
         fputc('b', out);
     fputc(quote, out);
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = p[i];
+    for (size_t i = 0; i < len;) {
+        unsigned c = p[i];
+        size_t n = 1;
+        if (!bytes && (n = py_utf8_next(p + i, len - i, &c)) == 0) {
+            fprintf(out, "\\udc%02x", p[i]);
+            i++;
+            continue;
+        }
         if (c == '\\' || c == (unsigned char)quote)
-            fprintf(out, "\\%c", c);
+            fprintf(out, "\\%c", (char)c);
         else if (c == '\t')
             fputs("\\t", out);
         else if (c == '\n')
             fputs("\\n", out);
         else if (c == '\r')
             fputs("\\r", out);
-        else if (c < 0x20 || c == 0x7f || (bytes && c > 0x7f))
-            fprintf(out, "\\x%02x", c);
+        else if (bytes ? c < 0x20 || c >= 0x7f : !py_printable(c))
+            fprintf(out, c < 0x100 ? "\\x%02x" : c < 0x10000 ? "\\u%04x" : "\\U%08x", c);
         else
-            fputc(c, out);
+            fwrite(p + i, 1, n, out);
+        i += n;
     }
     fputc(quote, out);
 }

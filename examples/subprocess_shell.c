@@ -24,67 +24,7 @@
 
 #include <tide.h>
 
-/* Length of the UTF-8 sequence starting at s (of n bytes left) and its code point,
- * or 0 when it is not valid UTF-8 (then Python shows the byte as '\udcXX'). */
-static size_t utf8_next(const unsigned char *s, size_t n, unsigned *cp) {
-    if (s[0] < 0x80) {
-        *cp = s[0];
-        return 1;
-    }
-    size_t len = s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC2 ? 2 : 0;
-    if (len == 0 || len > n || s[0] >= 0xF8)
-        return 0;
-    unsigned v = s[0] & (0xFF >> (len + 1));
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        v = v << 6 | (s[i] & 0x3F);
-    }
-    /* Overlong forms, surrogates and beyond U+10FFFF are not UTF-8 either. */
-    if ((len == 3 && v < 0x800) || (len == 4 && (v < 0x10000 || v > 0x10FFFF)) ||
-        (v >= 0xD800 && v <= 0xDFFF))
-        return 0;
-    *cp = v;
-    return len;
-}
-
-/* Python's str.isprintable for the characters a command line holds: control
- * characters, C1 controls, the no-break space and the soft hyphen are not. */
-static bool printable(unsigned cp) {
-    return !(cp < 0x20 || (cp >= 0x7F && cp <= 0xA0) || cp == 0xAD || cp == 0x2028 ||
-             cp == 0x2029 || (cp >= 0x200B && cp <= 0x200F) || cp == 0xFEFF);
-}
-
-/* Prints repr(s) as Python does for a str. */
-static void print_repr(const char *cmd) {
-    const unsigned char *s = (const unsigned char *)cmd;
-    size_t n = strlen(cmd);
-    char quote = strchr(cmd, '\'') && !strchr(cmd, '"') ? '"' : '\'';
-    putchar(quote);
-    for (size_t i = 0; i < n;) {
-        unsigned cp;
-        size_t len = utf8_next(s + i, n - i, &cp);
-        if (len == 0) {
-            printf("\\udc%02x", s[i]);
-            i++;
-            continue;
-        }
-        if (cp == (unsigned char)quote || cp == '\\')
-            printf("\\%c", (char)cp);
-        else if (cp == '\t')
-            fputs("\\t", stdout);
-        else if (cp == '\n')
-            fputs("\\n", stdout);
-        else if (cp == '\r')
-            fputs("\\r", stdout);
-        else if (!printable(cp))
-            printf(cp < 0x100 ? "\\x%02x" : cp < 0x10000 ? "\\u%04x" : "\\U%08x", cp);
-        else
-            fwrite(s + i, 1, len, stdout);
-        i += len;
-    }
-    putchar(quote);
-}
+#include "pyrepr.h"
 
 static int run(void *arg) {
     const char *cmd = arg;
@@ -109,7 +49,7 @@ static int run(void *arg) {
         return 1;
     }
     putchar('[');
-    print_repr(cmd);
+    py_print_repr(stdout, cmd, strlen(cmd), false);
     printf(" exited with %d]\n", returncode);
     if (out_len > 0) {
         fputs("[stdout]\n", stdout);
