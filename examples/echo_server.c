@@ -510,9 +510,12 @@ static int start_server(server_app *app, const options *o, uint16_t port,
     tide_server_options_t so = {
         .backlog = 1024, .reuse_port = o->workers > 1, .tls = tls};
     if (strcmp(o->style, "buffered") == 0) {
-        app->rbuf = malloc(BUFFERED_READ_SIZE);
-        if (app->rbuf == NULL)
+        /* Page-aligned: the kernel copies into a misaligned buffer several times
+         * slower (malloc's 256 KiB block starts 16 bytes into a page). */
+        void *rbuf;
+        if (posix_memalign(&rbuf, 4096, BUFFERED_READ_SIZE) != 0)
             return TIDE_ENOMEM;
+        app->rbuf = rbuf;
     }
     if (!streams && o->unix_path != NULL)
         rc = tide_loop_create_unix_server(app->loop, o->unix_path, echo_factory, app, &so,

@@ -45,7 +45,9 @@ typedef struct tide_protocol_ops {
     void (*resume_writing)(tide_protocol_t *self);
     /* Buffered protocols: return memory to receive into and set *len > 0. sizehint is
      * the number of bytes known to be waiting, or 0 when unknown. Returning NULL or a
-     * zero length fails the connection with TIDE_ENOBUFS. */
+     * zero length fails the connection with TIDE_ENOBUFS. For large reads, lend
+     * page-aligned memory (posix_memalign): the kernel copies into a buffer that
+     * starts inside a page (as malloc's large blocks do) markedly slower. */
     void *(*get_buffer)(tide_protocol_t *self, size_t sizehint, size_t *len);
     /* Buffered protocols: nbytes > 0 were written at the start of the last buffer. */
     void (*buffer_updated)(tide_protocol_t *self, size_t nbytes);
