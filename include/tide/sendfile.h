@@ -25,10 +25,11 @@ typedef void (*tide_sendfile_cb)(tide_transport_t *t, int status, size_t sent, v
  * transport's protocol keeps receiving its callbacks meanwhile (pause/resume_writing
  * included); until cb runs, writes and write_eof on t (directly or through a stream
  * writer) are refused with TIDE_EBUSY, as asyncio refuses them, since their bytes
- * would land inside the file's. A file shorter than asked ends the send early: cb's `sent` says
- * where. cb runs on a later iteration, before connection_lost if the connection ends first. Returns
- * 0, TIDE_EINVAL (bad arguments, fd not a readable file), TIDE_EBUSY (a sendfile is already running
- * on t), TIDE_ECLOSED / the connection's error when t can no longer write, TIDE_ENOMEM. */
+ * would land inside the file's. A file shorter than asked ends the send early: cb's
+ * `sent` says where. cb runs on a later iteration, before connection_lost if the
+ * connection ends first. Returns 0, TIDE_EINVAL (bad arguments, fd not a readable
+ * file), TIDE_EBUSY (a sendfile is already running on t), TIDE_ECLOSED / the
+ * connection's error when t can no longer write, TIDE_ENOMEM. */
 TIDE_EXTERN int tide_transport_sendfile(tide_transport_t *t, int fd, off_t offset, size_t count,
                                         tide_sendfile_cb cb, void *arg);
 
