@@ -44,6 +44,7 @@ for s in "${servers[@]}"; do
     sleep 0.5
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" || true
-    ir=$(callgrind_annotate "$prof" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+    # awk reads to the end: leaving early would break the pipe (a failure under pipefail).
+    ir=$(callgrind_annotate "$prof" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n++ {gsub(",", "", $1); print $1}')
     printf '%-16s %10d %12d %10d\n' "$s" "$rt" "$ir" $((ir / rt))
 done

@@ -260,6 +260,23 @@ static void reader_release(tide_reader_t *r) {
     free(r);
 }
 
+/* Runs a read callback: its data stays where it is until the callback returns, and
+ * whatever the callback changed is evaluated once, afterwards. */
+static void run_completion(tide_reader_t *r, tide_read_cb cb, int status, const void *data,
+                           size_t len, void *arg) {
+    r->lending++;
+    r->completing = true;
+    cb(r, status, data, len, arg);
+    r->completing = false;
+    if (TIDE__UNLIKELY(r->lending > 1)) {
+        /* The callback took a hold that outlives it: no unhold will evaluate. */
+        r->lending--;
+        progress(r);
+        return;
+    }
+    tide__reader_unhold(r);
+}
+
 /* Finishes the pending read with the outcome evaluate() found just now. */
 static void complete(tide_reader_t *r, const result *res) {
     tide_read_cb cb = r->op.cb;
@@ -268,9 +285,7 @@ static void complete(tide_reader_t *r, const result *res) {
     /* Finish the bookkeeping first: the callback may start the next read. */
     r->op.kind = TIDE__RD_NONE;
     tide__buf_consume(&r->buf, res->consume);
-    r->lending++;
-    cb(r, res->status, data, res->len, arg);
-    tide__reader_unhold(r);
+    run_completion(r, cb, res->status, data, res->len, arg);
 }
 
 /* The deferred completion of the pending read. */
@@ -318,7 +333,10 @@ static void start(tide_reader_t *r, int kind, size_t n, tide_read_cb cb, void *a
     r->op.offset = 0;
     r->op.cb = cb;
     r->op.arg = arg;
-    progress(r);
+    /* A read started from a read callback (a stream's usual loop) is evaluated once,
+     * when the callback has returned (end_completion). */
+    if (!r->completing)
+        progress(r);
 }
 
 static int validate_seps(const tide_iovec_t *seps, size_t n, size_t *total) {
@@ -601,9 +619,7 @@ static void updated_into(tide_reader_t *r, size_t nbytes) {
         tide_read_cb cb = r->op.cb;
         void *arg = r->op.arg;
         r->op.kind = TIDE__RD_NONE;
-        r->lending++; /* as for any completion: the callback may free or feed */
-        cb(r, 0, into, nbytes, arg);
-        tide__reader_unhold(r);
+        run_completion(r, cb, 0, into, nbytes, arg);
         return;
     }
     /* The read went away between the transport's get_buffer and this call (no

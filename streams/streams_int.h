@@ -73,6 +73,7 @@ struct tide_reader {
     bool paused;      /* we paused the transport */
     bool free_wanted; /* tide_reader_free inside a callback */
     bool peek_held;   /* a tide_reader_peek_await loan holds the buffer (one hold) */
+    bool completing;  /* a read callback runs: reads it starts are evaluated after it */
     int error;
     tide__read_op op;
     tide__call call; /* the deferred completion of op */

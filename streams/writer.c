@@ -128,15 +128,19 @@ int tide_writer_drain(tide_writer_t *s, tide_writer_cb cb, void *arg) {
     return start_callback_form(s, cb, arg, tide__writer_drain_start);
 }
 
+/* Out of line, so that try_drain's answer without waiting saves no registers. */
+TIDE__NOINLINE static int drain_paused(tide_writer_t *s, tide_writer_cb cb, void *arg) {
+    return tide_writer_drain(s, cb, arg);
+}
+
 int tide_writer_try_drain(tide_writer_t *s, tide_writer_cb cb, void *arg) {
     if (s == NULL || cb == NULL)
         return TIDE_EINVAL;
-    if (!(s->flags & TIDE__S_WRITE_PAUSED)) {
-        /* Nothing to wait for: answer now, with the error a drain would report if any. */
-        int err = write_failure(s);
-        return err != 0 ? err : 1;
-    }
-    return tide_writer_drain(s, cb, arg);
+    if (TIDE__UNLIKELY(s->flags & TIDE__S_WRITE_PAUSED))
+        return drain_paused(s, cb, arg);
+    /* Nothing to wait for: answer now, with the error a drain would report if any. */
+    int err = write_failure(s);
+    return err != 0 ? err : 1;
 }
 
 int tide_writer_wait_closed(tide_writer_t *s, tide_writer_cb cb, void *arg) {
