@@ -48,6 +48,7 @@
 
 #include <mbedtls/asn1.h>
 #include <mbedtls/ctr_drbg.h>
+#include <mbedtls/ecdsa.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
 #include <mbedtls/pk.h>
@@ -595,6 +596,44 @@ fail:
     return rc;
 }
 
+#if MBEDTLS_VERSION_NUMBER < 0x03000000 && defined(MBEDTLS_ECDSA_C) &&                             \
+    MBEDTLS_ECP_FIXED_POINT_OPTIM == 1
+/* mbedTLS 2.x signs with a parsed EC key (pk type ECKEY) through a copy of the key made
+ * for each signature, with a fresh group: the base point's table is rebuilt for every
+ * handshake, about half of an ECDSA signature's cost. A key of pk type ECDSA signs with
+ * its own group, whose table is built here, once, and only read afterwards (loops on
+ * several threads share the key). Such a key can no longer do static ECDH, which only
+ * the legacy suites use; 3.x ships the table precomputed. */
+static void keep_base_point_table(struct tide__tls_econf *cfg, mbedtls_pk_context *key) {
+    if (cfg->s->legacy || mbedtls_pk_get_type(key) != MBEDTLS_PK_ECKEY)
+        return;
+    mbedtls_pk_context ecdsa;
+    mbedtls_pk_init(&ecdsa);
+    mbedtls_ecp_point product;
+    mbedtls_ecp_point_init(&product);
+    int rc = mbedtls_pk_setup(&ecdsa, mbedtls_pk_info_from_type(MBEDTLS_PK_ECDSA));
+    if (rc == 0)
+        rc = mbedtls_ecdsa_from_keypair(mbedtls_pk_ec(ecdsa), mbedtls_pk_ec(*key));
+    if (rc == 0) {
+        /* One multiplication of the base point builds the table into the group. */
+        mbedtls_ecp_keypair *kp = mbedtls_pk_ec(ecdsa);
+        rc = mbedtls_ecp_mul(&kp->grp, &product, &kp->d, &kp->grp.G, rng, cfg);
+    }
+    mbedtls_ecp_point_free(&product);
+    if (rc != 0) {
+        mbedtls_pk_free(&ecdsa); /* the parsed key still signs, only slower */
+        return;
+    }
+    mbedtls_pk_free(key);
+    *key = ecdsa;
+}
+#else
+static void keep_base_point_table(struct tide__tls_econf *cfg, mbedtls_pk_context *key) {
+    (void)cfg;
+    (void)key;
+}
+#endif
+
 /* mbedTLS's SNI callback: the connection is the struct around its ssl context. */
 static int sni_choose(void *p, mbedtls_ssl_context *ssl, const unsigned char *name, size_t len) {
     struct tide__tls_econf *cfg = p;
@@ -628,7 +667,10 @@ static int conf_freeze(struct tide__tls_econf *cfg, const tide__tls_settings *s)
                               s->verify ? MBEDTLS_SSL_VERIFY_REQUIRED : MBEDTLS_SSL_VERIFY_NONE);
     if (cfg->has_ca)
         mbedtls_ssl_conf_ca_chain(conf, &cfg->ca, NULL);
+    for (size_t i = 0; i < cfg->nsni; i++)
+        keep_base_point_table(cfg, &cfg->sni[i].key);
     if (s->has_cert) {
+        keep_base_point_table(cfg, &cfg->key);
         rc = mbedtls_ssl_conf_own_cert(conf, &cfg->crt, &cfg->key);
         if (rc != 0)
             return tls_code(rc);
