@@ -723,6 +723,12 @@ int tide_task_cancel(tide_task_t *t) {
 
 tide_task_t *tide_task_current(void) { return current; }
 
+int tide__in_task(const tide_loop_t *loop) {
+    if (current == NULL)
+        return TIDE_ENOTASK;
+    return current->loop == loop ? 0 : TIDE_EINVAL;
+}
+
 tide_loop_t *tide_task_get_loop(const tide_task_t *t) { return t->loop; }
 
 bool tide_task_is_done(const tide_task_t *t) { return t->state == TASK_DONE; }

@@ -12,13 +12,6 @@
 
 #include "core/core_int.h"
 
-int tide__in_task(const tide_loop_t *loop) {
-    tide_task_t *t = tide_task_current();
-    if (t == NULL)
-        return TIDE_ENOTASK;
-    return tide_task_get_loop(t) == loop ? 0 : TIDE_EINVAL;
-}
-
 void tide__wait_unlink(tide_wait_t *w) {
     if (tide__queue_linked(&w->node))
         tide__queue_remove(&w->node);

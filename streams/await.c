@@ -20,14 +20,6 @@
 #include "streams/streams_int.h"
 #include "tide/task.h"
 
-/* TIDE_ENOTASK outside a task, TIDE_EINVAL for an object of another loop. */
-static int in_task(const tide_loop_t *loop) {
-    tide_task_t *t = tide_task_current();
-    if (t == NULL)
-        return TIDE_ENOTASK;
-    return tide_task_get_loop(t) == loop ? 0 : TIDE_EINVAL;
-}
-
 /* ---- reads ------------------------------------------------------------------------- */
 
 typedef struct read_wait {
@@ -72,7 +64,7 @@ static int read_begin(read_wait *rw, tide_reader_t *r, void *buf, size_t cap, si
         *len = 0;
     if (r == NULL)
         return tide_task_current() ? TIDE_EINVAL : TIDE_ENOTASK;
-    int rc = in_task(r->loop);
+    int rc = tide__in_task(r->loop);
     if (rc != 0)
         return rc;
     if (buf == NULL && cap > 0)
@@ -201,7 +193,7 @@ static int writer_await(tide_writer_t *s,
                                       void *)) {
     if (s == NULL)
         return tide_task_current() ? TIDE_EINVAL : TIDE_ENOTASK;
-    int rc = in_task(s->loop);
+    int rc = tide__in_task(s->loop);
     if (rc != 0)
         return rc;
     writer_wait ww;
@@ -213,7 +205,7 @@ static int writer_await(tide_writer_t *s,
 int tide_writer_drain_await(tide_writer_t *writer) {
     /* Like asyncio's drain, which returns without yielding when writing is not
      * paused and the connection is healthy: no record, no switch, no loop turn. */
-    if (writer != NULL && in_task(writer->loop) == 0 && tide__writer_drained(writer))
+    if (writer != NULL && tide__in_task(writer->loop) == 0 && tide__writer_drained(writer))
         return 0;
     return writer_await(writer, tide__writer_drain_start);
 }
@@ -246,7 +238,7 @@ int tide_writer_start_tls_await(tide_writer_t *s, tide_tls_config_t *config,
                                 const char *server_hostname, const tide_tls_session_t *session) {
     if (s == NULL)
         return tide_task_current() ? TIDE_EINVAL : TIDE_ENOTASK;
-    int rc = in_task(s->loop);
+    int rc = tide__in_task(s->loop);
     if (rc != 0)
         return rc;
     tls_wait tw = {.s = s};
@@ -307,7 +299,7 @@ static int open_await(tide_loop_t *loop, open_start start, const void *ctx, tide
         *writer = NULL;
     if (loop == NULL)
         return tide_task_current() ? TIDE_EINVAL : TIDE_ENOTASK;
-    int rc = in_task(loop);
+    int rc = tide__in_task(loop);
     if (rc != 0)
         return rc;
     if (reader == NULL || writer == NULL)

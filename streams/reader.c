@@ -240,16 +240,26 @@ TIDE__NOINLINE static void flow(tide_reader_t *r) {
     }
 }
 
+/* A plain read waiting on an empty reader that has not ended: a stream's usual state
+ * between reads, in which nothing can finish. */
+static bool starved(const tide_reader_t *r) {
+    return r->op.kind == TIDE__RD_READ && r->op.n != 0 && avail(r) == 0 && !r->eof && r->error == 0;
+}
+
+/* Queues the pending read's completion if it can finish now. */
+TIDE__NOINLINE static void evaluate_pending(tide_reader_t *r) {
+    result res;
+    if (evaluate(r, &res))
+        tide__loop_defer(r->loop, &r->call);
+}
+
 /* Every state change comes here, so the common case (no read waiting, or one that
  * cannot finish yet; a buffer that holds bytes or is settled; neither paused nor
  * above twice the limit) is a handful of tests. Flow control can only change when
  * the reader is paused or holds more than twice the limit. */
 static void progress(tide_reader_t *r) {
-    if (waiting(r)) {
-        result res;
-        if (evaluate(r, &res))
-            tide__loop_defer(r->loop, &r->call);
-    }
+    if (waiting(r) && !starved(r))
+        evaluate_pending(r);
     settle(r);
     if (TIDE__UNLIKELY(r->paused || avail(r) > 2 * r->limit))
         flow(r);
