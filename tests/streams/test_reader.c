@@ -801,6 +801,37 @@ static void test_hold(void **state) {
     fx_close(&f);
 }
 
+/* A callback that starts the next read and keeps a hold past its return: the read it
+ * started is still evaluated when the callback ends, not when the hold does. */
+typedef struct hold_and_read {
+    held h;
+    st_rd next;
+} hold_and_read;
+
+static void hold_and_read_cb(tide_reader_t *r, int status, const void *data, size_t len,
+                             void *arg) {
+    hold_and_read *x = arg;
+    assert_int_equal(tide_reader_read(r, 100, st_rd_cb, &x->next), 0);
+    hold_cb(r, status, data, len, &x->h);
+}
+
+static void test_hold_and_read_inside(void **state) {
+    (void)state;
+    fx f;
+    fx_open(&f, 64);
+    hold_and_read x = {0};
+    feed(f.r, "hello\nworld");
+    assert_int_equal(tide_reader_readline(f.r, hold_and_read_cb, &x), 0);
+    ts_run_until(f.loop, st_rd_done, &x.next, 5);
+    assert_int_equal(x.next.status, 0);
+    assert_int_equal(x.next.len, 5);
+    assert_memory_equal(x.next.buf, "world", 5);
+    assert_memory_equal(x.h.data, "hello\n", 6); /* still held */
+    st_rd_reset(&x.next);
+    tide__reader_unhold(f.r);
+    fx_close(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_invalid_arguments),
@@ -830,6 +861,7 @@ int main(void) {
         cmocka_unit_test(test_pending_read_at_close),
         cmocka_unit_test(test_cancel_pending),
         cmocka_unit_test(test_hold),
+        cmocka_unit_test(test_hold_and_read_inside),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
