@@ -344,7 +344,7 @@ static void start(tide_reader_t *r, int kind, size_t n, tide_read_cb cb, void *a
     r->op.cb = cb;
     r->op.arg = arg;
     /* A read started from a read callback (a stream's usual loop) is evaluated once,
-     * when the callback has returned (end_completion). */
+     * when the callback has returned (run_completion). */
     if (!r->completing)
         progress(r);
 }
