@@ -279,7 +279,8 @@ static void run_completion(tide_reader_t *r, tide_read_cb cb, int status, const 
     cb(r, status, data, len, arg);
     r->completing = false;
     if (TIDE__UNLIKELY(r->lending > 1)) {
-        /* The callback took a hold that outlives it: no unhold will evaluate. */
+        /* The callback took a hold that outlives it: the unhold below would not
+         * evaluate now, and the reads it started must not wait for that hold. */
         r->lending--;
         progress(r);
         return;
