@@ -45,12 +45,6 @@ int tide__buf_reserve(tide__buf *b, size_t extra, size_t min_cap, unsigned char 
     return 0;
 }
 
-void tide__buf_settle_slow(tide__buf *b, size_t keep_max) {
-    b->head = 0;
-    if (b->cap > keep_max)
-        tide__buf_free(b);
-}
-
 void tide__buf_free(tide__buf *b) {
     free(b->data);
     b->data = NULL;

@@ -7,7 +7,8 @@
  * A read callback's data is lent only for the call, and the buffer may move once it
  * returns (more input, a compaction), so the completion copies the result into the
  * caller's buffer before the task resumes; except that read_await, started on an
- * empty reader, lets the transport read straight into the caller's buffer (no copy).
+ * empty reader, lets the transport read straight into the caller's buffer (no copy),
+ * and the reader then resumes the task without going through the completion.
  *
  * Cancellation and deadlines: the waiter's on_abandon withdraws the pending operation
  * (reader: the pending read, which has consumed nothing yet; writer: its waiter
@@ -22,18 +23,11 @@
 
 /* ---- reads ------------------------------------------------------------------------- */
 
-typedef struct read_wait {
-    tide__waiter w; /* first: on_abandon gets it */
-    tide_reader_t *r;
-    unsigned char *buf;
-    size_t cap;
-    size_t len;
-    const void *lent; /* peek: the reader's bytes, in place */
-} read_wait;
+typedef tide__read_wait read_wait;
 
 static void read_abandon(tide__waiter *w) { tide__reader_cancel_pending(((read_wait *)w)->r); }
 
-static void read_done(tide_reader_t *r, int status, const void *data, size_t len, void *arg) {
+void tide__read_wait_done(tide_reader_t *r, int status, const void *data, size_t len, void *arg) {
     (void)r;
     read_wait *rw = arg;
     if (data != NULL && len > 0 && data != rw->buf) {
@@ -97,7 +91,7 @@ int tide_reader_read_await(tide_reader_t *r, void *buf, size_t n, size_t *len) {
     if (rc != 0)
         return rc;
     /* The transport reads straight into buf when the reader is empty: no copy. */
-    return read_finish(&rw, tide__reader_read_into(r, buf, n, read_done, &rw), len);
+    return read_finish(&rw, tide__reader_read_into(r, buf, n, tide__read_wait_done, &rw), len);
 }
 
 int tide_reader_readexactly_await(tide_reader_t *r, void *buf, size_t n, size_t *len) {
@@ -105,7 +99,7 @@ int tide_reader_readexactly_await(tide_reader_t *r, void *buf, size_t n, size_t 
     int rc = read_begin(&rw, r, buf, n, len);
     if (rc != 0)
         return rc;
-    return read_finish(&rw, tide_reader_readexactly(r, n, read_done, &rw), len);
+    return read_finish(&rw, tide_reader_readexactly(r, n, tide__read_wait_done, &rw), len);
 }
 
 /* The peek completion keeps the bytes where they are: a hold on the reader, ended by
@@ -147,7 +141,8 @@ static int read_record(tide_reader_t *r, bool line, const tide_iovec_t *seps, si
     int rc = read_begin(&rw, r, buf, cap, len);
     if (rc != 0)
         return rc;
-    return read_finish(&rw, tide__reader_read_record(r, line, seps, n, cap, read_done, &rw), len);
+    return read_finish(
+        &rw, tide__reader_read_record(r, line, seps, n, cap, tide__read_wait_done, &rw), len);
 }
 
 int tide_reader_readuntil_any_await(tide_reader_t *r, const tide_iovec_t *seps, size_t n,
@@ -171,7 +166,8 @@ int tide_reader_discard_until_await(tide_reader_t *r, const void *sep, size_t se
     int rc = read_begin(&rw, r, NULL, 0, len);
     if (rc != 0)
         return rc;
-    return read_finish(&rw, tide_reader_discard_until(r, sep, seplen, read_done, &rw), len);
+    return read_finish(&rw, tide_reader_discard_until(r, sep, seplen, tide__read_wait_done, &rw),
+                       len);
 }
 
 /* ---- drain and wait_closed ------------------------------------------------------------ */

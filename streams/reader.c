@@ -258,8 +258,15 @@ TIDE__NOINLINE static void evaluate_pending(tide_reader_t *r) {
  * above twice the limit) is a handful of tests. Flow control can only change when
  * the reader is paused or holds more than twice the limit. */
 static void progress(tide_reader_t *r) {
-    if (waiting(r) && !starved(r))
+    if (TIDE__LIKELY(starved(r))) {
+        /* Nothing can finish; a stream's usual state once a read was handed over. */
+        if (!r->paused) {
+            settle(r);
+            return;
+        }
+    } else if (waiting(r)) {
         evaluate_pending(r);
+    }
     settle(r);
     if (TIDE__UNLIKELY(r->paused || avail(r) > 2 * r->limit))
         flow(r);
@@ -345,8 +352,10 @@ static void start(tide_reader_t *r, int kind, size_t n, tide_read_cb cb, void *a
     r->op.cb = cb;
     r->op.arg = arg;
     /* A read started from a read callback (a stream's usual loop) is evaluated once,
-     * when the callback has returned (run_completion). */
-    if (!r->completing)
+     * when the callback has returned (run_completion). A plain read on an empty, open
+     * reader that is not paused has nothing to evaluate: whatever emptied the buffer
+     * settled it already. */
+    if (!r->completing && !(starved(r) && !r->paused))
         progress(r);
 }
 
@@ -630,6 +639,15 @@ static void updated_into(tide_reader_t *r, size_t nbytes) {
         tide_read_cb cb = r->op.cb;
         void *arg = r->op.arg;
         r->op.kind = TIDE__RD_NONE;
+        if (TIDE__LIKELY(cb == tide__read_wait_done)) {
+            /* A task's read_await: its bytes are in its own memory, so the reader lends
+             * nothing and has nothing to evaluate; the task resumes right here. What it
+             * does next (a read, a close) brings its own evaluation. */
+            tide__read_wait *rw = arg;
+            rw->len = nbytes;
+            tide__task_wake_now(&rw->w, 0);
+            return;
+        }
         run_completion(r, cb, 0, into, nbytes, arg);
         return;
     }

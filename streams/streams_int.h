@@ -185,6 +185,23 @@ void tide__reader_switch_transport(tide_reader_t *r, tide_transport_t *t);
 void tide__reader_hold(tide_reader_t *r);
 void tide__reader_unhold(tide_reader_t *r);
 
+/* ---- await.c ---- */
+
+/* The record of a task's read, in the task's frame. */
+typedef struct tide__read_wait {
+    tide__waiter w; /* first: on_abandon gets it */
+    tide_reader_t *r;
+    unsigned char *buf;
+    size_t cap;
+    size_t len;
+    const void *lent; /* peek: the reader's bytes, in place */
+} tide__read_wait;
+
+/* The completion of the _await reads (arg: their tide__read_wait). A task whose bytes
+ * the transport read straight into its buffer is resumed by the reader itself, without
+ * this call (reader.c, updated_into): it recognises the read by this completion. */
+void tide__read_wait_done(tide_reader_t *r, int status, const void *data, size_t len, void *arg);
+
 /* ---- writer.c ---- */
 
 /* Starts a drain / wait_closed with a caller-provided record. */
