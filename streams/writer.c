@@ -136,9 +136,11 @@ TIDE__NOINLINE static int drain_paused(tide_writer_t *s, tide_writer_cb cb, void
 int tide_writer_try_drain(tide_writer_t *s, tide_writer_cb cb, void *arg) {
     if (s == NULL || cb == NULL)
         return TIDE_EINVAL;
-    if (TIDE__UNLIKELY(s->flags & TIDE__S_WRITE_PAUSED))
+    if (TIDE__LIKELY(tide__writer_drained(s)))
+        return 1;
+    if (s->flags & TIDE__S_WRITE_PAUSED)
         return drain_paused(s, cb, arg);
-    /* Nothing to wait for: answer now, with the error a drain would report if any. */
+    /* Nothing to wait for: answer now, with the error a drain would report. */
     int err = write_failure(s);
     return err != 0 ? err : 1;
 }
