@@ -281,13 +281,15 @@ static void reader_release(tide_reader_t *r) {
  * whatever the callback changed is evaluated once, afterwards. */
 static void run_completion(tide_reader_t *r, tide_read_cb cb, int status, const void *data,
                            size_t len, void *arg) {
+    bool outer = r->completing; /* a task's read finished inside another's callback */
     r->lending++;
     r->completing = true;
     cb(r, status, data, len, arg);
-    r->completing = false;
+    r->completing = outer;
     if (TIDE__UNLIKELY(r->lending > 1)) {
-        /* The callback took a hold that outlives it: the unhold below would not
-         * evaluate now, and the reads it started must not wait for that hold. */
+        /* The callback took a hold that outlives it, or this one ran inside another
+         * (a task resumed from a callback read on at once): the unhold below would
+         * not evaluate now, and the reads it started must not wait for that hold. */
         r->lending--;
         progress(r);
         return;
@@ -345,6 +347,21 @@ static int check_start(const tide_reader_t *r, tide_read_cb cb) {
     return 0;
 }
 
+/* A task's read whose bytes are buffered finishes inside the call, as asyncio's
+ * reads return without yielding when the buffer holds what they ask for: the task
+ * then does not suspend (its waiter is complete before it waits). The completion is
+ * the await layer's own, so no user callback runs inside the user's call. Any other
+ * outcome (the end, an error, a record too long) still completes from the loop, as
+ * one found by the readable event does: by then what was on its way behind the
+ * buffered bytes (an EOF that makes a last, unterminated line whole) has arrived. */
+TIDE__NOINLINE static void start_await(tide_reader_t *r) {
+    result res;
+    if (evaluate(r, &res) && res.status == 0)
+        complete(r, &res);
+    else
+        progress(r);
+}
+
 static void start(tide_reader_t *r, int kind, size_t n, tide_read_cb cb, void *arg) {
     r->op.kind = kind;
     r->op.n = n;
@@ -355,8 +372,12 @@ static void start(tide_reader_t *r, int kind, size_t n, tide_read_cb cb, void *a
      * when the callback has returned (run_completion). A plain read on an empty, open
      * reader that is not paused has nothing to evaluate: whatever emptied the buffer
      * settled it already. */
-    if (!r->completing && !(starved(r) && !r->paused))
-        progress(r);
+    if (cb != tide__read_wait_done) {
+        if (!r->completing && !(starved(r) && !r->paused))
+            progress(r);
+    } else if (!(starved(r) && !r->paused)) {
+        start_await(r); /* even inside a callback: a task resumed from one reads on */
+    }
 }
 
 static int validate_seps(const tide_iovec_t *seps, size_t n, size_t *total) {

@@ -306,6 +306,12 @@ TIDE_EXTERN int tide_writer_start_tls(tide_writer_t *writer, tide_tls_config_t *
  * TIDE_ETIMEOUT (its deadline passed): the operation is then withdrawn with nothing
  * consumed, so the reader or writer can be used again at once.
  *
+ * Like asyncio's, a read whose bytes are already buffered (the whole record, for the
+ * separator reads; n bytes for readexactly) returns them without suspending the task:
+ * no loop turn passes, and a cancellation or deadline is then not seen by that call
+ * but by the next one that waits. The end of the stream, an error or a limit overrun
+ * is reported after a wait, as for a read that had to wait for its bytes.
+ *
  * Read results are in the caller's buffer when the task resumes (copied there, or
  * read there by the transport when the reader was empty), so they stay valid as long
  * as the buffer does; only tide_reader_peek_await lends the reader's own bytes. *len

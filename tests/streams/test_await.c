@@ -190,6 +190,49 @@ static void test_drain_after_close(void **state) {
     st_pair_close(&p);
 }
 
+/* A read whose bytes are buffered returns without yielding, as asyncio's: a callback
+ * scheduled before it has not run when it returns, whether the task resumed from the
+ * readable event's callback or from the loop. A read that has to wait yields. */
+static int buffered_reads_task(void *arg) {
+    st_pair *p = arg;
+    tide_reader_t *r = tide_writer_get_reader(p->a);
+    char buf[16];
+    size_t n = 0;
+    static int ran; /* the callback may run after this task ended */
+    ran = 0;
+    TS_CHECK(tide_writer_write(p->b, "one\ntwo\nthree", 13) == 0);
+    CHECK_LINE(r, 0, "one\n"); /* waits; resumed from the callback that read it */
+    TS_CHECK(tide_reader_buffered(r) == 9);
+    TS_CHECK(tide_loop_call_soon(p->loop, set_flag, &ran) != NULL);
+    CHECK_LINE(r, 0, "two\n");
+    TS_CHECK(tide_reader_readexactly_await(r, buf, 2, &n) == 0 && memcmp(buf, "th", 2) == 0);
+    TS_CHECK(tide_reader_read_await(r, buf, sizeof buf, &n) == 0 && n == 3);
+    TS_CHECK(memcmp(buf, "ree", 3) == 0);
+    TS_CHECK(ran == 0);
+    TS_CHECK(tide_writer_write(p->b, "x", 1) == 0);
+    TS_CHECK(tide_reader_read_await(r, buf, sizeof buf, &n) == 0 && n == 1 && buf[0] == 'x');
+    TS_CHECK(ran == 1);
+    /* Bytes that arrived while the task waited elsewhere, read from the loop's turn. */
+    TS_CHECK(tide_writer_write(p->b, "four\nfive\n", 10) == 0);
+    for (int i = 0; i < 1000 && tide_reader_buffered(r) < 10; i++)
+        TS_CHECK(tide_task_yield() == 0);
+    TS_CHECK(tide_reader_buffered(r) == 10);
+    ran = 0;
+    TS_CHECK(tide_loop_call_soon(p->loop, set_flag, &ran) != NULL);
+    CHECK_LINE(r, 0, "four\n");
+    CHECK_LINE(r, 0, "five\n");
+    TS_CHECK(ran == 0);
+    return 0;
+}
+
+static void test_buffered_reads_do_not_yield(void **state) {
+    (void)state;
+    st_pair p;
+    st_pair_open(&p, LIMIT);
+    assert_int_equal(ts_run_task(p.loop, buffered_reads_task, &p), 0);
+    st_pair_close(&p);
+}
+
 static int incomplete_task(void *arg) {
     st_pair *p = arg;
     tide_reader_t *r = tide_writer_get_reader(p->a);
@@ -681,15 +724,22 @@ static void test_other_loop(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_outside_task), cmocka_unit_test(test_reads_memory),
+        cmocka_unit_test(test_outside_task),
+        cmocka_unit_test(test_reads_memory),
         cmocka_unit_test(test_drain_after_close),
+        cmocka_unit_test(test_buffered_reads_do_not_yield),
         cmocka_unit_test(test_read_into_task_buffer),
         cmocka_unit_test(test_peek_consume),
-        cmocka_unit_test(test_incomplete),   cmocka_unit_test(test_cancel_readline),
-        cmocka_unit_test(test_deadline),     cmocka_unit_test(test_cancel_drain),
-        cmocka_unit_test(test_echo_tcp),     cmocka_unit_test(test_echo_unix),
-        cmocka_unit_test(test_refused),      cmocka_unit_test(test_cancel_open),
-        cmocka_unit_test(test_socketpair),   cmocka_unit_test(test_other_loop),
+        cmocka_unit_test(test_incomplete),
+        cmocka_unit_test(test_cancel_readline),
+        cmocka_unit_test(test_deadline),
+        cmocka_unit_test(test_cancel_drain),
+        cmocka_unit_test(test_echo_tcp),
+        cmocka_unit_test(test_echo_unix),
+        cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_cancel_open),
+        cmocka_unit_test(test_socketpair),
+        cmocka_unit_test(test_other_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
