@@ -89,23 +89,26 @@ enum task_state {
 #define INLINE_DEADLINES 4
 
 struct tide_task {
-    tide__resource res; /* registered while unfinished or while a join is pending */
-    tide__call run_call;
-    tide__call join_call;
-    tide__timer deadline_timer;
+    /* What every wait and wake touches comes first, in one cache line: with a
+     * thousand tasks waking in turn, each wake should miss the cache once. */
+    tide__waiter *waiter; /* the wait it is suspended in */
+    tide__ctx ctx;        /* the task, while suspended */
+    tide__ctx caller;     /* whoever resumed it, while it runs */
     tide_loop_t *loop;
-    tide_task_fn fn;
-    void *arg;
-    int result;
+    size_t ndeadlines;
     enum task_state state;
     bool cancel_pending;
     bool joined; /* a join (callback or await) claims the task */
     bool detached;
-    tide__waiter *waiter; /* the wait it is suspended in */
+    tide__call run_call;
 
-    tide__ctx ctx;    /* the task, while suspended */
-    tide__ctx caller; /* whoever resumed it, while it runs */
-    char *map;        /* stack mapping, guard page first; NULL once released */
+    tide__resource res; /* registered while unfinished or while a join is pending */
+    tide__call join_call;
+    tide__timer deadline_timer;
+    tide_task_fn fn;
+    void *arg;
+    int result;
+    char *map; /* stack mapping, guard page first; NULL once released */
     size_t map_size;
 #ifdef TIDE__VALGRIND
     unsigned valgrind_stack;
@@ -117,7 +120,7 @@ struct tide_task {
     /* Deadline scopes: each entry is the effective (earliest) absolute deadline in
      * force inside that scope, so the innermost entry governs. */
     double *deadlines;
-    size_t ndeadlines, deadline_cap;
+    size_t deadline_cap;
     double deadline_inline[INLINE_DEADLINES];
 
 #ifdef TIDE__ASAN
@@ -545,15 +548,16 @@ int tide__task_wait(tide__waiter *w) {
     if (w->done)
         return w->status;
     int rc = interruption(t);
-    if (rc == 0 && t->ndeadlines > 0 && isfinite(t->deadlines[t->ndeadlines - 1]))
+    bool timed = rc == 0 && t->ndeadlines > 0 && isfinite(t->deadlines[t->ndeadlines - 1]);
+    if (timed)
         rc = tide__timer_start_at(&t->deadline_timer, t->deadlines[t->ndeadlines - 1]);
     if (rc != 0) {
         abandon(w, rc);
         return rc;
     }
     park(t, w);
-    /* No timer work unless a deadline was armed for this wait. */
-    if (tide__timer_active(&t->deadline_timer))
+    /* No timer work, not even a look at the timer, unless this wait armed it. */
+    if (timed && tide__timer_active(&t->deadline_timer))
         tide__timer_stop(&t->deadline_timer);
     return w->status;
 }
