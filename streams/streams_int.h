@@ -36,14 +36,11 @@ typedef struct tide__sep {
     size_t len;
 } tide__sep;
 
-/* The one pending read of a reader: everything needed to finish it later. */
+/* The one pending read of a reader: everything needed to finish it later. The plain
+ * read's fields come first (see struct tide_reader). */
 typedef struct tide__read_op {
     int kind;
-    size_t n;       /* READ, EXACTLY: the size; DISCARD: bytes dropped so far */
-    size_t nseps;   /* UNTIL, LINE, DISCARD */
-    size_t min_len; /* of the separators */
-    size_t max_len;
-    size_t offset; /* bytes at the front known to hold no separator start */
+    size_t n; /* READ, EXACTLY: the size; DISCARD: bytes dropped so far */
     union {
         size_t cap; /* UNTIL, LINE: the longest record handed over (SIZE_MAX: no cap) */
         /* READ: the caller's memory of n bytes that the transport may read into while
@@ -52,31 +49,37 @@ typedef struct tide__read_op {
     };
     tide_read_cb cb;
     void *arg;
+    size_t offset;  /* bytes at the front known to hold no separator start */
+    size_t nseps;   /* UNTIL, LINE, DISCARD */
+    size_t min_len; /* of the separators */
+    size_t max_len;
 } tide__read_op;
 
+/* The fields a stream's read loop touches on every arrival come first, so that with
+ * many connections each arrival misses the cache as few times as it can. */
 struct tide_reader {
-    tide_loop_t *loop;
-    tide__stream *stream;        /* NULL for tide_reader_new */
-    tide_transport_t *transport; /* for read flow control; NULL when none or lost */
-    size_t limit;
+    tide__read_op op;
     tide__buf buf; /* the bytes received and not yet read */
-    /* The buffer a callback's data points into, kept when the buffer moved during the
-     * callback (a feed from inside it); freed once the callback returns. */
-    unsigned char *lent_buf;
-    size_t chunk;   /* free space to offer the transport for the next read */
-    size_t offered; /* free space offered for the read in progress */
-    /* The read's own memory (op.into) when the transport was handed that instead of
-     * the buffer's tail for the read in progress; NULL otherwise. */
-    unsigned char *lent_into;
-    int lending;    /* > 0 while a read callback runs: no compaction, no reset */
+    int lending;   /* > 0 while a read callback runs: no compaction, no reset */
+    int error;
     bool eof;
     bool paused;      /* we paused the transport */
     bool free_wanted; /* tide_reader_free inside a callback */
     bool peek_held;   /* a tide_reader_peek_await loan holds the buffer (one hold) */
     bool completing;  /* a read callback runs: reads it starts are evaluated after it */
-    int error;
-    tide__read_op op;
+    size_t limit;
+    size_t chunk;   /* free space to offer the transport for the next read */
+    size_t offered; /* free space offered for the read in progress */
+    /* The read's own memory (op.into) when the transport was handed that instead of
+     * the buffer's tail for the read in progress; NULL otherwise. */
+    unsigned char *lent_into;
     tide__call call; /* the deferred completion of op */
+    /* The buffer a callback's data points into, kept when the buffer moved during the
+     * callback (a feed from inside it); freed once the callback returns. */
+    unsigned char *lent_buf;
+    tide_loop_t *loop;
+    tide__stream *stream;        /* NULL for tide_reader_new */
+    tide_transport_t *transport; /* for read flow control; NULL when none or lost */
     /* Separator storage, reused across reads (grown, never shrunk while open). */
     tide__sep *seps;
     size_t seps_cap;
@@ -113,15 +116,18 @@ enum {
     TIDE__S_TLS = 1u << 6           /* the transport is TLS */
 };
 
+/* As in the reader, what every write and arrival touches comes first: the adapter
+ * (whose ops the transport reads), the transport, the flags, and then the reader. */
 struct tide_writer {
     tide_protocol_t proto; /* the adapter, handed to the transport */
-    tide_loop_t *loop;
     /* The current transport, NULL before connection_made and after connection_lost.
      * start_tls swaps it (and the reader's) for the TLS transport. */
     tide_transport_t *transport;
+    tide_loop_t *loop;
     unsigned flags;
     int lost_status;
-    int write_error;     /* what writes and drains report once the connection is gone */
+    int write_error; /* what writes and drains report once the connection is gone */
+    struct tide_reader reader;
     tide__queue drains;  /* tide__stream_waiter */
     tide__queue closers; /* tide__stream_waiter */
     tide__resource resource;
@@ -135,7 +141,6 @@ struct tide_writer {
     /* start_tls: the completion (NULL once an await gave up on it). */
     tide_writer_cb tls_cb;
     void *tls_arg;
-    struct tide_reader reader;
 };
 
 /* ---- reader.c ---- */
