@@ -102,18 +102,26 @@ tide__sys_table tide__sys = REAL_CALLS;
 
 void tide__sys_reset(void) { tide__sys = real_calls; }
 
+static bool sigpipe_pending(void) {
+    sigset_t pending;
+    return sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+}
+
 /* The signal is blocked on this thread for the call, and one the call raised (none
  * was pending before) is taken back with sigtimedwait before the mask is restored,
- * so the application never sees it and its own SIGPIPE disposition is left alone. */
+ * so the application never sees it and its own SIGPIPE disposition is left alone.
+ * The call may raise it and still report bytes written: a pipe write that filled
+ * part of its room before the reader went, and a sendfile whose later pieces met
+ * the closed socket, return the count of what went out. */
 ssize_t tide__sys_nosigpipe(ssize_t (*call)(void *arg), void *arg) {
-    sigset_t pipe_set, old, pending;
+    sigset_t pipe_set, old;
     sigemptyset(&pipe_set);
     sigaddset(&pipe_set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    bool was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+    bool was_pending = sigpipe_pending();
     ssize_t r = call(arg);
     int saved = errno;
-    if (r < 0 && saved == EPIPE && !was_pending) {
+    if (!was_pending && sigpipe_pending()) {
         struct timespec zero = {0, 0};
         while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
         }
